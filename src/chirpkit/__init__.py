@@ -1,0 +1,86 @@
+"""chirpkit: turn labelled recordings into audio classifiers, and run them over new recordings.
+
+The public functions mirror the command-line verbs::
+
+    import chirpkit
+    catalog = chirpkit.ingest("data/", out="catalog.parquet")
+    catalog = chirpkit.split(catalog, out="catalog.parquet")
+    store = chirpkit.prepare(catalog, out="store/")
+    chirpkit.train(store, out="runs/first")
+    chirpkit.evaluate("runs/first")
+    chirpkit.detect("runs/first", ["long_recording.flac"], out="detections/")
+
+Heavy modules (torch, Lightning) load on first use, so ``import chirpkit`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from chirpkit._version import __version__
+
+if TYPE_CHECKING:
+    from chirpkit.config import Config, load_config
+    from chirpkit.data.catalog import read_catalog, write_catalog
+    from chirpkit.data.ingest import ingest
+    from chirpkit.data.split import split
+    from chirpkit.data.store import Store, prepare
+    from chirpkit.demo_pipeline import demo
+    from chirpkit.detection import detect
+    from chirpkit.evaluation import evaluate
+    from chirpkit.models import create_model, list_models, load_model
+    from chirpkit.pipeline import fit
+    from chirpkit.training import train
+
+__all__ = [
+    "Config",
+    "Store",
+    "__version__",
+    "create_model",
+    "demo",
+    "detect",
+    "evaluate",
+    "fit",
+    "ingest",
+    "list_models",
+    "load_config",
+    "load_model",
+    "prepare",
+    "read_catalog",
+    "split",
+    "train",
+    "write_catalog",
+]
+
+_LAZY = {
+    "Config": "chirpkit.config",
+    "load_config": "chirpkit.config",
+    "read_catalog": "chirpkit.data.catalog",
+    "write_catalog": "chirpkit.data.catalog",
+    "ingest": "chirpkit.data.ingest",
+    "split": "chirpkit.data.split",
+    "Store": "chirpkit.data.store",
+    "prepare": "chirpkit.data.store",
+    "demo": "chirpkit.demo_pipeline",
+    "detect": "chirpkit.detection",
+    "evaluate": "chirpkit.evaluation",
+    "create_model": "chirpkit.models",
+    "list_models": "chirpkit.models",
+    "load_model": "chirpkit.models",
+    "fit": "chirpkit.pipeline",
+    "train": "chirpkit.training",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chirpkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,247 @@
+"""One typed, validated configuration for every stage.
+
+A config is a YAML file with one section per stage (``audio``, ``features``, ``model``, ``train``,
+``split``, ``detect``); any key left out takes its default. Command-line overrides use dotted keys,
+e.g. ``--set train.epochs=5 --set features.n_mels=128``. An unknown key is an error that lists the
+valid keys of its section.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from chirpkit.errors import ConfigError
+
+__all__ = [
+    "AudioConfig",
+    "Config",
+    "DetectConfig",
+    "FeatureConfig",
+    "ModelConfig",
+    "SplitConfig",
+    "TrainConfig",
+    "load_config",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class AudioConfig(_Section):
+    """How ``prepare`` turns recordings into fixed windows (these settings shape the store)."""
+
+    sample_rate: int = Field(32000, gt=0, description="target sample rate in Hz (audio is resampled)")
+    window_s: float = Field(3.0, gt=0, description="window (clip) length in seconds")
+    window_hop_s: float | None = Field(
+        None, gt=0, description="hop between windows cut from long clips; default = window_s"
+    )
+    margin_s: float = Field(
+        0.0, ge=0, description="real audio kept on both sides of each window (for time shifts)"
+    )
+    dtype: Literal["int16", "float16", "float32"] = Field("int16", description="sample type on disk")
+    workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core (max 8)")
+
+    def shaping(self) -> dict[str, Any]:
+        """The settings that change stored samples (``workers`` does not)."""
+        return self.model_dump(exclude={"workers"})
+
+    @property
+    def hop_s(self) -> float:
+        return self.window_hop_s if self.window_hop_s is not None else self.window_s
+
+
+class FeatureConfig(_Section):
+    """Spectrogram front-end computed on batches (CPU or GPU) inside the model."""
+
+    kind: Literal["logmel"] = "logmel"
+    n_fft: int = Field(1024, gt=0)
+    hop_length: int = Field(320, gt=0, description="samples between frames")
+    win_length: int | None = Field(None, gt=0)
+    n_mels: int = Field(64, gt=0)
+    fmin_hz: float = Field(50.0, ge=0)
+    fmax_hz: float | None = Field(None, gt=0, description="default: sample_rate / 2")
+    floor: Literal["none", "median"] = Field(
+        "none",
+        description="'median' subtracts each mel bin's median over time, per example: removes a "
+        "recording's stationary background (level, noise colour), which helps transient calls in "
+        "varying noise; it also removes stationary sounds (engines, rain, drones), so keep 'none' "
+        "for those",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureConfig:
+        if self.win_length is not None and self.win_length > self.n_fft:
+            raise ValueError(f"win_length={self.win_length} must be <= n_fft={self.n_fft}")
+        if self.fmax_hz is not None and self.fmax_hz <= self.fmin_hz:
+            raise ValueError(f"fmax_hz={self.fmax_hz} must be greater than fmin_hz={self.fmin_hz}")
+        return self
+
+
+class ModelConfig(_Section):
+    """Which registered model to build (``chirpkit.models.list_models()``) and its options."""
+
+    name: str = "small_cnn"
+    dropout: float = Field(0.3, ge=0, lt=1)
+    params: dict[str, Any] = Field(default_factory=dict, description="extra model keyword arguments")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up before the cosine decay")
+    class_weights: Literal["balanced", "none"] = "balanced"
+    seed: int = 0
+    num_workers: int | Literal["auto"] = "auto"
+    accelerator: str = Field("auto", description="'auto', 'cpu', 'gpu', 'mps', ...")
+    devices: int | str = "auto"
+    precision: str = Field("auto", description="'auto' = 16-mixed on CUDA, 32-true elsewhere")
+    patience: int | None = Field(None, gt=0, description="early stopping on val macro F1 (epochs)")
+    deterministic: bool = False
+
+
+class SplitConfig(_Section):
+    strategy: Literal["stratified-group"] = "stratified-group"
+    val_fraction: float = Field(0.15, ge=0, lt=1)
+    test_fraction: float = Field(0.15, ge=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction} must be < 1"
+            )
+        return self
+
+
+class DetectConfig(_Section):
+    hop_s: float | None = Field(None, gt=0, description="hop between windows; default = window / 2")
+    min_score: float = Field(0.5, ge=0, le=1)
+    batch_size: int = Field(64, gt=0)
+    background_labels: list[str] = Field(
+        default_factory=lambda: ["noise"], description="classes never written as detections"
+    )
+
+
+class Config(_Section):
+    """The whole configuration; each verb reads the sections it needs."""
+
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _check_keys(data: Any, model: type[BaseModel], where: str) -> None:
+    """Reject unknown keys with a message that lists the valid ones (and a close match)."""
+    if not isinstance(data, dict):
+        if where:
+            raise ConfigError(f"config section '{where}' must be a mapping of keys, got {data!r}")
+        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    fields = model.model_fields
+    for key, value in data.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            valid = sorted(fields)
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            section = f"in '{where}'" if where else "at the top level"
+            raise ConfigError(
+                f"unknown config key '{dotted}'.{hint} Valid keys {section}: {', '.join(valid)}"
+            )
+        annotation = fields[key].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            _check_keys(value, annotation, dotted)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like section.key=value, e.g. train.epochs=5")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override '{item}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{item}': cannot parse value {raw!r}: {exc}") from exc
+    return parts, value
+
+
+def _merge(base: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = base
+    for p in parts[:-1]:
+        child = node.get(p)
+        if not isinstance(child, dict):
+            child = {}
+            node[p] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    *,
+    base: Config | dict[str, Any] | None = None,
+) -> Config:
+    """Build a validated :class:`Config` from defaults, an optional YAML file and overrides.
+
+    Args:
+        path: a YAML file with any subset of the sections.
+        overrides: ``["train.epochs=5", ...]`` or ``{"train.epochs": 5}``; applied after the file.
+        base: start from this config instead of the defaults.
+
+    Raises:
+        ConfigError: unreadable YAML, unknown keys (listing the valid ones), invalid values.
+    """
+    data: dict[str, Any] = {}
+    if base is not None:
+        data = base.model_dump(mode="json") if isinstance(base, Config) else dict(base)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        _check_keys(loaded, Config, "")
+        for section, values in loaded.items():
+            if isinstance(values, dict):
+                for k, v in values.items():
+                    _merge(data, [section, k], v)
+            else:
+                data[section] = values
+    items: list[tuple[list[str], Any]] = []
+    if isinstance(overrides, dict):
+        items = [([p for p in k.split(".") if p], v) for k, v in overrides.items()]
+    elif overrides:
+        items = [_parse_override(o) for o in overrides]
+    for parts, value in items:
+        probe: dict[str, Any] = {}
+        _merge(probe, parts, value)
+        _check_keys(probe, Config, "")
+        _merge(data, parts, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            lines.append(f"  {loc or '<config>'}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid config:\n" + "\n".join(lines)) from exc

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chirpkit.config import Config, load_config
+from chirpkit.errors import ConfigError
+
+
+def test_defaults_are_valid_and_round_trip(tmp_path: Path) -> None:
+    cfg = load_config()
+    assert cfg.audio.sample_rate == 32000 and cfg.audio.window_s == 3.0
+    p = tmp_path / "c.yaml"
+    p.write_text(cfg.to_yaml())
+    assert load_config(p) == cfg
+
+
+def test_file_then_overrides(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  epochs: 7\n  lr: 0.01\nfeatures:\n  n_mels: 128\n")
+    cfg = load_config(p, ["train.epochs=3", "model.params={channels: [8, 16]}"])
+    assert cfg.train.epochs == 3 and cfg.train.lr == 0.01 and cfg.features.n_mels == 128
+    assert cfg.model.params == {"channels": [8, 16]}
+    assert load_config(overrides={"split.seed": 5}).split.seed == 5
+
+
+def test_unknown_key_lists_valid_keys(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'train.epoch'.*Did you mean 'epochs'.*batch_size"
+    ):
+        load_config(overrides=["train.epoch=3"])
+    p = tmp_path / "c.yaml"
+    p.write_text("trian:\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"'trian'.*Did you mean 'train'.*audio"):
+        load_config(p)
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("train.epochs=-1", r"train.epochs.*greater than 0.*-1"),
+        ("audio.dtype=int8", r"audio.dtype"),
+        ("split.val_fraction=0.9", r"must be < 1"),
+        ("features.win_length=4096", r"win_length=4096 must be <= n_fft"),
+        ("train.epochs", r"section.key=value"),
+    ],
+)
+def test_bad_values_name_key_and_value(override: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides=[override])
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.yaml")
+    assert isinstance(ConfigError("x"), ValueError)
+
+
+def test_audio_shaping_excludes_workers() -> None:
+    a = Config().audio
+    assert "workers" not in a.shaping() and a.hop_s == a.window_s
