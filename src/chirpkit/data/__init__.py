@@ -1,0 +1,1 @@
+"""Data stages: ingest (sources → catalog), split, prepare (catalog → store), datasets."""

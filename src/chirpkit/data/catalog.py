@@ -1,0 +1,150 @@
+"""The catalog: one table for every kind of dataset.
+
+One row per example:
+
+=============  ==========================================================================
+column         meaning
+=============  ==========================================================================
+source         absolute path of the audio file
+start_s        start of the example in the file (s)
+end_s          end of the example in the file (s); a point annotation has start_s == end_s
+label          the example's own class (the single-label training target)
+labels         every class present in the example (list; ``;``-joined in the CSV view)
+group          what must never be split across train/val/test (recording, site, day, speaker)
+duration_s     duration of the whole file (s)
+sample_rate    the file's sample rate (Hz)
+channels       the file's channel count
+codec          e.g. pcm_16, flac, mp3, vorbis, aac
+container      e.g. wav, flac, mp3, ogg
+bit_depth      bits per sample (lossless audio), else empty
+decoder        soundfile, or pyav when libsndfile could not read the file
+split          train / val / test (after ``split``)
+=============  ==========================================================================
+
+It is stored as Parquet with a CSV view beside it (same name, ``.csv``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from chirpkit._util import atomic_path, existing_path
+from chirpkit.errors import DataError
+
+__all__ = [
+    "CORE_COLUMNS",
+    "LABEL_SEP",
+    "catalog_fingerprint",
+    "class_counts",
+    "read_catalog",
+    "validate_catalog",
+    "write_catalog",
+]
+
+CORE_COLUMNS = ("source", "start_s", "end_s", "label", "labels", "group")
+META_COLUMNS = (
+    "duration_s",
+    "sample_rate",
+    "channels",
+    "codec",
+    "container",
+    "bit_depth",
+    "decoder",
+)
+LABEL_SEP = ";"
+SPLITS = ("train", "val", "test")
+
+
+def _labels_to_list(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [s for s in (x.strip() for x in value.split(LABEL_SEP)) if s]
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return []
+    return [str(v) for v in value]  # type: ignore[attr-defined]
+
+
+def validate_catalog(df: pd.DataFrame, where: str = "catalog") -> pd.DataFrame:
+    """Check the core columns and normalise types; return the (copied) catalog.
+
+    Raises:
+        DataError: a core column is missing, a label is empty, or times are not numbers.
+    """
+    missing = [c for c in CORE_COLUMNS if c not in df.columns and c != "labels"]
+    if missing:
+        raise DataError(
+            f"{where} lacks column(s) {missing}; a catalog needs {list(CORE_COLUMNS)} "
+            "(create one with `chirpkit ingest`)"
+        )
+    out = df.copy()
+    out["source"] = out["source"].astype(str)
+    out["label"] = out["label"].astype(str)
+    out["group"] = out["group"].astype(str)
+    for col in ("start_s", "end_s"):
+        try:
+            out[col] = pd.to_numeric(out[col]).astype(float)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{where}: column '{col}' must hold numbers of seconds: {exc}") from exc
+    if "labels" not in out.columns:
+        out["labels"] = [[lab] for lab in out["label"]]
+    else:
+        out["labels"] = [
+            _labels_to_list(v) or [lab] for v, lab in zip(out["labels"], out["label"], strict=True)
+        ]
+    empty = out.index[out["label"].str.strip().isin(["", "nan", "None"])].tolist()
+    if empty:
+        raise DataError(f"{where}: {len(empty)} row(s) have an empty label (rows {empty[:10]})")
+    return out.reset_index(drop=True)
+
+
+def read_catalog(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a catalog written by :func:`write_catalog` (Parquet, or its CSV view)."""
+    p = existing_path(path, "catalog")
+    if p.suffix.lower() == ".csv":
+        df = pd.read_csv(p, keep_default_na=False, na_values=[""])
+    else:
+        try:
+            df = pd.read_parquet(p)
+        except Exception as exc:
+            raise DataError(f"cannot read catalog {p} as Parquet: {exc}") from exc
+    return validate_catalog(df, where=f"catalog {p}")
+
+
+def write_catalog(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write the catalog as Parquet (atomically) with a CSV view beside it."""
+    p = Path(path)
+    if p.suffix.lower() not in (".parquet", ".pq"):
+        p = p.with_suffix(".parquet")
+    out = validate_catalog(df)
+    with atomic_path(p) as tmp:
+        out.to_parquet(tmp, index=False)
+    view = out.copy()
+    view["labels"] = [LABEL_SEP.join(v) for v in view["labels"]]
+    with atomic_path(p.with_suffix(".csv")) as tmp:
+        view.to_csv(tmp, index=False)
+    return p
+
+
+def catalog_fingerprint(df: pd.DataFrame) -> str:
+    """A digest of the rows that shape training (sources, spans, labels, groups, split)."""
+    cols = [c for c in (*CORE_COLUMNS, "split") if c in df.columns]
+    view = df[cols].copy()
+    if "labels" in view.columns:
+        view["labels"] = [LABEL_SEP.join(v) for v in view["labels"]]
+    return hashlib.sha256(view.to_csv(index=False).encode()).hexdigest()[:16]
+
+
+def class_counts(df: pd.DataFrame, by: str = "split") -> pd.DataFrame:
+    """Examples per class (rows) and per value of ``by`` (columns), with a ``total`` column."""
+    if by not in df.columns:
+        counts = df.groupby("label").size().to_frame("total")
+        return counts.sort_index()
+    table = pd.crosstab(df["label"], df[by])
+    order = [s for s in SPLITS if s in table.columns] + [c for c in table.columns if c not in SPLITS]
+    table = table[order]
+    table["total"] = table.sum(axis=1)
+    table.columns.name = None
+    return table.sort_index()

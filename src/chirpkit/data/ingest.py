@@ -1,0 +1,312 @@
+"""Ingest: turn a folder of class sub-folders or a label CSV into a catalog.
+
+Every file is probed (header only); files that cannot be read are skipped with one line each in a
+skip report (``<catalog>.skipped.csv``: source, reason) instead of stopping the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from chirpkit._util import atomic_path, existing_path
+from chirpkit.audio import AudioInfo, info
+from chirpkit.data.catalog import LABEL_SEP, validate_catalog, write_catalog
+from chirpkit.errors import AudioDecodeError, DataError
+
+__all__ = ["group_rule", "ingest", "read_label_table"]
+
+log = logging.getLogger("chirpkit")
+
+_PATH_COLS = ("path", "file", "filename", "filepath", "source", "audio", "file_path")
+_LABEL_COLS = ("label", "labels", "class", "category", "species", "target_name")
+_GROUP_COLS = ("group", "recording", "site", "speaker", "src_file")
+_IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+def group_rule(rule: str, root: Path | None = None) -> Callable[[Path], str]:
+    """Return a function ``path -> group`` for a rule.
+
+    Rules: ``file`` (the file itself), ``folder`` (the file's parent folder), or
+    ``regex:PATTERN`` searched in the path relative to ``root`` (the first capture group, or the
+    whole match) — e.g. ``regex:^\\d+_([a-z]+)_`` takes the speaker out of ``3_theo_12.wav``.
+    """
+
+    def rel(p: Path) -> str:
+        if root is not None:
+            try:
+                return p.relative_to(root).as_posix()
+            except ValueError:
+                pass
+        return p.as_posix()
+
+    if rule == "file":
+        return lambda p: rel(p)
+    if rule == "folder":
+        return lambda p: rel(p.parent)
+    if rule.startswith("regex:"):
+        try:
+            pattern = re.compile(rule[len("regex:") :])
+        except re.error as exc:
+            raise DataError(f"group rule {rule!r} is not a valid regular expression: {exc}") from exc
+
+        def by_regex(p: Path) -> str:
+            text = rel(p)
+            m = pattern.search(text) or pattern.search(p.name)
+            if m is None:
+                raise DataError(
+                    f"group rule {rule!r} does not match {text!r}; fix the pattern or use "
+                    "group_by='file' / 'folder'"
+                )
+            return m.group(1) if m.groups() else m.group(0)
+
+        return by_regex
+    raise DataError(f"unknown group rule {rule!r}; use 'file', 'folder' or 'regex:PATTERN'")
+
+
+def _pick(columns: Iterable[str], names: Sequence[str]) -> str | None:
+    lower = {c.lower().strip(): c for c in columns}
+    for n in names:
+        if n in lower:
+            return lower[n]
+    return None
+
+
+def read_label_table(path: Path, audio_dir: Path | None = None) -> pd.DataFrame:
+    """Read a label CSV ``path,label[,group][,start_s,end_s]`` (header names are flexible).
+
+    Returns a frame with ``source`` (resolved against ``audio_dir`` or the CSV's folder),
+    ``label``, ``labels`` and, when present, ``group``, ``start_s``, ``end_s`` and ``row``
+    (the line number in the CSV, for messages).
+    """
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python")
+    except Exception as exc:
+        raise DataError(f"cannot read label table {path}: {exc}") from exc
+    if table.empty:
+        raise DataError(f"label table {path} has no rows")
+    path_col = _pick(table.columns, _PATH_COLS)
+    label_col = _pick(table.columns, _LABEL_COLS)
+    if path_col is None or label_col is None:
+        raise DataError(
+            f"label table {path} needs a file column (one of {list(_PATH_COLS)}) and a label column "
+            f"(one of {list(_LABEL_COLS)}); it has {list(table.columns)}"
+        )
+    base = audio_dir if audio_dir is not None else path.parent
+    rows = pd.DataFrame({"row": table.index + 2})  # 1-based, after the header line
+    rows["source"] = [str((base / p.strip()).resolve()) if p.strip() else "" for p in table[path_col]]
+    labels = [[s.strip() for s in v.split(LABEL_SEP) if s.strip()] for v in table[label_col]]
+    bad = [int(r) for r, labs in zip(rows["row"], labels, strict=True) if not labs]
+    if bad:
+        raise DataError(f"label table {path}: empty label on line(s) {bad[:10]}; every file needs a label")
+    nopath = [int(r) for r, s in zip(rows["row"], rows["source"], strict=True) if not s]
+    if nopath:
+        raise DataError(f"label table {path}: empty file name on line(s) {nopath[:10]}")
+    rows["labels"] = labels
+    rows["label"] = [labs[0] for labs in labels]
+    group_col = _pick(table.columns, _GROUP_COLS)
+    if group_col is not None:
+        rows["group"] = table[group_col].str.strip().to_numpy()
+    for name, cands in (("start_s", ("start_s", "start", "offset")), ("end_s", ("end_s", "end"))):
+        col = _pick(table.columns, cands)
+        if col is not None:
+            try:
+                rows[name] = pd.to_numeric(table[col]).astype(float).to_numpy()
+            except ValueError as exc:
+                raise DataError(f"label table {path}: column '{col}' must hold seconds: {exc}") from exc
+    return rows
+
+
+def _scan_folder(root: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    skipped: list[dict[str, str]] = []
+    for f in sorted(root.iterdir()):
+        if f.is_file() and f.name not in _IGNORED_NAMES and not f.name.startswith("."):
+            skipped.append({"source": str(f), "reason": "not inside a class sub-folder"})
+    records = []
+    for cdir in classes:
+        for f in sorted(cdir.rglob("*")):
+            if not f.is_file() or f.name in _IGNORED_NAMES or f.name.startswith("."):
+                continue
+            records.append({"source": str(f.resolve()), "label": cdir.name, "labels": [cdir.name]})
+    return pd.DataFrame(records, columns=["source", "label", "labels"]), skipped
+
+
+def _probe_all(sources: Sequence[str], workers: int, progress: bool) -> dict[str, AudioInfo | str]:
+    def probe(src: str) -> AudioInfo | str:
+        try:
+            i = info(src)
+        except AudioDecodeError as exc:
+            return exc.reason
+        if i.frames <= 0 or i.duration_s <= 0:
+            return "no audio samples (0 frames)"
+        return i
+
+    unique = list(dict.fromkeys(sources))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(
+            tqdm(
+                pool.map(probe, unique),
+                total=len(unique),
+                desc="probe",
+                unit="file",
+                disable=not progress,
+            )
+        )
+    return dict(zip(unique, results, strict=True))
+
+
+def ingest(
+    src: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    group_by: str | None = None,
+    classes: Sequence[str] | None = None,
+    audio_dir: str | os.PathLike[str] | None = None,
+    workers: int = 8,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Build a catalog from a folder of class sub-folders or a label CSV.
+
+    Args:
+        src: ``data/`` holding ``data/<class>/*.wav|flac|mp3|ogg|...``, or a CSV with columns
+            ``path,label[,group][,start_s,end_s]`` (paths relative to the CSV or ``audio_dir``;
+            several labels joined by ``;``).
+        out: where to write the catalog (Parquet + CSV view + ``.skipped.csv``); optional.
+        group_by: ``file`` (default), ``folder`` or ``regex:PATTERN`` (see :func:`group_rule`);
+            a ``group`` column in the CSV is used when no rule is given.
+        classes: the expected class names; a label outside them is an error.
+        audio_dir: folder that relative paths in a CSV are resolved against.
+        workers: threads that probe files.
+        progress: show a progress bar.
+
+    Returns:
+        The catalog (one row per example). ``catalog.attrs["skipped"]`` lists skipped files
+        (``source``, ``reason``).
+
+    Raises:
+        MissingPathError: ``src`` does not exist.
+        DataError: no usable audio, one class only, a label outside ``classes``, bad CSV.
+    """
+    root = existing_path(src, "ingest source")
+    skipped: list[dict[str, str]] = []
+    if root.is_dir():
+        rows, skipped = _scan_folder(root)
+        if rows.empty:
+            raise DataError(
+                f"no files found in class sub-folders of {root}; expected {root}/<class>/<file>.wav "
+                "(one sub-folder per class), or pass a label CSV"
+            )
+        rule_root = root
+    elif root.suffix.lower() in (".csv", ".tsv", ".txt"):
+        rows = read_label_table(root, Path(audio_dir) if audio_dir is not None else None)
+        rule_root = Path(audio_dir) if audio_dir is not None else root.parent
+    else:
+        raise DataError(
+            f"cannot ingest {root}: give a folder with one sub-folder per class, or a label CSV "
+            "(path,label[,group])"
+        )
+
+    if classes is not None:
+        known = set(classes)
+        lines = rows["row"].tolist() if "row" in rows.columns else [None] * len(rows)
+        unknown = [
+            f"line {line}: {lab!r}" if line is not None else f"{Path(source).parent.name}/: {lab!r}"
+            for line, source, labs in zip(lines, rows["source"], rows["labels"], strict=True)
+            for lab in labs
+            if lab not in known
+        ]
+        if unknown:
+            raise DataError(
+                f"{len(unknown)} label(s) in {root} are not among the known classes "
+                f"({'; '.join(unknown[:10])}); known classes: {sorted(known)}. "
+                "Fix the labels or add the class to `classes`."
+            )
+
+    probed = _probe_all(rows["source"].tolist(), workers, progress)
+    keep: list[int] = []
+    infos: list[AudioInfo] = []
+    for i, src_path in enumerate(rows["source"]):
+        res = probed[src_path]
+        if isinstance(res, str):
+            line = f" (line {int(rows['row'].iloc[i])})" if "row" in rows.columns else ""
+            skipped.append({"source": src_path, "reason": res + line})
+        else:
+            keep.append(i)
+            infos.append(res)
+    rows = rows.iloc[keep].reset_index(drop=True)
+    if rows.empty:
+        raise DataError(
+            f"none of the {len(probed)} file(s) from {root} could be read as audio; "
+            f"first reasons: {[s['reason'] for s in skipped[:3]]}"
+        )
+    meta = pd.DataFrame([i.to_dict() for i in infos]).drop(columns=["path", "frames"])
+    rows = pd.concat([rows, meta], axis=1)
+    if "start_s" not in rows.columns:
+        rows["start_s"] = 0.0
+    if "end_s" not in rows.columns:
+        rows["end_s"] = rows["duration_s"]
+    rows["start_s"] = rows["start_s"].fillna(0.0)
+    rows["end_s"] = rows["end_s"].fillna(rows["duration_s"])
+
+    if group_by is not None or "group" not in rows.columns:
+        rule = group_rule(group_by or "file", rule_root)
+        rows["group"] = [rule(Path(s)) for s in rows["source"]]
+
+    n_classes = rows["label"].nunique()
+    if n_classes < 2:
+        hint = (
+            f"; {root} looks like a single class folder — point ingest at its parent" if root.is_dir() else ""
+        )
+        raise DataError(
+            f"only one class ({rows['label'].iloc[0]!r}) in {root}: a classifier needs at least two "
+            f"(add a background/'noise' class or more classes){hint}"
+        )
+    cols = [
+        "source",
+        "start_s",
+        "end_s",
+        "label",
+        "labels",
+        "group",
+        "duration_s",
+        "sample_rate",
+        "channels",
+        "codec",
+        "container",
+        "bit_depth",
+        "decoder",
+    ]
+    catalog = validate_catalog(rows[cols], where=f"ingest of {root}")
+    skipped_df = pd.DataFrame(skipped, columns=["source", "reason"])
+    catalog.attrs["skipped"] = skipped_df.to_dict("records")
+    log.info(
+        "ingested %d example(s) from %d file(s), %d class(es), %d group(s); skipped %d file(s)",
+        len(catalog),
+        catalog["source"].nunique(),
+        n_classes,
+        catalog["group"].nunique(),
+        len(skipped_df),
+    )
+    if out is not None:
+        path = write_catalog(catalog, out)
+        report = path.with_suffix(".skipped.csv")
+        if len(skipped_df):
+            with atomic_path(report) as tmp:
+                skipped_df.to_csv(tmp, index=False)
+            log.info("skip report: %s", report)
+        elif report.exists():
+            report.unlink()
+        log.info("catalog: %s", path)
+    for s in skipped[:20]:
+        log.warning("skipped %s: %s", s["source"], s["reason"])
+    if len(skipped) > 20:
+        log.warning("... and %d more skipped file(s)", len(skipped) - 20)
+    return catalog
