@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chirpkit.config import AudioConfig
+from chirpkit.data.store import Store, prepare, window_starts
+from chirpkit.errors import RunError
+from tests.conftest import tone, write
+
+
+@pytest.mark.parametrize(
+    "start,end,expected",
+    [
+        (
+            0.0,
+            7.0,
+            [0.0, 3.0, 4.0],
+        ),  # 7 s clip, 3 s windows: ceil(7/3) = 3, the last aligned to the end
+        (0.0, 9.0, [0.0, 3.0, 6.0]),
+        (0.0, 1.0, [-1.0]),  # short clip: one window centred on it (zero-padded)
+        (10.0, 10.0, [8.5]),  # point annotation: centred
+        (2.0, 5.0, [2.0]),
+    ],
+)
+def test_window_starts(start: float, end: float, expected: list[float]) -> None:
+    np.testing.assert_allclose(window_starts(start, end, window_s=3.0, hop_s=3.0), expected)
+
+
+def test_window_starts_with_overlap_and_bad_input() -> None:
+    assert len(window_starts(0, 10, window_s=3, hop_s=1.5)) == 6  # 0,1.5,...,6 then 7
+    with pytest.raises(ValueError, match="before"):
+        window_starts(5, 1, window_s=3, hop_s=3)
+
+
+def _catalog(rows: list[tuple[Path, float, float, str]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "source": str(p),
+                "start_s": a,
+                "end_s": b,
+                "label": lab,
+                "group": p.stem,
+                "duration_s": b,
+            }
+            for p, a, b, lab in rows
+        ]
+    )
+
+
+def test_windows_hold_the_right_audio(tmp_path: Path) -> None:
+    sr = 8000
+    y = np.zeros(sr * 7, np.float32)
+    y[int(5.0 * sr) : int(5.5 * sr)] = tone(1000, 0.5, sr)  # a call at 5.0-5.5 s
+    long = write(tmp_path / "long.wav", y, sr, subtype="FLOAT")
+    short = write(tmp_path / "short.wav", tone(2000, 1.0, 16000), 16000)
+    cat = _catalog([(long, 0.0, 7.0, "a"), (short, 0.0, 1.0, "b")])
+    st = prepare(
+        cat,
+        out=tmp_path / "store",
+        config=AudioConfig(sample_rate=sr, window_s=3.0, dtype="float32"),
+        progress=False,
+    )
+    assert len(st) == 4 and st.window_samples == 3 * sr
+    idx = st.index
+    assert idx["start_s"].tolist() == [0.0, 3.0, 4.0, -1.0]
+    w = [st.read(i) for i in range(4)]
+    assert np.abs(w[0]).max() == 0  # 0-3 s: silence
+    np.testing.assert_allclose(w[1][2 * sr : int(2.5 * sr)], y[5 * sr : int(5.5 * sr)], atol=1e-6)
+    # short clip resampled 16k -> 8k and centred: zeros 1 s, tone 1 s, zeros 1 s
+    assert np.abs(w[3][: sr - 50]).max() < 1e-3 and np.abs(w[3][-sr + 50 :]).max() < 1e-3
+    assert np.abs(w[3][sr + 100 : 2 * sr - 100]).max() > 0.4
+
+
+def test_margin_is_real_audio(tmp_path: Path) -> None:
+    sr = 8000
+    y = np.linspace(-0.5, 0.5, sr * 10).astype(np.float32)
+    p = write(tmp_path / "r.wav", y, sr, subtype="FLOAT")
+    st = prepare(
+        _catalog([(p, 4.0, 5.0, "a"), (p, 0.0, 0.0, "b")]),
+        out=tmp_path / "s",
+        config=AudioConfig(sample_rate=sr, window_s=2.0, margin_s=0.5, dtype="float32"),
+        progress=False,
+    )
+    seg = st.read(0)
+    assert seg.size == int(3.0 * sr)  # window + two margins
+    np.testing.assert_allclose(seg, y[int(3.0 * sr) : int(6.0 * sr)], atol=1e-5)  # window 3.5-5.5 s ± 0.5
+    seg_b = st.read(1)  # point at 0 s: window -1..1 s, margin from -1.5 s: zeros before the file starts
+    assert np.all(seg_b[: int(1.5 * sr)] == 0) and np.all(seg_b[int(1.5 * sr) + 10 :] != 0)
+
+
+def test_second_run_does_nothing_and_a_killed_run_resumes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sr = 8000
+    files = [write(tmp_path / f"f{i}.wav", tone(300 * (i + 1), 2.0, sr), sr) for i in range(5)]
+    cat = _catalog([(f, 0.0, 2.0, "ab"[i % 2]) for i, f in enumerate(files)])
+    cfg = AudioConfig(sample_rate=sr, window_s=1.0)
+    out = tmp_path / "store"
+    st = prepare(cat, out=out, config=cfg, progress=False)
+    parts = sorted(out.glob("parts/*/*.npy"))
+    assert len(parts) == 5 and len(st) == 10
+    mtimes = [p.stat().st_mtime_ns for p in parts]
+    caplog.clear()
+    prepare(cat, out=out, config=cfg, progress=False)
+    assert "up to date" in caplog.text
+    assert [p.stat().st_mtime_ns for p in parts] == mtimes
+
+    # simulate a kill: index never written, one part missing
+    (out / "index.parquet").unlink()
+    parts[2].unlink()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="chirpkit"):
+        st2 = prepare(cat, out=out, config=cfg, progress=False)
+    assert "4 of 5 file(s) already prepared, 1 to go" in caplog.text
+    assert len(st2) == 10 and parts[2].is_file()
+    assert [p.stat().st_mtime_ns for i, p in enumerate(parts) if i != 2] == [
+        m for i, m in enumerate(mtimes) if i != 2
+    ]
+
+    # a changed setting rebuilds; the old parts stay as a cache for the old setting
+    prepare(cat, out=out, config=AudioConfig(sample_rate=4000, window_s=1.0), progress=False)
+    assert len(list(out.glob("parts/*/*.npy"))) == 10
+    assert not list(out.rglob("*.tmp-*"))
+
+
+def test_undecodable_file_is_skipped_and_reported(tmp_path: Path) -> None:
+    good = write(tmp_path / "good.wav", tone(500, 1.0, 8000), 8000)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....garbage")
+    st = prepare(
+        _catalog([(good, 0, 1, "a"), (bad, 0, 1, "b")]),
+        out=tmp_path / "s",
+        config=AudioConfig(sample_rate=8000, window_s=1.0),
+        progress=False,
+    )
+    assert len(st) == 1
+    report = pd.read_csv(tmp_path / "s" / "skipped.csv")
+    assert report["source"].tolist() == [str(bad)] and "not readable" in report["reason"].iloc[0]
+
+
+def test_int16_storage_roundtrip(tmp_path: Path) -> None:
+    y = tone(700, 1.0, 8000, amp=0.9)
+    p = write(tmp_path / "t.wav", y, 8000, subtype="FLOAT")
+    st = prepare(
+        _catalog([(p, 0, 1, "a")]),
+        out=tmp_path / "s",
+        config=AudioConfig(sample_rate=8000, window_s=1.0),
+        progress=False,
+    )
+    assert np.load(next((tmp_path / "s").glob("parts/*/*.npy"))).dtype == np.int16
+    np.testing.assert_allclose(st.read(0), y, atol=1 / 32767)
+
+
+def test_incomplete_store_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    with pytest.raises(RunError, match="not a complete prepared store"):
+        Store(tmp_path / "s")
