@@ -1,0 +1,129 @@
+"""The model spec that travels with every checkpoint, and the waveform → logits network.
+
+A saved model (``model.pt``) is a plain dict — ``{"format", "spec", "state_dict"}`` — that
+``torch.load(weights_only=True)`` reads; the spec alone rebuilds the whole preprocessing
+(sample rate, window, feature front-end) and the architecture, so ``evaluate``, ``detect`` and
+``export`` need nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from chirpkit._util import atomic_path
+from chirpkit._version import __version__
+from chirpkit.config import FeatureConfig
+from chirpkit.errors import RunError
+from chirpkit.features import build_frontend
+from chirpkit.models._registry import create_model
+
+__all__ = ["ClassifierNet", "ModelSpec", "load_model", "save_model"]
+
+MODEL_FORMAT = "chirpkit-model/1"
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model and feed it the right input."""
+
+    architecture: str
+    class_names: list[str]
+    sample_rate: int
+    window_s: float
+    features: dict[str, Any]
+    model_params: dict[str, Any] = field(default_factory=dict)
+    background_labels: list[str] = field(default_factory=list)
+    task: str = "multiclass"
+    chirpkit_version: str = __version__
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window_s * self.sample_rate)
+
+    def feature_config(self) -> FeatureConfig:
+        return FeatureConfig.model_validate(self.features)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class ClassifierNet(nn.Module):
+    """Waveforms ``(batch, samples)`` → logits ``(batch, num_classes)``.
+
+    Front-end (spectrogram, on the model's device) → optional noise-floor removal (each bin's
+    median over time subtracted, per example) → per-frequency-bin batch norm → a registered
+    backbone.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        feats = spec.feature_config()
+        self.frontend = build_frontend(feats, spec.sample_rate)
+        self._floor = feats.floor == "median"
+        # the front-end has no weights, so its output statistics never drift: a cumulative
+        # average (momentum=None) is right after one batch, where the default EMA needs hundreds
+        # of steps to forget its (0, 1) start on dB values around -60
+        self.input_norm = nn.BatchNorm2d(feats.n_mels, momentum=None)
+        self.backbone = create_model(
+            spec.architecture, num_classes=spec.num_classes, in_chans=1, **spec.model_params
+        )
+
+    def features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Normalised spectrogram ``(batch, 1, bins, frames)``."""
+        x = self.frontend(waveform)
+        if self._floor:
+            x = x - x.median(dim=-1, keepdim=True).values
+        return self.input_norm(x.transpose(1, 2)).transpose(1, 2)
+
+    def embed(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Pre-logit embeddings ``(batch, num_features)``."""
+        b = self.backbone
+        return b.forward_head(b.forward_features(self.features(waveform)), pre_logits=True)  # type: ignore[operator]
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.features(waveform))
+
+
+def save_model(path: str | os.PathLike[str], net: ClassifierNet) -> Path:
+    """Save ``{"format", "spec", "state_dict"}`` atomically (readable with ``weights_only=True``)."""
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"format": MODEL_FORMAT, "spec": net.spec.to_dict(), "state_dict": state}, tmp)
+    return Path(path)
+
+
+def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> ClassifierNet:
+    """Load a model saved by :func:`save_model` (or the ``model.pt`` of a run folder), in eval mode.
+
+    ``path`` may be the file or the run folder that holds it.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.pt"
+    if not p.is_file():
+        raise RunError(
+            f"no model at {p}; give a run folder made by `chirpkit train`/`fit` (it holds model.pt) "
+            "or the model file itself"
+        )
+    blob = torch.load(p, map_location=map_location, weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        raise RunError(f"{p} is not a chirpkit model file (format {MODEL_FORMAT})")
+    net = ClassifierNet(ModelSpec.from_dict(blob["spec"]))
+    net.load_state_dict(blob["state_dict"])
+    return net.eval()
