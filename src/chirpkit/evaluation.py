@@ -1,0 +1,206 @@
+"""Evaluate a trained run on a split of its store: macro F1 first.
+
+Writes to ``RUN/eval-<split>/``: ``metrics.json`` (``macro_f1``, ``weighted_f1``, ``accuracy``, …),
+``per_class.csv``, ``report.txt``, ``confusion_matrix.png`` (+ ``.csv``), ``pred_labels.npy`` /
+``true_labels.npy`` (class names), ``predictions.csv``; for the test split, ``RUN/metrics.json``
+too. Scores are per example (catalog row): the class probabilities of an example's windows are
+averaged; window-level scores are reported beside them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+from tqdm.auto import tqdm
+
+from chirpkit._util import atomic_path, read_json, write_json, write_text
+from chirpkit.data.dataset import split_positions
+from chirpkit.data.store import Store
+from chirpkit.errors import DataError, RunError
+from chirpkit.models import load_model
+from chirpkit.plots import save_confusion_matrix
+from chirpkit.predict import pick_device, predict_proba
+
+__all__ = ["evaluate", "scores"]
+
+log = logging.getLogger("chirpkit")
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, float]:
+    """Macro F1 (over classes present in ``y_true``), weighted F1 and accuracy."""
+    labels = np.unique(y_true)
+    return {
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+    }
+
+
+def _open_store(run: Path, store: str | os.PathLike[str] | None) -> Store:
+    if store is not None:
+        return Store(store)
+    data = run / "data.json"
+    if not data.is_file():
+        raise RunError(f"{run} has no data.json; pass the store explicitly (store=...)")
+    path = read_json(data)["store"]
+    if not Path(path).is_dir():
+        raise RunError(
+            f"the store this run was trained on ({path}) is gone; pass store=... (chirpkit prepare)"
+        )
+    return Store(path)
+
+
+def evaluate(
+    run: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    store: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score the run's model on ``split`` of its store (or another store with the same classes).
+
+    Returns:
+        The metrics (also written to ``metrics.json``).
+
+    Raises:
+        RunError: the run has no model, or the store's audio settings differ from the model's.
+        DataError: the split has no windows.
+    """
+    run_dir = Path(run)
+    net = load_model(run_dir)
+    spec = net.spec
+    st = _open_store(run_dir, store)
+    if st.sample_rate != spec.sample_rate or st.window_samples != spec.window_samples:
+        raise RunError(
+            f"store {st.root} was prepared at {st.sample_rate} Hz / {st.audio.window_s} s windows but "
+            f"the model expects {spec.sample_rate} Hz / {spec.window_s} s; prepare the catalog with "
+            "the model's settings"
+        )
+    pos = split_positions(st, split)
+    if len(pos) == 0:
+        raise DataError(f"store {st.root} has no '{split}' windows to evaluate")
+    lookup = {c: i for i, c in enumerate(spec.class_names)}
+    idx = st.index.iloc[pos].reset_index(drop=True)
+    unknown = sorted(set(idx["label"]) - set(lookup))
+    if unknown:
+        log.warning(
+            "%d label(s) in the %s split are unknown to the model and are left out: %s",
+            len(unknown),
+            split,
+            unknown[:10],
+        )
+        keep = idx["label"].isin(list(lookup)).to_numpy()
+        pos, idx = pos[keep], idx[keep].reset_index(drop=True)
+
+    m, w = st.margin_samples, st.window_samples
+    dev = pick_device(device)
+
+    def batches() -> Any:
+        for i in range(0, len(pos), batch_size):
+            yield st.read_many(pos[i : i + batch_size])[:, m : m + w]
+
+    probs = np.concatenate(
+        list(
+            tqdm(
+                predict_proba(net, batches(), device=dev),
+                total=-(-len(pos) // batch_size),
+                desc=f"evaluate {split}",
+                unit="batch",
+                disable=not progress,
+            )
+        )
+    )
+    k = spec.num_classes
+    win_true = idx["label"].map(lookup).to_numpy()
+    win_pred = probs.argmax(axis=1)
+
+    # per example: average the probabilities of its windows
+    by_row = pd.DataFrame(probs).groupby(idx["row"].to_numpy(), sort=True).mean()
+    rows = idx.groupby("row", sort=True).first()
+    y_true = rows["label"].map(lookup).to_numpy()
+    row_probs = by_row.to_numpy()
+    y_pred = row_probs.argmax(axis=1)
+
+    metrics: dict[str, Any] = {
+        "split": split,
+        "level": "example",
+        **scores(y_true, y_pred, k),
+        "n_examples": len(y_true),
+        "n_windows": len(win_true),
+        "window": scores(win_true, win_pred, k),
+        "classes_evaluated": len(np.unique(y_true)),
+        "model": spec.architecture,
+        "store": str(st.root),
+    }
+    out_dir = Path(out) if out is not None else run_dir / f"eval-{split}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = np.array(spec.class_names)
+    present = np.unique(np.concatenate([y_true, y_pred]))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=np.arange(k), zero_division=0)
+    per_class = pd.DataFrame({"class": names, "precision": p, "recall": r, "f1": f, "support": s})
+    with atomic_path(out_dir / "per_class.csv") as tmp:
+        per_class.to_csv(tmp, index=False, float_format="%.4f")
+    report = classification_report(
+        y_true,
+        y_pred,
+        labels=present,
+        target_names=names[present].tolist(),
+        digits=4,
+        zero_division=0,
+    )
+    write_text(
+        out_dir / "report.txt",
+        f"split: {split}   examples: {len(y_true)}   windows: {len(win_true)}\n"
+        f"macro F1: {metrics['macro_f1']:.4f}   weighted F1: {metrics['weighted_f1']:.4f}   "
+        f"accuracy: {metrics['accuracy']:.4f}\n\n{report}",
+    )
+    cm = confusion_matrix(y_true, y_pred, labels=np.arange(k))
+    with atomic_path(out_dir / "confusion_matrix.csv") as tmp:
+        pd.DataFrame(cm, index=names, columns=names).to_csv(tmp)
+    save_confusion_matrix(
+        cm,
+        spec.class_names,
+        out_dir / "confusion_matrix.png",
+        title=f"{split}: macro F1 {metrics['macro_f1']:.3f} (n={len(y_true)})",
+    )
+    for fname, arr in (("pred_labels.npy", names[y_pred]), ("true_labels.npy", names[y_true])):
+        with atomic_path(out_dir / fname) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, arr)
+    preds = pd.DataFrame(
+        {
+            "source": rows["source"].to_numpy(),
+            "true": names[y_true],
+            "pred": names[y_pred],
+            "score": row_probs.max(axis=1),
+        }
+    )
+    with atomic_path(out_dir / "predictions.csv") as tmp:
+        preds.to_csv(tmp, index=False, float_format="%.4f")
+    write_json(out_dir / "metrics.json", metrics)
+    if split == "test" and out is None:
+        write_json(run_dir / "metrics.json", metrics)
+    log.info(
+        "%s: macro F1 %.4f, weighted F1 %.4f, accuracy %.4f over %d example(s); report: %s",
+        split,
+        metrics["macro_f1"],
+        metrics["weighted_f1"],
+        metrics["accuracy"],
+        len(y_true),
+        out_dir,
+    )
+    return metrics

@@ -1,0 +1,73 @@
+"""``fit``: ingest → split → prepare → train → evaluate in one call, for the common case."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from chirpkit.config import Config
+from chirpkit.data.catalog import read_catalog, write_catalog
+from chirpkit.data.ingest import ingest
+from chirpkit.data.split import split
+from chirpkit.data.store import prepare
+
+__all__ = ["fit"]
+
+log = logging.getLogger("chirpkit")
+
+
+def fit(
+    src: str | os.PathLike[str] | pd.DataFrame,
+    *,
+    out: str | os.PathLike[str],
+    config: Config | None = None,
+    store: str | os.PathLike[str] | None = None,
+    group_by: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train and evaluate a classifier from a folder of class sub-folders, a label CSV or a catalog.
+
+    Writes into ``out``: ``catalog.parquet`` (with its split and counts), the run files of
+    :func:`chirpkit.train` and the test report of :func:`chirpkit.evaluate` (``metrics.json``).
+    The store goes to ``store`` (default ``out/store``); point several runs at one store to share
+    decoded audio.
+
+    Returns:
+        ``{"run", "catalog", "store", "train", "metrics"}``.
+    """
+    from chirpkit.evaluation import evaluate
+    from chirpkit.training import train
+
+    cfg = config or Config()
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    cat_path = run / "catalog.parquet"
+    if isinstance(src, pd.DataFrame):
+        catalog = src
+    elif str(src).endswith((".parquet", ".pq")):
+        catalog = read_catalog(src)
+    else:
+        catalog = ingest(src, out=cat_path, group_by=group_by, progress=progress)
+    if "split" not in catalog.columns:
+        catalog = split(catalog, out=cat_path, config=cfg.split)
+    else:
+        write_catalog(catalog, cat_path)
+    store_dir = Path(store) if store is not None else run / "store"
+    st = prepare(catalog, out=store_dir, config=cfg.audio, progress=progress)
+    summary = train(st, out=run, config=cfg, resume=resume, progress=progress)
+    has_test = "split" in st.index.columns and (st.index["split"] == "test").any()
+    metrics = evaluate(run, split="test" if has_test else "val", progress=progress)
+    if not has_test:
+        log.warning("no test split: the reported metrics are on the validation split")
+    return {
+        "run": str(run),
+        "catalog": str(cat_path),
+        "store": str(store_dir),
+        "train": summary,
+        "metrics": metrics,
+    }

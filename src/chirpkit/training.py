@@ -1,0 +1,332 @@
+"""Training with Lightning: weighted cross-entropy, AdamW, warm-up + cosine schedule, best
+checkpoint by validation macro F1, resumable.
+
+A run folder holds::
+
+    runs/NAME/
+      config.yaml         the resolved config (audio settings taken from the store)
+      environment.json    Python, platform, library versions, devices
+      data.json           store path, catalog fingerprint, classes, windows per split and class
+      model.pt            best model: spec + weights (all that evaluate/detect/export need)
+      checkpoints/        best.ckpt, last.ckpt (Lightning; used by --resume)
+      logs/metrics.csv    per-epoch losses and validation macro F1
+      train_summary.json  best epoch, its val macro F1 and loss, epochs run, wall time
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassF1Score
+
+from chirpkit._util import atomic_path, environment, write_json, write_text
+from chirpkit.config import Config, TrainConfig, load_config
+from chirpkit.data.dataset import WindowDataset, split_positions
+from chirpkit.data.store import Store
+from chirpkit.errors import DataError, RunError
+from chirpkit.models import ClassifierNet, ModelSpec, save_model
+
+__all__ = ["ClassifierTask", "class_weights", "train"]
+
+log = logging.getLogger("chirpkit")
+
+
+def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Balanced weights ``n / (k * count_c)`` (classes absent from ``targets`` count as 1)."""
+    counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
+    w = len(targets) / (num_classes * np.maximum(counts, 1.0))
+    return torch.tensor(w, dtype=torch.float32)
+
+
+class ClassifierTask(L.LightningModule):
+    """The Lightning task: a :class:`ClassifierNet` + loss, metrics and optimiser."""
+
+    def __init__(
+        self, spec: dict[str, Any], train: dict[str, Any], weights: list[float] | None = None
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = ClassifierNet(ModelSpec.from_dict(spec))
+        self.cfg = TrainConfig.model_validate(train)
+        k = self.net.spec.num_classes
+        self.loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights) if weights is not None else None)
+        self.val_f1 = MulticlassF1Score(num_classes=k, average="macro")
+        self.val_loss = MeanMetric()
+        self.last_val: dict[str, float] = {}
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.net(waveform)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self.loss_fn(self.net(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.net(x)
+        self.val_loss.update(self.loss_fn(logits, y), weight=len(y))
+        self.val_f1.update(logits.argmax(dim=1), y)
+
+    def on_validation_epoch_end(self) -> None:
+        f1, loss = self.val_f1.compute(), self.val_loss.compute()
+        self.log("val_macro_f1", f1, prog_bar=True)
+        self.log("val_loss", loss)
+        # checkpoint selection: macro F1, ties (frequent with small validation sets) broken by
+        # the lower validation loss; the loss term is < 1e-6 and never outweighs a real F1 gap
+        self.log("val_selection", f1 - 1e-6 * loss / (1 + loss))
+        self.last_val = {
+            "epoch": int(self.current_epoch),
+            "macro_f1": float(f1),
+            "loss": float(loss),
+        }
+        self.val_f1.reset()
+        self.val_loss.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["chirpkit_val"] = dict(self.last_val)
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = max(1, total // max(1, self.cfg.epochs))
+        warmup = min(total - 1, int(self.cfg.warmup_epochs * per_epoch))
+
+        def lr_at(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _num_workers(setting: int | str) -> int:
+    if setting == "auto":
+        cpus = os.cpu_count() or 1
+        return min(4, max(0, cpus - 2))
+    return int(setting)
+
+
+def _precision(setting: str, accelerator: str) -> str:
+    if setting != "auto":
+        return setting
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def _quiet_lightning() -> None:
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LitLogger.*")
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+
+
+def train(
+    store: str | os.PathLike[str] | Store,
+    *,
+    out: str | os.PathLike[str],
+    config: Config | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a classifier on the ``train`` windows of a store, choosing the best epoch on ``val``.
+
+    Args:
+        store: a prepared store (``chirpkit prepare``) whose catalog had a ``split`` column.
+        out: the run folder (see the module docstring for its layout).
+        config: features, model and train sections are used; audio comes from the store.
+        resume: continue from ``out/checkpoints/last.ckpt``.
+        progress: show Lightning's progress bar.
+
+    Returns:
+        The training summary (also in ``train_summary.json``).
+
+    Raises:
+        DataError: no split column, no training windows, or fewer than two classes.
+        RunError: ``resume`` without a ``last.ckpt``.
+    """
+    cfg = config or Config()
+    st = store if isinstance(store, Store) else Store(store)
+    run = Path(out)
+    if "split" not in st.index.columns:
+        raise DataError(
+            f"store {st.root} has no split column: run `chirpkit split CATALOG` and then "
+            "`chirpkit prepare` again (decoded audio is reused, only the index is rewritten)"
+        )
+    classes = st.classes
+    if len(classes) < 2:
+        raise DataError(f"store {st.root} holds a single class ({classes}); a classifier needs two or more")
+    tr_pos, va_pos = split_positions(st, "train"), split_positions(st, "val")
+    if len(tr_pos) == 0:
+        raise DataError(f"store {st.root} has no 'train' windows; check the split fractions")
+    missing = sorted(set(classes) - set(st.index["label"].to_numpy()[tr_pos]))
+    if missing:
+        log.warning("classes with no training windows (they cannot be learned): %s", missing)
+
+    audio = st.audio
+    cfg = load_config(base=cfg, overrides={"audio": audio.model_dump()})
+    spec = ModelSpec(
+        architecture=cfg.model.name,
+        class_names=classes,
+        sample_rate=audio.sample_rate,
+        window_s=audio.window_s,
+        features=cfg.features.model_dump(),
+        model_params={"dropout": cfg.model.dropout, **cfg.model.params},
+        background_labels=[b for b in cfg.detect.background_labels if b in classes],
+    )
+    train_ds = WindowDataset(st, tr_pos, classes)
+    val_ds = WindowDataset(st, va_pos, classes)
+    weights = (
+        class_weights(train_ds.targets, len(classes)).tolist()
+        if cfg.train.class_weights == "balanced"
+        else None
+    )
+
+    run.mkdir(parents=True, exist_ok=True)
+    write_text(run / "config.yaml", cfg.to_yaml())
+    write_json(run / "environment.json", environment())
+    counts = st.index.groupby(["label", "split"]).size().unstack(fill_value=0)
+    write_json(
+        run / "data.json",
+        {
+            "store": str(st.root.resolve()),
+            "catalog_fingerprint": st.meta["catalog_fingerprint"],
+            "classes": classes,
+            "windows": {s: int((st.index["split"] == s).sum()) for s in ("train", "val", "test")},
+            "windows_per_class": {lab: {k: int(v) for k, v in r.items()} for lab, r in counts.iterrows()},
+            "class_weights": weights,
+        },
+    )
+
+    _quiet_lightning()
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    workers = _num_workers(cfg.train.num_workers)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    dl_kw: dict[str, Any] = {
+        "num_workers": workers,
+        "persistent_workers": workers > 0,
+        "pin_memory": torch.cuda.is_available(),
+    }
+    train_dl = DataLoader(
+        train_ds,
+        batch_size=cfg.train.batch_size,
+        shuffle=True,
+        generator=gen,
+        drop_last=len(train_ds) > cfg.train.batch_size,
+        **dl_kw,
+    )
+    val_dl = (
+        DataLoader(val_ds, batch_size=cfg.train.batch_size * 2, shuffle=False, **dl_kw)
+        if len(val_ds)
+        else None
+    )
+    if val_dl is None:
+        log.warning("no validation windows: the last epoch is kept as the model")
+
+    task = ClassifierTask(spec.to_dict(), cfg.train.model_dump(), weights)
+    ckpt_dir = run / "checkpoints"
+    monitor = "val_selection" if val_dl is not None else None
+    best_cb = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=monitor,
+        mode="max",
+        save_last=True,
+        enable_version_counter=False,
+    )
+    callbacks: list[L.Callback] = [best_cb]
+    if progress:
+        callbacks.append(TQDMProgressBar(leave=True))
+    if cfg.train.patience and val_dl is not None:
+        callbacks.append(EarlyStopping(monitor="val_selection", mode="max", patience=cfg.train.patience))
+    trainer = L.Trainer(
+        max_epochs=cfg.train.epochs,
+        accelerator=cfg.train.accelerator,
+        devices=cfg.train.devices,
+        precision=_precision(cfg.train.precision, cfg.train.accelerator),  # type: ignore[arg-type]
+        deterministic=cfg.train.deterministic,
+        callbacks=callbacks,
+        logger=CSVLogger(save_dir=str(run), name="logs", version=""),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=max(1, min(10, len(train_dl))),
+        num_sanity_val_steps=0,
+        default_root_dir=str(run),
+    )
+    ckpt_path = None
+    log_csv = run / "logs" / "metrics.csv"
+    history = None
+    if resume:
+        last = ckpt_dir / "last.ckpt"
+        if not last.is_file():
+            raise RunError(f"cannot resume: {last} does not exist (train without --resume first)")
+        ckpt_path = str(last)
+        if log_csv.is_file():  # Lightning's CSV logger starts a new file: keep the earlier epochs
+            history = pd.read_csv(log_csv)
+    t0 = time.perf_counter()
+    trainer.fit(task, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
+    wall = time.perf_counter() - t0
+    if history is not None and trainer.global_rank == 0:
+        new = pd.read_csv(log_csv) if log_csv.is_file() else history.iloc[:0]
+        first_new = new["epoch"].min() if len(new) else np.inf
+        merged = pd.concat([history[history["epoch"] < first_new], new], ignore_index=True)
+        with atomic_path(log_csv) as tmp:
+            merged.to_csv(tmp, index=False)
+
+    best_path = best_cb.best_model_path or best_cb.last_model_path
+    blob = torch.load(best_path, map_location="cpu", weights_only=False)
+    best_val = blob.get("chirpkit_val", {})
+    if trainer.global_rank == 0:
+        best = ClassifierTask(**blob["hyper_parameters"])
+        best.load_state_dict(blob["state_dict"])
+        save_model(run / "model.pt", best.net)
+    best_f1 = best_val.get("macro_f1")
+    summary = {
+        "best_checkpoint": str(Path(best_path).name) if best_path else None,
+        "best_epoch": best_val.get("epoch", blob.get("epoch")),
+        "best_val_macro_f1": best_f1,
+        "best_val_loss": best_val.get("loss"),
+        "epochs_run": int(trainer.current_epoch),
+        "train_windows": len(train_ds),
+        "val_windows": len(val_ds),
+        "seconds": round(wall, 2),
+        "device": str(trainer.strategy.root_device),
+        "precision": str(trainer.precision),
+    }
+    write_json(run / "train_summary.json", summary)
+    log.info(
+        "trained %s in %.1f s; best val macro F1 %s; model: %s",
+        spec.architecture,
+        wall,
+        f"{best_f1:.4f}" if best_f1 is not None else "n/a",
+        run / "model.pt",
+    )
+    return summary
