@@ -1,0 +1,356 @@
+"""The ``chirpkit`` command: one verb per public function.
+
+Imports of torch/Lightning happen inside the verbs, so ``chirpkit --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chirpkit._version import __version__
+
+if TYPE_CHECKING:
+    from chirpkit.config import Config
+
+log = logging.getLogger("chirpkit")
+
+EPILOG = """\
+Typical use:
+  chirpkit demo                                   synthetic birds → trained model → detections
+  chirpkit fit data/ --out runs/first             folder of class sub-folders → model + report
+  chirpkit detect runs/first recordings/ --out detections/
+
+Step by step:
+  chirpkit ingest data/ --out catalog.parquet     (or a CSV: path,label[,group])
+  chirpkit split catalog.parquet
+  chirpkit prepare catalog.parquet --out store/
+  chirpkit train store/ --out runs/first
+  chirpkit evaluate runs/first --split test
+
+Every verb takes --config FILE.yaml and --set section.key=value (e.g. --set train.epochs=5).
+"""
+
+
+def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Config:
+    from chirpkit.config import load_config
+
+    overrides = list(args.set or [])
+    for key, value in (extra or {}).items():
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value) if not isinstance(value, str) else value}")
+    return load_config(args.config, overrides)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from chirpkit.data.ingest import ingest
+
+    classes = None
+    if args.classes:
+        p = Path(args.classes)
+        classes = [
+            c.strip() for c in (p.read_text().splitlines() if p.is_file() else args.classes.split(","))
+        ]
+        classes = [c for c in classes if c]
+    cat = ingest(
+        args.src,
+        out=args.out,
+        group_by=args.group_by,
+        classes=classes,
+        audio_dir=args.audio_dir,
+        progress=not args.no_progress,
+    )
+    n_classes, n_groups = cat["label"].nunique(), cat["group"].nunique()
+    print(f"{len(cat)} example(s), {n_classes} class(es), {n_groups} group(s) → {args.out}")
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    from chirpkit.data.split import split
+
+    cfg = _config(
+        args,
+        {"split.val_fraction": args.val, "split.test_fraction": args.test, "split.seed": args.seed},
+    )
+    out = args.out or args.catalog
+    df = split(args.catalog, out=out, config=cfg.split)
+    counts = df["split"].value_counts()
+    print(" ".join(f"{s}={counts.get(s, 0)}" for s in ("train", "val", "test")) + f" → {out}")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from chirpkit.data.store import prepare
+
+    cfg = _config(
+        args,
+        {
+            "audio.sample_rate": args.sample_rate,
+            "audio.window_s": args.window_s,
+            "audio.workers": args.workers,
+        },
+    )
+    store = prepare(args.catalog, out=args.out, config=cfg.audio, progress=not args.no_progress)
+    print(f"{len(store)} window(s) of {cfg.audio.window_s} s at {cfg.audio.sample_rate} Hz → {args.out}")
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "train.epochs": args.epochs,
+        "train.batch_size": args.batch_size,
+        "train.lr": args.lr,
+        "train.seed": args.seed,
+        "model.name": args.model,
+        "train.accelerator": args.accelerator,
+    }
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from chirpkit.training import train
+
+    cfg = _config(args, _train_overrides(args))
+    summary = train(args.store, out=args.out, config=cfg, resume=args.resume, progress=not args.no_progress)
+    _print_json(summary)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from chirpkit.evaluation import evaluate
+
+    metrics = evaluate(
+        args.run,
+        split=args.split,
+        store=args.store,
+        out=args.out,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    _print_json({k: metrics[k] for k in ("split", "macro_f1", "weighted_f1", "accuracy", "n_examples")})
+
+
+def cmd_detect(args: argparse.Namespace) -> None:
+    from chirpkit.detection import detect
+
+    cfg = _config(
+        args,
+        {
+            "detect.hop_s": args.hop_s,
+            "detect.min_score": args.min_score,
+            "detect.batch_size": args.batch_size,
+        },
+    )
+    table = detect(
+        args.run,
+        args.audio,
+        out=args.out,
+        config=cfg.detect,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(f"{len(table)} detection(s) → {Path(args.out) / 'detections.csv'}")
+
+
+def cmd_fit(args: argparse.Namespace) -> None:
+    from chirpkit.pipeline import fit
+
+    cfg = _config(args, _train_overrides(args))
+    result = fit(
+        args.src,
+        out=args.out,
+        config=cfg,
+        store=args.store,
+        group_by=args.group_by,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    m = result["metrics"]
+    print(
+        f"{m['split']}: macro F1 {m['macro_f1']:.4f}  weighted F1 {m['weighted_f1']:.4f}  "
+        f"accuracy {m['accuracy']:.4f}  ({m['n_examples']} examples)"
+    )
+    print(f"run folder: {result['run']}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from chirpkit.config import load_config
+    from chirpkit.demo_pipeline import demo, demo_config
+
+    overrides = list(args.set or []) + ([f"train.epochs={args.epochs}"] if args.epochs else [])
+    cfg = load_config(args.config, overrides, base=demo_config(args.seed))
+    s = demo(args.out, seed=args.seed, config=cfg, progress=not args.no_progress)
+    print()
+    print("chirpkit demo finished")
+    print(
+        f"  test macro F1 .......... {s['macro_f1']:.3f}   (weighted F1 {s['weighted_f1']:.3f}, "
+        f"accuracy {s['accuracy']:.3f})"
+    )
+    print(
+        f"  detection recall ....... {s['detection_recall']:.3f}   ({s['calls_found']}/{s['calls']} "
+        f"known calls in 2 soundscapes; {s['window_precision']:.3f} of detection windows on a call)"
+    )
+    print(f"  synthetic data ......... {s['data']}")
+    print(f"  run (model, logs) ...... {s['run']}")
+    print(f"  test report ............ {s['report']}  (metrics.json, report.txt, confusion_matrix.png)")
+    print(f"  detections ............. {s['detections']}")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML config (sections: audio, features, model, train, split, detect)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=5 (repeatable)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
+    p.add_argument("--batch-size", type=int, help="batch size (train.batch_size)")
+    p.add_argument("--lr", type=float, help="peak learning rate (train.lr)")
+    p.add_argument("--seed", type=int, help="seed (train.seed)")
+    p.add_argument("--model", help="registered model name (model.name), e.g. small_cnn, deep_cnn")
+    p.add_argument("--accelerator", help="cpu, gpu, auto (train.accelerator)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chirpkit",
+        description="Turn labelled recordings into audio classifiers and run them over new recordings.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"chirpkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(name: str, fn: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = verb("ingest", cmd_ingest, "build a catalog from a folder of class sub-folders or a label CSV")
+    p.add_argument("src", help="folder with one sub-folder per class, or a CSV path,label[,group]")
+    p.add_argument(
+        "--out", required=True, help="catalog to write (.parquet; a .csv view is written beside it)"
+    )
+    p.add_argument("--group-by", help="file (default), folder, or regex:PATTERN over the relative path")
+    p.add_argument("--classes", help="expected classes: comma-separated or a file with one per line")
+    p.add_argument("--audio-dir", help="folder that relative paths in a CSV are resolved against")
+    _common(p)
+
+    p = verb(
+        "split",
+        cmd_split,
+        "assign train/val/test, stratified by label and grouped (no group leakage)",
+    )
+    p.add_argument("catalog", help="catalog from ingest")
+    p.add_argument("--out", help="where to write the split catalog (default: overwrite the input)")
+    p.add_argument("--val", type=float, help="validation fraction (split.val_fraction, default 0.15)")
+    p.add_argument("--test", type=float, help="test fraction (split.test_fraction, default 0.15)")
+    p.add_argument("--seed", type=int, help="split seed (split.seed)")
+    _common(p)
+
+    p = verb("prepare", cmd_prepare, "decode, resample and cut windows once into a memory-mapped store")
+    p.add_argument("catalog", help="catalog (after split)")
+    p.add_argument("--out", required=True, help="store folder (reused as a cache)")
+    p.add_argument("--sample-rate", type=int, help="target rate in Hz (audio.sample_rate, default 32000)")
+    p.add_argument("--window-s", type=float, help="window length in seconds (audio.window_s, default 3)")
+    p.add_argument("--workers", type=int, help="decode threads (audio.workers; 0 = one per core)")
+    _common(p)
+
+    p = verb("train", cmd_train, "train a classifier on a prepared store")
+    p.add_argument("store", help="prepared store")
+    p.add_argument("--out", required=True, help="run folder")
+    _train_flags(p)
+    _common(p)
+
+    p = verb("evaluate", cmd_evaluate, "macro F1, per-class report and confusion matrix of a run")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--split", default="test", help="split to score (default test)")
+    p.add_argument("--store", help="store to read (default: the one the run was trained on)")
+    p.add_argument("--out", help="report folder (default RUN/eval-SPLIT)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    _common(p)
+
+    p = verb("detect", cmd_detect, "slide a model over long recordings and write a detection table")
+    p.add_argument("run", help="run folder (or model.pt)")
+    p.add_argument("audio", nargs="+", help="files, folders, glob patterns or @list.txt")
+    p.add_argument("--out", required=True, help="output folder (detections.csv)")
+    p.add_argument("--hop-s", type=float, help="hop between windows in seconds (default half a window)")
+    p.add_argument("--min-score", type=float, help="lowest score written (detect.min_score, default 0.5)")
+    p.add_argument("--batch-size", type=int, help="windows per batch (detect.batch_size)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    _common(p)
+
+    p = verb("fit", cmd_fit, "ingest → split → prepare → train → evaluate in one command")
+    p.add_argument("src", help="folder of class sub-folders, label CSV, or catalog .parquet")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--store", help="store folder (default RUN/store); share one between runs")
+    p.add_argument("--group-by", help="file (default), folder, or regex:PATTERN")
+    _train_flags(p)
+    _common(p)
+
+    p = verb("demo", cmd_demo, "synthesise bird-like calls, train, evaluate and detect (no data needed)")
+    p.add_argument("--out", default="chirpkit-demo", help="output folder (default ./chirpkit-demo)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data, split and training")
+    p.add_argument("--epochs", type=int, help="training epochs (default 12)")
+    _common(p)
+    return parser
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced, e.g. by test capture)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("chirpkit: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    from chirpkit.errors import ChirpkitError
+
+    try:
+        args.fn(args)
+    except ChirpkitError as exc:
+        print(f"chirpkit {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"chirpkit {args.verb}: interrupted (outputs written so far are complete; re-run to resume)",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

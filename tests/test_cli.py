@@ -1,0 +1,209 @@
+"""The command line: fast help, every verb end to end in-process, clear errors."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import chirpkit
+from chirpkit.cli import main
+from tests.conftest import tone, write
+
+
+def test_help_is_fast_and_does_not_import_torch() -> None:
+    code = (
+        "import time,sys; t=time.perf_counter(); from chirpkit.cli import build_parser; build_parser(); "
+        "print(time.perf_counter()-t, 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert float(out[0]) < 0.5 and out[1] == "False"
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "chirpkit.cli", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "ingest" in res.stdout and "detect" in res.stdout
+    assert time.perf_counter() - t < 3.0  # includes interpreter start-up
+
+
+def test_public_api_is_pinned() -> None:
+    assert chirpkit.__all__ == [
+        "Config",
+        "Store",
+        "__version__",
+        "create_model",
+        "demo",
+        "detect",
+        "evaluate",
+        "fit",
+        "ingest",
+        "list_models",
+        "load_config",
+        "load_model",
+        "prepare",
+        "read_catalog",
+        "split",
+        "train",
+        "write_catalog",
+    ]
+    for name in chirpkit.__all__:
+        assert getattr(chirpkit, name) is not None
+    importlib.import_module("chirpkit.training")  # importing the module must not shadow the function
+    assert callable(chirpkit.train) and callable(chirpkit.evaluate) and callable(chirpkit.detect)
+
+
+def _opts(*extra: str) -> list[str]:
+    sets = [
+        "audio.sample_rate=16000",
+        "audio.window_s=1.0",
+        "features.n_mels=32",
+        "features.n_fft=512",
+        "features.hop_length=160",
+        "model.params={channels: [8, 16, 32]}",
+        "train.batch_size=4",
+        "train.num_workers=0",
+        "split.val_fraction=0.25",
+        "split.test_fraction=0.25",
+    ]
+    return [*(x for s in sets for x in ("--set", s)), "--no-progress", *extra]
+
+
+def test_verbs_step_by_step(tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cat = tmp_path / "catalog.parquet"
+    assert (
+        main(
+            [
+                "ingest",
+                str(tiny_folder),
+                "--out",
+                str(cat),
+                "--group-by",
+                "regex:-(g\\d+)-",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert main(["split", str(cat), *_opts()]) == 0
+    assert "split" in pd.read_parquet(cat).columns
+    assert main(["prepare", str(cat), "--out", str(tmp_path / "store"), *_opts()]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "store"),
+                "--out",
+                str(tmp_path / "run"),
+                "--epochs",
+                "30",
+                "--lr",
+                "3e-3",
+                *_opts(),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run"), "--split", "test", "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) >= {"macro_f1", "weighted_f1", "accuracy"}
+    y = tone(2500, 5.0, 16000) + 0.01 * np.random.default_rng(0).standard_normal(80000).astype(np.float32)
+    long = write(tmp_path / "long.wav", y, 16000)  # light noise, as in the training clips
+    assert (
+        main(
+            [
+                "detect",
+                str(tmp_path / "run"),
+                str(long),
+                "--out",
+                str(tmp_path / "det"),
+                "--min-score",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    det = pd.read_csv(tmp_path / "det" / "detections.csv")
+    assert len(det) == 9  # 5 s, 1 s windows, 0.5 s hop
+    assert (det["label"] == "mid").mean() > 0.5
+
+
+def test_fit_verb(tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            [
+                "fit",
+                str(tiny_folder),
+                "--out",
+                str(tmp_path / "r"),
+                "--group-by",
+                "regex:-(g\\d+)-",
+                "--epochs",
+                "1",
+                *_opts(),
+            ]
+        )
+        == 0
+    )
+    assert "macro F1" in capsys.readouterr().out
+    assert (tmp_path / "r" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (
+            ["ingest", "/no/such/folder", "--out", "x.parquet"],
+            "ingest source not found: /no/such/folder",
+        ),
+        (["split", "/no/cat.parquet"], "catalog not found"),
+        (["train", "/no/store", "--out", "r"], "prepared store not found"),
+        (["evaluate", "/tmp"], "no model at /tmp/model.pt"),
+        (
+            ["prepare", "c.parquet", "--out", "s", "--set", "audio.windw_s=2"],
+            "Did you mean 'window_s'",
+        ),
+    ],
+)
+def test_errors_exit_2_with_a_message(
+    argv: list[str], match: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_single_class_csv_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "a.wav", tone(500, 1, 8000), 8000)
+    (tmp_path / "l.csv").write_text("path,label\na.wav,owl\n")
+    assert (
+        main(
+            [
+                "ingest",
+                str(tmp_path / "l.csv"),
+                "--out",
+                str(tmp_path / "c.parquet"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
+    assert "only one class ('owl')" in capsys.readouterr().err
+    assert not (tmp_path / "c.parquet").exists()
+
+
+def test_readme_commands_are_what_ci_runs() -> None:
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    blocks = [b.split("```", 1)[0].strip() for b in readme.split("```bash\n")[1:3]]
+    setup, tests = blocks
+    ci = (root / ".ci" / "run").read_text()
+    assert setup.endswith("chirpkit demo") and setup.removesuffix(".venv/bin/chirpkit demo") in ci
+    assert tests in ci.splitlines()
