@@ -28,6 +28,7 @@ Typical use:
 
 Step by step:
   chirpkit ingest data/ --out catalog.parquet     (or a CSV: path,label[,group])
+  chirpkit ingest --annotations annotations.csv --audio-dir recordings/ --out catalog.parquet
   chirpkit split catalog.parquet
   chirpkit prepare catalog.parquet --out store/
   chirpkit train store/ --out runs/first
@@ -51,9 +52,23 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+def _columns(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(p) != 2 for p in pairs):
+        from chirpkit.errors import ConfigError
+
+        raise ConfigError(
+            f"--columns {text!r} must look like file=Filename,start=Begin,end=End,label=Species"
+        )
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
 def cmd_ingest(args: argparse.Namespace) -> None:
     from chirpkit.data.ingest import ingest
 
+    cfg = _config(args, {"audio.window_s": args.window_s})
     classes = None
     if args.classes:
         p = Path(args.classes)
@@ -67,6 +82,15 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         group_by=args.group_by,
         classes=classes,
         audio_dir=args.audio_dir,
+        annotations=args.annotations,
+        format=args.format,
+        label_column=args.label_column,
+        columns=_columns(args.columns),
+        window_s=cfg.audio.window_s,
+        hop_s=cfg.audio.window_hop_s,
+        background=args.background,
+        background_label=args.background_label,
+        seed=args.seed,
         progress=not args.no_progress,
     )
     n_classes, n_groups = cat["label"].nunique(), cat["group"].nunique()
@@ -159,13 +183,20 @@ def cmd_detect(args: argparse.Namespace) -> None:
 def cmd_fit(args: argparse.Namespace) -> None:
     from chirpkit.pipeline import fit
 
-    cfg = _config(args, _train_overrides(args))
+    cfg = _config(args, {**_train_overrides(args), "audio.window_s": args.window_s})
     result = fit(
         args.src,
         out=args.out,
         config=cfg,
         store=args.store,
         group_by=args.group_by,
+        annotations=args.annotations,
+        audio_dir=args.audio_dir,
+        format=args.format,
+        label_column=args.label_column,
+        columns=_columns(args.columns),
+        background=args.background,
+        background_label=args.background_label,
         resume=args.resume,
         progress=not args.no_progress,
     )
@@ -215,6 +246,40 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _annotation_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--annotations",
+        nargs="+",
+        metavar="TABLE",
+        help="annotation table(s) over long recordings: point/box CSV, Raven selection table, "
+        "Audacity labels, Kaleidoscope CSV (needs --audio-dir)",
+    )
+    p.add_argument(
+        "--audio-dir", help="folder of the recordings (annotation tables) or of relative CSV paths"
+    )
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "points", "raven", "audacity", "kaleidoscope", "csv"],
+        help="annotation table format (default: detected)",
+    )
+    p.add_argument("--label-column", help="column holding the class (Raven: default Species/Annotation/...)")
+    p.add_argument(
+        "--columns",
+        help="column mapping for a generic CSV: file=NAME,start=NAME,end=NAME (or duration=NAME),"
+        "label=NAME[,low_freq=NAME,high_freq=NAME,group=NAME]",
+    )
+    p.add_argument("--window-s", type=float, help="window length in seconds (audio.window_s, default 3)")
+    p.add_argument(
+        "--background",
+        type=int,
+        default=0,
+        metavar="N",
+        help="sample N background windows away from annotations",
+    )
+    p.add_argument("--background-label", default="noise", help="label of background windows (default noise)")
+
+
 def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
     p.add_argument("--batch-size", type=int, help="batch size (train.batch_size)")
@@ -242,14 +307,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    p = verb("ingest", cmd_ingest, "build a catalog from a folder of class sub-folders or a label CSV")
-    p.add_argument("src", help="folder with one sub-folder per class, or a CSV path,label[,group]")
+    p = verb("ingest", cmd_ingest, "build a catalog from class sub-folders, a label CSV or annotation tables")
+    p.add_argument("src", nargs="?", help="folder with one sub-folder per class, or a CSV path,label[,group]")
     p.add_argument(
         "--out", required=True, help="catalog to write (.parquet; a .csv view is written beside it)"
     )
+    _annotation_flags(p)
+    p.add_argument("--seed", type=int, default=0, help="seed for background sampling")
     p.add_argument("--group-by", help="file (default), folder, or regex:PATTERN over the relative path")
     p.add_argument("--classes", help="expected classes: comma-separated or a file with one per line")
-    p.add_argument("--audio-dir", help="folder that relative paths in a CSV are resolved against")
     _common(p)
 
     p = verb(
@@ -297,10 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = verb("fit", cmd_fit, "ingest → split → prepare → train → evaluate in one command")
-    p.add_argument("src", help="folder of class sub-folders, label CSV, or catalog .parquet")
+    p.add_argument("src", nargs="?", help="folder of class sub-folders, label CSV, or catalog .parquet")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--store", help="store folder (default RUN/store); share one between runs")
     p.add_argument("--group-by", help="file (default), folder, or regex:PATTERN")
+    _annotation_flags(p)
     _train_flags(p)
     _common(p)
 

@@ -109,13 +109,19 @@ class TrainConfig(_Section):
 
 
 class SplitConfig(_Section):
+    """Leakage-free splits (see :func:`chirpkit.split` for the strategy)."""
+
     strategy: Literal["stratified-group"] = "stratified-group"
     val_fraction: float = Field(0.15, ge=0, lt=1)
     test_fraction: float = Field(0.15, ge=0, lt=1)
+    min_count: int = Field(10, ge=0, description="classes with fewer examples are excluded (0 keeps all)")
+    folds: int = Field(0, ge=0, description="K >= 2 adds a 'fold' column for K-fold cross-validation")
     seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
+        if self.folds == 1:
+            raise ValueError("folds=1 is not cross-validation: use 0 (no folds) or K >= 2")
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(
                 f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction} must be < 1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +22,30 @@ log = logging.getLogger("chirpkit")
 
 
 def fit(
-    src: str | os.PathLike[str] | pd.DataFrame,
+    src: str | os.PathLike[str] | pd.DataFrame | None = None,
     *,
     out: str | os.PathLike[str],
     config: Config | None = None,
     store: str | os.PathLike[str] | None = None,
     group_by: str | None = None,
+    annotations: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    audio_dir: str | os.PathLike[str] | None = None,
+    format: str = "auto",
+    label_column: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    background: int = 0,
+    background_label: str = "noise",
     resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train and evaluate a classifier from a folder of class sub-folders, a label CSV or a catalog.
+    """Train and evaluate a classifier from a folder of class sub-folders, a label CSV, a catalog,
+    or annotation tables over long recordings (``annotations`` + ``audio_dir``).
 
     Writes into ``out``: ``catalog.parquet`` (with its split and counts), the run files of
     :func:`chirpkit.train` and the test report of :func:`chirpkit.evaluate` (``metrics.json``).
     The store goes to ``store`` (default ``out/store``); point several runs at one store to share
-    decoded audio.
+    decoded audio. The annotation options are those of :func:`chirpkit.ingest`; windows take
+    ``config.audio.window_s``.
 
     Returns:
         ``{"run", "catalog", "store", "train", "metrics"}``.
@@ -49,10 +59,25 @@ def fit(
     cat_path = run / "catalog.parquet"
     if isinstance(src, pd.DataFrame):
         catalog = src
-    elif str(src).endswith((".parquet", ".pq")):
+    elif src is not None and str(src).endswith((".parquet", ".pq")):
         catalog = read_catalog(src)
     else:
-        catalog = ingest(src, out=cat_path, group_by=group_by, progress=progress)
+        catalog = ingest(
+            src,
+            out=cat_path,
+            group_by=group_by,
+            annotations=annotations,
+            audio_dir=audio_dir,
+            format=format,
+            label_column=label_column,
+            columns=columns,
+            window_s=cfg.audio.window_s,
+            hop_s=cfg.audio.window_hop_s,
+            background=background,
+            background_label=background_label,
+            seed=cfg.split.seed,
+            progress=progress,
+        )
     if "split" not in catalog.columns:
         catalog = split(catalog, out=cat_path, config=cfg.split)
     else:

@@ -11,10 +11,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from chirpkit._util import atomic_path
 
-__all__ = ["save_confusion_matrix"]
+__all__ = ["save_confusion_matrix", "save_split_counts"]
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
@@ -58,4 +59,34 @@ def save_confusion_matrix(
                         color="white" if norm[i, j] > 0.5 else "black",
                     )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    return _save(fig, path)
+
+
+def save_split_counts(counts: pd.DataFrame, path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """Horizontal grouped bars: examples per class (rows) and split (columns), log scale when the
+    counts span more than two decades."""
+    cols = [c for c in counts.columns if c != "total"]
+    order = counts.sort_values("total" if "total" in counts else cols[0], ascending=True)
+    k = len(order)
+    fig, ax = plt.subplots(figsize=(8, min(60.0, max(3.0, 0.22 * k * max(1, len(cols)) / 2 + 1.5))))
+    height = 0.8 / max(1, len(cols))
+    y = np.arange(k)
+    colours = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868"}
+    for i, c in enumerate(cols):
+        ax.barh(
+            y + (i - (len(cols) - 1) / 2) * height,
+            order[c].to_numpy(),
+            height=height,
+            label=str(c),
+            color=colours.get(str(c)),
+        )
+    ax.set_yticks(y, labels=[str(s) for s in order.index], fontsize=7 if k > 40 else 9)
+    positive = order[cols].to_numpy()
+    positive = positive[positive > 0]
+    if positive.size and positive.max() / positive.min() > 100:
+        ax.set_xscale("log")
+    ax.set_xlabel("examples")
+    ax.set_title(title or "examples per class and split")
+    ax.legend(loc="lower right")
+    ax.margins(y=0.005)
     return _save(fig, path)

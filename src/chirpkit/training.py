@@ -146,6 +146,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
+    warnings.filterwarnings("ignore", message=".*but have no `val_dataloader`.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
 
 

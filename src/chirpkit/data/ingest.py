@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -163,92 +163,161 @@ def _probe_all(sources: Sequence[str], workers: int, progress: bool) -> dict[str
     return dict(zip(unique, results, strict=True))
 
 
+def _check_classes(rows: pd.DataFrame, classes: Sequence[str], root: Path) -> None:
+    known = set(classes)
+    lines = rows["row"].tolist() if "row" in rows.columns else [None] * len(rows)
+    unknown = [
+        f"line {line}: {lab!r}" if line is not None else f"{Path(source).parent.name}/: {lab!r}"
+        for line, source, labs in zip(lines, rows["source"], rows["labels"], strict=True)
+        for lab in labs
+        if lab not in known
+    ]
+    if unknown:
+        raise DataError(
+            f"{len(unknown)} label(s) in {root} are not among the known classes "
+            f"({'; '.join(unknown[:10])}); known classes: {sorted(known)}. "
+            "Fix the labels or add the class to `classes`."
+        )
+
+
+def _write_report(df: pd.DataFrame, path: Path, what: str) -> None:
+    if len(df):
+        with atomic_path(path) as tmp:
+            df.to_csv(tmp, index=False)
+        log.info("%s: %s", what, path)
+    elif path.exists():
+        path.unlink()
+
+
 def ingest(
-    src: str | os.PathLike[str],
+    src: str | os.PathLike[str] | None = None,
     *,
     out: str | os.PathLike[str] | None = None,
     group_by: str | None = None,
     classes: Sequence[str] | None = None,
     audio_dir: str | os.PathLike[str] | None = None,
+    annotations: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    format: str = "auto",
+    label_column: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    window_s: float = 3.0,
+    hop_s: float | None = None,
+    background: int = 0,
+    background_label: str = "noise",
+    seed: int = 0,
     workers: int = 8,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Build a catalog from a folder of class sub-folders or a label CSV.
+    """Build a catalog from a folder of class sub-folders, a label CSV, or annotation tables.
 
     Args:
         src: ``data/`` holding ``data/<class>/*.wav|flac|mp3|ogg|...``, or a CSV with columns
             ``path,label[,group][,start_s,end_s]`` (paths relative to the CSV or ``audio_dir``;
-            several labels joined by ``;``).
-        out: where to write the catalog (Parquet + CSV view + ``.skipped.csv``); optional.
+            several labels joined by ``;``). Leave out when ``annotations`` is given.
+        out: where to write the catalog (Parquet + CSV view + ``.skipped.csv`` +
+            ``.anomalies.csv``); optional.
         group_by: ``file`` (default), ``folder`` or ``regex:PATTERN`` (see :func:`group_rule`);
-            a ``group`` column in the CSV is used when no rule is given.
-        classes: the expected class names; a label outside them is an error.
-        audio_dir: folder that relative paths in a CSV are resolved against.
+            a ``group`` column in the CSV/table is used when no rule is given.
+        classes: the expected class names. A label outside them is an error in a label CSV, and
+            a reported, dropped annotation in an annotation table.
+        audio_dir: folder that relative paths (CSV) or file names (annotation tables) refer to.
+        annotations: one or more annotation tables (point/box CSV, Raven, Audacity,
+            Kaleidoscope; see :mod:`chirpkit.data.annotations`) over recordings in ``audio_dir``:
+            the catalog then holds one row per window (see :mod:`chirpkit.data.annotated`).
+        format, label_column, columns: how to read the annotation tables (``format="auto"``
+            detects it; ``columns`` maps ``file/start/end/duration/label/low_freq/high_freq/group``
+            to a generic CSV's column names).
+        window_s, hop_s: window length and hop for annotation windows (use ``audio.window_s``).
+        background: number of background windows to sample away from all annotations, labelled
+            ``background_label``.
+        seed: seed for background sampling.
         workers: threads that probe files.
         progress: show a progress bar.
 
     Returns:
-        The catalog (one row per example). ``catalog.attrs["skipped"]`` lists skipped files
-        (``source``, ``reason``).
+        The catalog. ``catalog.attrs["skipped"]`` lists skipped files (``source``, ``reason``),
+        ``catalog.attrs["anomalies"]`` the annotation anomalies.
 
     Raises:
-        MissingPathError: ``src`` does not exist.
+        MissingPathError: ``src``, ``audio_dir`` or a table does not exist.
         DataError: no usable audio, one class only, a label outside ``classes``, bad CSV.
     """
-    root = existing_path(src, "ingest source")
     skipped: list[dict[str, str]] = []
-    if root.is_dir():
-        rows, skipped = _scan_folder(root)
+    anomalies = pd.DataFrame()
+
+    def probe(paths: Sequence[str]) -> dict[str, AudioInfo | str]:
+        return _probe_all(paths, workers, progress)
+
+    if annotations is not None:
+        from chirpkit.data.annotated import annotation_windows
+
+        if audio_dir is None:
+            raise DataError("annotation tables need audio_dir (--audio-dir): the folder of the recordings")
+        tables = [annotations] if isinstance(annotations, (str, os.PathLike)) else list(annotations)
+        root = existing_path(audio_dir, "audio folder")
+        rows, anomalies, probed = annotation_windows(
+            tables,
+            audio_dir=root,
+            probe=probe,
+            window_s=window_s,
+            hop_s=hop_s,
+            format=format,
+            label_column=label_column,
+            columns=columns,
+            classes=classes,
+            background=background,
+            background_label=background_label,
+            seed=seed,
+        )
+        skipped = [{"source": k, "reason": v} for k, v in probed.items() if isinstance(v, str)]
+        infos = [i for i in (probed[s] for s in rows["source"]) if isinstance(i, AudioInfo)]
+        rule_root = root
+        if group_by is None and rows["table_group"].notna().all():
+            rows["group"] = rows["table_group"].astype(str)
+        src_desc = f"annotations {[str(t) for t in tables]}"
+    else:
+        if src is None:
+            raise DataError("give a source: a folder of class sub-folders, a label CSV, or annotations=...")
+        root = existing_path(src, "ingest source")
+        src_desc = str(root)
+        if root.is_dir():
+            rows, skipped = _scan_folder(root)
+            if rows.empty:
+                raise DataError(
+                    f"no files found in class sub-folders of {root}; expected {root}/<class>/<file>.wav "
+                    "(one sub-folder per class), or pass a label CSV"
+                )
+            rule_root = root
+        elif root.suffix.lower() in (".csv", ".tsv", ".txt"):
+            rows = read_label_table(root, Path(audio_dir) if audio_dir is not None else None)
+            rule_root = Path(audio_dir) if audio_dir is not None else root.parent
+        else:
+            raise DataError(
+                f"cannot ingest {root}: give a folder with one sub-folder per class, or a label CSV "
+                "(path,label[,group]); for annotation tables use annotations=... (--annotations)"
+            )
+        if classes is not None:
+            _check_classes(rows, classes, root)
+        probed = probe(rows["source"].tolist())
+        keep: list[int] = []
+        infos = []
+        for i, src_path in enumerate(rows["source"]):
+            res = probed[src_path]
+            if isinstance(res, str):
+                line = f" (line {int(rows['row'].iloc[i])})" if "row" in rows.columns else ""
+                skipped.append({"source": src_path, "reason": res + line})
+            else:
+                keep.append(i)
+                infos.append(res)
+        rows = rows.iloc[keep].reset_index(drop=True)
         if rows.empty:
             raise DataError(
-                f"no files found in class sub-folders of {root}; expected {root}/<class>/<file>.wav "
-                "(one sub-folder per class), or pass a label CSV"
-            )
-        rule_root = root
-    elif root.suffix.lower() in (".csv", ".tsv", ".txt"):
-        rows = read_label_table(root, Path(audio_dir) if audio_dir is not None else None)
-        rule_root = Path(audio_dir) if audio_dir is not None else root.parent
-    else:
-        raise DataError(
-            f"cannot ingest {root}: give a folder with one sub-folder per class, or a label CSV "
-            "(path,label[,group])"
-        )
-
-    if classes is not None:
-        known = set(classes)
-        lines = rows["row"].tolist() if "row" in rows.columns else [None] * len(rows)
-        unknown = [
-            f"line {line}: {lab!r}" if line is not None else f"{Path(source).parent.name}/: {lab!r}"
-            for line, source, labs in zip(lines, rows["source"], rows["labels"], strict=True)
-            for lab in labs
-            if lab not in known
-        ]
-        if unknown:
-            raise DataError(
-                f"{len(unknown)} label(s) in {root} are not among the known classes "
-                f"({'; '.join(unknown[:10])}); known classes: {sorted(known)}. "
-                "Fix the labels or add the class to `classes`."
+                f"none of the {len(probed)} file(s) from {root} could be read as audio; "
+                f"first reasons: {[s['reason'] for s in skipped[:3]]}"
             )
 
-    probed = _probe_all(rows["source"].tolist(), workers, progress)
-    keep: list[int] = []
-    infos: list[AudioInfo] = []
-    for i, src_path in enumerate(rows["source"]):
-        res = probed[src_path]
-        if isinstance(res, str):
-            line = f" (line {int(rows['row'].iloc[i])})" if "row" in rows.columns else ""
-            skipped.append({"source": src_path, "reason": res + line})
-        else:
-            keep.append(i)
-            infos.append(res)
-    rows = rows.iloc[keep].reset_index(drop=True)
-    if rows.empty:
-        raise DataError(
-            f"none of the {len(probed)} file(s) from {root} could be read as audio; "
-            f"first reasons: {[s['reason'] for s in skipped[:3]]}"
-        )
     meta = pd.DataFrame([i.to_dict() for i in infos]).drop(columns=["path", "frames"])
-    rows = pd.concat([rows, meta], axis=1)
+    rows = pd.concat([rows.reset_index(drop=True), meta], axis=1)
     if "start_s" not in rows.columns:
         rows["start_s"] = 0.0
     if "end_s" not in rows.columns:
@@ -258,15 +327,19 @@ def ingest(
 
     if group_by is not None or "group" not in rows.columns:
         rule = group_rule(group_by or "file", rule_root)
-        rows["group"] = [rule(Path(s)) for s in rows["source"]]
+        groups = {s: rule(Path(s)) for s in rows["source"].unique()}
+        rows["group"] = rows["source"].map(groups)
 
     n_classes = rows["label"].nunique()
     if n_classes < 2:
-        hint = (
-            f"; {root} looks like a single class folder — point ingest at its parent" if root.is_dir() else ""
-        )
+        if annotations is not None:
+            hint = "; add background windows (background=N, --background N) to learn call vs noise"
+        elif root.is_dir():
+            hint = f"; {root} looks like a single class folder — point ingest at its parent"
+        else:
+            hint = ""
         raise DataError(
-            f"only one class ({rows['label'].iloc[0]!r}) in {root}: a classifier needs at least two "
+            f"only one class ({rows['label'].iloc[0]!r}) in {src_desc}: a classifier needs at least two "
             f"(add a background/'noise' class or more classes){hint}"
         )
     cols = [
@@ -284,26 +357,31 @@ def ingest(
         "bit_depth",
         "decoder",
     ]
-    catalog = validate_catalog(rows[cols], where=f"ingest of {root}")
+    extra = [
+        c for c in ("ann_start_s", "ann_end_s", "low_freq_hz", "high_freq_hz", "annotation") if c in rows
+    ]
+    catalog = validate_catalog(rows[cols + extra], where=f"ingest of {src_desc}")
     skipped_df = pd.DataFrame(skipped, columns=["source", "reason"])
     catalog.attrs["skipped"] = skipped_df.to_dict("records")
+    catalog.attrs["anomalies"] = anomalies.to_dict("records")
     log.info(
-        "ingested %d example(s) from %d file(s), %d class(es), %d group(s); skipped %d file(s)",
+        "ingested %d example(s) from %d file(s), %d class(es), %d group(s); skipped %d file(s)%s",
         len(catalog),
         catalog["source"].nunique(),
         n_classes,
         catalog["group"].nunique(),
         len(skipped_df),
+        f"; {len(anomalies)} annotation anomal{'y' if len(anomalies) == 1 else 'ies'}"
+        if len(anomalies)
+        else "",
     )
+    if len(anomalies):
+        for kind, n in anomalies["kind"].value_counts().items():
+            log.warning("annotation anomaly %s: %d", kind, n)
     if out is not None:
         path = write_catalog(catalog, out)
-        report = path.with_suffix(".skipped.csv")
-        if len(skipped_df):
-            with atomic_path(report) as tmp:
-                skipped_df.to_csv(tmp, index=False)
-            log.info("skip report: %s", report)
-        elif report.exists():
-            report.unlink()
+        _write_report(skipped_df, path.with_suffix(".skipped.csv"), "skip report")
+        _write_report(anomalies, path.with_suffix(".anomalies.csv"), "anomaly report")
         log.info("catalog: %s", path)
     for s in skipped[:20]:
         log.warning("skipped %s: %s", s["source"], s["reason"])

@@ -1,6 +1,19 @@
-"""Seeded, leakage-free splits: stratified by label, grouped by ``group``.
+"""Seeded, leakage-free splits for imbalanced data with recording groups.
 
-No group ever appears in two splits: splits are made over groups, never over rows.
+The strategy (``stratified-group``), as in the practitioners' notes chirpkit was designed from:
+
+1. classes with fewer than ``min_count`` examples are excluded (``split = "excluded"``, listed);
+2. *problematic* classes are those with too few distinct groups to appear in every split (3 for
+   train/val/test, 1 + K with K folds);
+3. groups are partitioned: *problematic* groups hold at least one example of a problematic class,
+   *stratifiable* groups hold only well-behaved classes;
+4. the stratifiable part is split with nested ``StratifiedGroupKFold`` (test, then val);
+5. the problematic part is split with nested ``GroupKFold`` (group integrity first);
+6. the two are combined.
+
+Splits are made over whole groups, so no group can be in two splits. With ``folds=K`` the
+non-test groups also get a ``fold`` (0..K-1, the same two-part procedure); ``val`` is then fold 0
+and the test rows have fold -1.
 """
 
 from __future__ import annotations
@@ -17,83 +30,118 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from chirpkit._util import atomic_path, write_json
 from chirpkit.config import SplitConfig
-from chirpkit.data.catalog import (
-    SPLITS,
-    class_counts,
-    read_catalog,
-    validate_catalog,
-    write_catalog,
-)
+from chirpkit.data.catalog import SPLITS, class_counts, read_catalog, validate_catalog, write_catalog
 from chirpkit.errors import DataError, RunError
 
 __all__ = ["check_no_group_leak", "split", "split_summary"]
 
 log = logging.getLogger("chirpkit")
 
+EXCLUDED = "excluded"
 
-def _pick_fold(y: np.ndarray, groups: np.ndarray, fraction: float, seed: int, tries: int = 8) -> np.ndarray:
-    """Boolean mask of one StratifiedGroupKFold fold holding about ``fraction`` of the rows.
+
+def _folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int, stratify: bool) -> list[np.ndarray]:
+    """The test indices of each of ``k`` group folds (stratified when asked and possible)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has N members"
+        if stratify:
+            try:
+                sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+                return [t for _, t in sgkf.split(np.zeros(len(y)), y, groups)]
+            except ValueError:  # no class has k members: groups only
+                pass
+        gkf = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        return [t for _, t in gkf.split(np.zeros(len(y)), y, groups)]
+
+
+def _pick_fold(
+    y: np.ndarray, groups: np.ndarray, fraction: float, seed: int, *, stratify: bool, tries: int = 8
+) -> np.ndarray:
+    """Boolean mask of one group fold holding about ``fraction`` of the rows.
 
     ``k = floor(1 / fraction)`` folds (at most the number of groups). Among the folds of ``tries``
     seeded shuffles, the one that misses the fewest classes wins, then the one whose class
-    distribution is closest to the whole set's, then the one whose size is closest to the target.
+    distribution is closest to the whole part's, then the one whose size is closest to the target.
     """
+    mask = np.zeros(len(y), dtype=bool)
     n_groups = len(np.unique(groups))
+    if n_groups < 2 or fraction <= 0:
+        return mask
     k = int(min(max(2, int(1.0 / fraction + 1e-9)), n_groups))
     classes, y_idx = np.unique(y, return_inverse=True)
     overall = np.bincount(y_idx, minlength=len(classes)) / len(y)
     target = fraction * len(y)
     best_key: tuple[int, float, float] | None = None
     best = np.zeros(0, dtype=np.int64)
-    for t in range(tries):
-        rs = seed + 7919 * t
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "least populated class has N members"
-            try:
-                sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=rs)
-                folds = [test for _, test in sgkf.split(np.zeros(len(y)), y, groups)]
-            except ValueError:  # no class has k members: stratification impossible, groups only
-                gkf = GroupKFold(n_splits=k, shuffle=True, random_state=rs)
-                folds = [test for _, test in gkf.split(np.zeros(len(y)), y, groups)]
-        for idx in folds:
+    for t in range(tries if stratify else 1):
+        for idx in _folds(y, groups, k, seed + 7919 * t, stratify):
             counts = np.bincount(y_idx[idx], minlength=len(classes))
             key = (
-                int((counts == 0).sum()),
-                float(np.abs(counts / max(1, len(idx)) - overall).sum()),
+                int((counts == 0).sum()) if stratify else 0,
+                float(np.abs(counts / max(1, len(idx)) - overall).sum()) if stratify else 0.0,
                 abs(len(idx) - target) / len(y),
             )
             if best_key is None or key < best_key:
                 best_key, best = key, idx
-    mask = np.zeros(len(y), dtype=bool)
     mask[best] = True
     return mask
 
 
+def _assign_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int, *, stratify: bool) -> np.ndarray:
+    """Fold number (0..k-1) per row; every group in exactly one fold."""
+    fold = np.zeros(len(y), dtype=np.int64)
+    uniq = np.unique(groups)
+    if len(uniq) < k:  # fewer groups than folds: one group per fold, some folds stay empty
+        order = np.random.default_rng(seed).permutation(len(uniq))
+        for f, gi in enumerate(order):
+            fold[groups == uniq[gi]] = f % k
+        return fold
+    for f, idx in enumerate(_folds(y, groups, k, seed, stratify)):
+        fold[idx] = f
+    return fold
+
+
 def check_no_group_leak(df: pd.DataFrame) -> None:
-    """Raise :class:`RunError` if any group appears in more than one split."""
-    per_group = df.groupby("group")["split"].nunique()
+    """Raise :class:`RunError` if any group appears in more than one split (or fold)."""
+    kept = df[df["split"] != EXCLUDED]
+    per_group = kept.groupby("group")["split"].nunique()
     leaking = per_group[per_group > 1]
     if len(leaking):
         raise RunError(
             f"group leakage: {len(leaking)} group(s) in several splits, e.g. {list(leaking.index[:5])}"
         )
+    if "fold" in kept.columns:
+        per_group = kept.groupby("group")["fold"].nunique()
+        if (per_group > 1).any():
+            raise RunError(f"group leakage across folds: {list(per_group[per_group > 1].index[:5])}")
 
 
-def split_summary(df: pd.DataFrame, config: SplitConfig) -> dict[str, Any]:
-    counts = class_counts(df, "split")
-    present = [s for s in SPLITS if s in df["split"].unique()]
-    return {
-        "strategy": config.strategy,
-        "seed": config.seed,
-        "val_fraction": config.val_fraction,
-        "test_fraction": config.test_fraction,
-        "rows": {s: int((df["split"] == s).sum()) for s in present},
-        "groups": {s: int(df.loc[df["split"] == s, "group"].nunique()) for s in present},
+def split_summary(df: pd.DataFrame, config: SplitConfig, info: dict[str, Any]) -> dict[str, Any]:
+    kept = df[df["split"] != EXCLUDED]
+    counts = class_counts(kept, "split")
+    present = [s for s in SPLITS if s in kept["split"].unique()]
+    out: dict[str, Any] = {
+        **config.model_dump(),
+        **info,
+        "rows": {s: int((df["split"] == s).sum()) for s in (*present, EXCLUDED)},
+        "groups": {s: int(kept.loc[kept["split"] == s, "group"].nunique()) for s in present},
         "classes_missing": {
             s: sorted(counts.index[counts[s] == 0].tolist()) for s in present if s in counts.columns
         },
         "per_class": {lab: {k: int(v) for k, v in row.items()} for lab, row in counts.iterrows()},
     }
+    if "fold" in kept.columns and (kept["fold"] >= 0).any():
+        folds = kept[kept["fold"] >= 0]
+        table = pd.crosstab(folds["label"], folds["fold"])
+        out["per_fold"] = {str(f): {lab: int(n) for lab, n in table[f].items()} for f in table.columns}
+        out["fold_groups"] = {str(f): int(g["group"].nunique()) for f, g in folds.groupby("fold")}
+    return out
+
+
+def _plot_counts(counts: pd.DataFrame, path: Path, title: str) -> None:
+    from chirpkit.plots import save_split_counts
+
+    save_split_counts(counts, path, title=title)
 
 
 def split(
@@ -102,56 +150,112 @@ def split(
     out: str | os.PathLike[str] | None = None,
     config: SplitConfig | None = None,
 ) -> pd.DataFrame:
-    """Assign every row to ``train``, ``val`` or ``test``, grouped and stratified.
+    """Assign every row to ``train``, ``val``, ``test`` (or ``excluded``), leakage-free.
 
-    Test groups are one fold of a shuffled, seeded ``StratifiedGroupKFold`` (k = floor(1 /
-    test_fraction), at most the number of groups; the fold that covers the most classes is taken);
-    validation groups are one fold of the same procedure over the remaining groups. Fractions are
-    therefore approximate: they are shares of whole groups.
+    See the module docstring for the strategy. Fractions are shares of whole groups, so they are
+    approximate.
 
     Args:
         catalog: a catalog frame or path.
-        out: where to write the split catalog (Parquet + CSV); the per-class counts are written
-            beside it as ``<name>.split_counts.csv`` and ``.json``.
-        config: fractions and seed (:class:`chirpkit.config.SplitConfig`).
+        out: where to write the split catalog (Parquet + CSV). Beside it:
+            ``<name>.split_counts.csv`` (per class × split, and × fold), ``.json`` (the same, plus
+            excluded and problematic classes, rows and groups per split) and ``.png`` (bar chart).
+        config: :class:`chirpkit.config.SplitConfig`.
 
     Returns:
-        The catalog with a ``split`` column.
+        The catalog with a ``split`` column (and ``fold`` with ``folds >= 2``).
 
     Raises:
-        DataError: fewer than two classes, or too few groups for the requested splits.
+        DataError: fewer than two classes left, or too few groups for the requested splits.
     """
     cfg = config or SplitConfig()
     df = read_catalog(catalog) if not isinstance(catalog, pd.DataFrame) else validate_catalog(catalog)
     if df.empty:
         raise DataError("cannot split an empty catalog")
-    if df["label"].nunique() < 2:
-        raise DataError(f"cannot split a single-class catalog (only {df['label'].iloc[0]!r}); add classes")
-    groups = df["group"].to_numpy()
-    y = pd.factorize(df["label"])[0]
-    n_groups = len(np.unique(groups))
-    needed = 1 + (cfg.val_fraction > 0) + (cfg.test_fraction > 0)
-    if n_groups < needed:
+    df = df.drop(columns=[c for c in ("split", "fold") if c in df.columns])
+
+    # 1. rare classes out
+    sizes = df["label"].value_counts()
+    excluded = sorted(sizes.index[sizes < cfg.min_count].tolist())
+    keep = ~df["label"].isin(excluded).to_numpy()
+    if excluded:
+        log.warning(
+            "excluded %d class(es) with fewer than %d examples (split.min_count): %s",
+            len(excluded),
+            cfg.min_count,
+            excluded[:20],
+        )
+    kept = df[keep]
+    if kept["label"].nunique() < 2:
+        left = kept["label"].unique().tolist()
         raise DataError(
-            f"the catalog has {n_groups} group(s) but train/val/test need {needed}: no group may be "
+            f"cannot split: {len(left)} class(es) left ({left}) after excluding classes with fewer than "
+            f"{cfg.min_count} examples; a classifier needs two (lower split.min_count or add data)"
+        )
+    groups = kept["group"].to_numpy()
+    y = kept["label"].to_numpy()
+    n_splits = 1 + (cfg.val_fraction > 0 or cfg.folds >= 2) + (cfg.test_fraction > 0)
+    n_needed = (cfg.folds if cfg.folds >= 2 else n_splits - (cfg.test_fraction > 0)) + (cfg.test_fraction > 0)
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise DataError(
+            f"the catalog has {n_groups} group(s) but train/val/test need {n_splits}: no group may be "
             "in two splits. Add recordings, set split.val_fraction/test_fraction to 0, or use a finer "
             "group rule (ingest --group-by)"
         )
-    split_col = np.full(len(df), "train", dtype=object)
-    rest = np.ones(len(df), dtype=bool)
-    if cfg.test_fraction > 0:
-        test = _pick_fold(y, groups, cfg.test_fraction, cfg.seed)
-        split_col[test] = "test"
-        rest = ~test
-    if cfg.val_fraction > 0:
-        idx = np.flatnonzero(rest)
-        val_share = cfg.val_fraction / (1.0 - cfg.test_fraction)
-        val = _pick_fold(y[idx], groups[idx], val_share, cfg.seed + 1)
-        split_col[idx[val]] = "val"
-    df["split"] = split_col
+
+    # 2-3. problematic classes and the group partition
+    groups_per_class = kept.groupby("label")["group"].nunique()
+    problematic = sorted(groups_per_class.index[groups_per_class < n_needed].tolist())
+    bad_groups = set(kept.loc[kept["label"].isin(problematic), "group"])
+    in_bad = np.isin(groups, list(bad_groups))
+    if problematic:
+        log.info(
+            "%d problematic class(es) with fewer than %d groups (their %d group(s) are split by "
+            "group only): %s",
+            len(problematic),
+            n_needed,
+            len(bad_groups),
+            problematic[:20],
+        )
+
+    # 4-6. nested split of each part, combined
+    split_col = np.full(len(kept), "train", dtype=object)
+    fold_col = np.full(len(kept), -1, dtype=np.int64)
+    for part, stratify in ((~in_bad, True), (in_bad, False)):
+        idx = np.flatnonzero(part)
+        if len(idx) == 0:
+            continue
+        rest = np.ones(len(idx), dtype=bool)
+        if cfg.test_fraction > 0:
+            test = _pick_fold(y[idx], groups[idx], cfg.test_fraction, cfg.seed, stratify=stratify)
+            split_col[idx[test]] = "test"
+            rest = ~test
+        ridx = idx[rest]
+        if len(ridx) == 0:
+            continue
+        if cfg.folds >= 2:
+            folds = _assign_folds(y[ridx], groups[ridx], cfg.folds, cfg.seed + 1, stratify=stratify)
+            fold_col[ridx] = folds
+            split_col[ridx] = np.where(folds == 0, "val", "train")
+        elif cfg.val_fraction > 0:
+            share = min(0.99, cfg.val_fraction / (1.0 - cfg.test_fraction))
+            val = _pick_fold(y[ridx], groups[ridx], share, cfg.seed + 1, stratify=stratify)
+            split_col[ridx[val]] = "val"
+
+    df["split"] = EXCLUDED
+    df.loc[keep, "split"] = split_col
+    if cfg.folds >= 2:
+        df["fold"] = -1
+        df.loc[keep, "fold"] = fold_col
     check_no_group_leak(df)
 
-    summary = split_summary(df, cfg)
+    info = {
+        "excluded_classes": excluded,
+        "problematic_classes": problematic,
+        "problematic_groups": sorted(map(str, bad_groups)),
+    }
+    summary = split_summary(df, cfg, info)
     for s, missing in summary["classes_missing"].items():
         if missing:
             log.warning("split %s lacks %d class(es) (too few groups): %s", s, len(missing), missing[:10])
@@ -163,8 +267,20 @@ def split(
     if out is not None:
         path = write_catalog(df, out)
         stem = path.with_suffix("")
+        kept_df = df[df["split"] != EXCLUDED]
+        counts = class_counts(kept_df, "split")
+        if "fold" in kept_df.columns:
+            per_fold = pd.crosstab(kept_df["label"], kept_df["fold"]).drop(columns=-1, errors="ignore")
+            counts = (
+                counts.join(per_fold.rename(columns=lambda f: f"fold{f}"), how="left").fillna(0).astype(int)
+            )
         with atomic_path(Path(f"{stem}.split_counts.csv")) as tmp:
-            class_counts(df, "split").to_csv(tmp, index_label="label")
+            counts.to_csv(tmp, index_label="label")
         write_json(f"{stem}.split_counts.json", summary)
-        log.info("split catalog: %s (counts: %s.split_counts.csv/.json)", path, stem)
+        _plot_counts(
+            class_counts(kept_df, "split"),
+            Path(f"{stem}.split_counts.png"),
+            title=f"examples per class and split (seed {cfg.seed})",
+        )
+        log.info("split catalog: %s (counts: %s.split_counts.csv/.json/.png)", path, stem)
     return df

@@ -240,6 +240,8 @@ def prepare(
     """
     cfg = config or AudioConfig()
     df = read_catalog(catalog) if not isinstance(catalog, pd.DataFrame) else validate_catalog(catalog)
+    if "split" in df.columns:  # classes excluded by split (too rare) are not decoded
+        df = df[df["split"] != "excluded"]
     if df.empty:
         raise DataError("cannot prepare an empty catalog")
     root = Path(out)
