@@ -93,3 +93,37 @@ def _chirpkit_logs(caplog: pytest.LogCaptureFixture) -> None:
 
 def read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False)
+
+
+@pytest.fixture
+def soundscapes(tmp_path: Path) -> Path:
+    """Two 20 s recordings (16 kHz) with tones at known times, and a Kenya-style table with anomalies."""
+    sr = 16000
+    rng = np.random.default_rng(0)
+    for name, calls in (
+        ("siteA_day1.flac", [(2.0, 1000), (10.0, 3000), (15.0, 1000)]),
+        ("siteB_day1.flac", [(5.0, 3000), (12.0, 1000)]),
+    ):
+        y = 0.01 * rng.standard_normal(sr * 20).astype(np.float32)
+        for t, f in calls:
+            y[int(t * sr) : int((t + 0.4) * sr)] += tone(f, 0.4, sr)
+        write(tmp_path / "audio" / name, y, sr)
+    (tmp_path / "audio" / "broken.flac").write_bytes(b"fLaC not really")
+    (tmp_path / "annotations.csv").write_text(
+        "Filename,Start Time (s),End Time (s),Species eBird Code\n"
+        "siteA_day1.flac,2.2,2.2,lowbird\n"  # point
+        "siteA_day1.flac,10.2,10.2,highbird\n"
+        "siteA_day1.flac,15.2,15.2,lowbird\n"
+        "siteA_day1.flac,11.0,11.0,lowbird\n"  # inside the highbird window: multi-label
+        "siteB_day1.flac,5.2,5.2,highbird\n"
+        "siteB_day1.flac,12.2,12.2,lowbird\n"
+        "siteB_day1.flac,12.2,12.2,lowbird\n"  # duplicate
+        "siteB_day1.flac,25.0,25.0,lowbird\n"  # past the end (20 s)
+        "siteB_day1.flac,-0.5,-0.5,highbird\n"  # negative
+        "siteB_day1.flac,9.0,6.0,highbird\n"  # reversed, and a box in a point table
+        "siteA_day1.flac,17.0,,lowbird\n"  # bad time
+        "siteA_day1.flac,18.0,18.0,\n"  # empty label
+        "missing.flac,1.0,1.0,lowbird\n"  # no such file
+        "broken.flac,1.0,1.0,lowbird\n"  # unreadable
+    )
+    return tmp_path

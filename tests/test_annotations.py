@@ -11,7 +11,7 @@ import pytest
 from chirpkit.data.annotations import detect_format, read_annotations
 from chirpkit.data.ingest import ingest
 from chirpkit.errors import AnnotationError, DataError
-from tests.conftest import SHARED_DATA, tone, write
+from tests.conftest import SHARED_DATA
 
 RAVEN = """Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tSpecies
 1\tSpectrogram 1\t1\t1.0\t2.5\t1000\t3000\tWOTH
@@ -83,40 +83,6 @@ def test_kaleidoscope_and_generic_mapping(tmp_path: Path) -> None:
         read_annotations(g)
     with pytest.raises(AnnotationError, match="unknown column mapping key"):
         read_annotations(g, columns={"filename": "wav"})
-
-
-@pytest.fixture
-def soundscapes(tmp_path: Path) -> Path:
-    """Two 20 s recordings (16 kHz) with tones at known times, and a Kenya-style table with anomalies."""
-    sr = 16000
-    rng = np.random.default_rng(0)
-    for name, calls in (
-        ("siteA_day1.flac", [(2.0, 1000), (10.0, 3000), (15.0, 1000)]),
-        ("siteB_day1.flac", [(5.0, 3000), (12.0, 1000)]),
-    ):
-        y = 0.01 * rng.standard_normal(sr * 20).astype(np.float32)
-        for t, f in calls:
-            y[int(t * sr) : int((t + 0.4) * sr)] += tone(f, 0.4, sr)
-        write(tmp_path / "audio" / name, y, sr)
-    (tmp_path / "audio" / "broken.flac").write_bytes(b"fLaC not really")
-    (tmp_path / "annotations.csv").write_text(
-        "Filename,Start Time (s),End Time (s),Species eBird Code\n"
-        "siteA_day1.flac,2.2,2.2,lowbird\n"  # point
-        "siteA_day1.flac,10.2,10.2,highbird\n"
-        "siteA_day1.flac,15.2,15.2,lowbird\n"
-        "siteA_day1.flac,11.0,11.0,lowbird\n"  # inside the highbird window: multi-label
-        "siteB_day1.flac,5.2,5.2,highbird\n"
-        "siteB_day1.flac,12.2,12.2,lowbird\n"
-        "siteB_day1.flac,12.2,12.2,lowbird\n"  # duplicate
-        "siteB_day1.flac,25.0,25.0,lowbird\n"  # past the end (20 s)
-        "siteB_day1.flac,-0.5,-0.5,highbird\n"  # negative
-        "siteB_day1.flac,9.0,6.0,highbird\n"  # reversed, and a box in a point table
-        "siteA_day1.flac,17.0,,lowbird\n"  # bad time
-        "siteA_day1.flac,18.0,18.0,\n"  # empty label
-        "missing.flac,1.0,1.0,lowbird\n"  # no such file
-        "broken.flac,1.0,1.0,lowbird\n"  # unreadable
-    )
-    return tmp_path
 
 
 def test_ingest_annotations_windows_and_anomalies(soundscapes: Path) -> None:

@@ -44,6 +44,7 @@ def test_public_api_is_pinned() -> None:
         "evaluate",
         "fit",
         "ingest",
+        "inspect",
         "list_models",
         "load_config",
         "load_model",

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from chirpkit.config import Config, load_config
     from chirpkit.data.catalog import read_catalog, write_catalog
     from chirpkit.data.ingest import ingest
+    from chirpkit.data.report import inspect
     from chirpkit.data.split import split
     from chirpkit.data.store import Store, prepare
     from chirpkit.demo_pipeline import demo
@@ -43,6 +44,7 @@ __all__ = [
     "evaluate",
     "fit",
     "ingest",
+    "inspect",
     "list_models",
     "load_config",
     "load_model",
@@ -59,6 +61,7 @@ _LAZY = {
     "read_catalog": "chirpkit.data.catalog",
     "write_catalog": "chirpkit.data.catalog",
     "ingest": "chirpkit.data.ingest",
+    "inspect": "chirpkit.data.report",
     "split": "chirpkit.data.split",
     "Store": "chirpkit.data.store",
     "prepare": "chirpkit.data.store",

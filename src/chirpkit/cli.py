@@ -97,6 +97,23 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     print(f"{len(cat)} example(s), {n_classes} class(es), {n_groups} group(s) → {args.out}")
 
 
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from chirpkit.data.report import inspect
+
+    cfg = _config(args, {"split.min_count": args.min_count})
+    summary = inspect(
+        args.catalog,
+        out=args.out,
+        min_count=cfg.split.min_count,
+        audio=not args.no_audio,
+        max_per_class=args.max_per_class,
+        duplicate_threshold=args.duplicate_threshold,
+        progress=not args.no_progress,
+    )
+    print(f"report: {Path(args.out) / 'index.html'}")
+    _print_json({k: v for k, v in summary.items() if not isinstance(v, dict | list)})
+
+
 def cmd_split(args: argparse.Namespace) -> None:
     from chirpkit.data.split import split
 
@@ -316,6 +333,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for background sampling")
     p.add_argument("--group-by", help="file (default), folder, or regex:PATTERN over the relative path")
     p.add_argument("--classes", help="expected classes: comma-separated or a file with one per line")
+    _common(p)
+
+    p = verb(
+        "inspect", cmd_inspect, "dataset report: balance, formats, anomalies, frequencies, noise, leakage"
+    )
+    p.add_argument("catalog", help="catalog (from ingest; after split for the leakage audit)")
+    p.add_argument("--out", required=True, help="report folder (index.html, report.md, PNGs, CSVs)")
+    p.add_argument("--min-count", type=int, help="rare-class threshold (split.min_count, default 10)")
+    p.add_argument(
+        "--no-audio", action="store_true", help="skip the audio scan (frequencies, noise, duplicates)"
+    )
+    p.add_argument(
+        "--max-per-class", type=int, default=200, help="examples measured per class (frequency range)"
+    )
+    p.add_argument(
+        "--duplicate-threshold",
+        type=float,
+        default=0.98,
+        help="fingerprint similarity from which two examples count as near-identical",
+    )
     _common(p)
 
     p = verb(
