@@ -60,3 +60,72 @@ def test_batched_shapes_and_frames() -> None:
 def test_filterbank_rejects_fmax_above_nyquist() -> None:
     with pytest.raises(ValueError, match="Nyquist"):
         mel_filterbank(sample_rate=16000, n_fft=512, n_mels=32, fmax_hz=9000)
+
+
+def _noise_and_tone(sr: int) -> np.ndarray:
+    y = np.random.default_rng(0).standard_normal(sr * 2).astype(np.float32) * 0.1
+    y[5000:9000] += tone(2000, 4000 / sr, sr)
+    return y
+
+
+def test_mfcc_matches_librosa() -> None:
+    from chirpkit.features import MFCC
+
+    sr = 22050
+    y = _noise_and_tone(sr)
+    ours = MFCC(sample_rate=sr, n_fft=1024, hop_length=256, n_mels=40, fmin_hz=0, n_mfcc=13)(
+        torch.from_numpy(y)
+    )
+    mel_db = librosa.power_to_db(
+        librosa.feature.melspectrogram(
+            y=y, sr=sr, n_fft=1024, hop_length=256, n_mels=40, pad_mode="constant"
+        ),
+        top_db=None,
+    )
+    np.testing.assert_allclose(ours[0, 0].numpy(), librosa.feature.mfcc(S=mel_db, n_mfcc=13), atol=1e-3)
+
+
+def test_pcen_matches_librosa_from_a_steady_state() -> None:
+    import scipy.signal
+
+    from chirpkit.features import PCEN
+
+    sr, hop = 22050, 256
+    y = _noise_and_tone(sr)
+    ours = PCEN(sample_rate=sr, n_fft=1024, hop_length=hop, n_mels=40, fmin_hz=0)(torch.from_numpy(y))[0, 0]
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=sr, n_fft=1024, hop_length=hop, n_mels=40, pad_mode="constant"
+    )
+    mel = mel * 2.0**31
+    t = 0.4 * sr / hop
+    b = (np.sqrt(1 + 4 * t**2) - 1) / (2 * t**2)
+    zi = scipy.signal.lfilter_zi([b], [1, b - 1]) * mel[:, :1]
+    np.testing.assert_allclose(ours.numpy(), librosa.pcen(mel, sr=sr, hop_length=hop, zi=zi), atol=1e-4)
+
+
+def test_stft_db_matches_librosa() -> None:
+    from chirpkit.features import Spectrogram
+
+    sr = 16000
+    y = _noise_and_tone(sr)
+    ours = Spectrogram(sample_rate=sr, n_fft=512, hop_length=128, win_length=400)(torch.from_numpy(y))[0, 0]
+    ref = librosa.power_to_db(
+        np.abs(librosa.stft(y, n_fft=512, hop_length=128, win_length=400, pad_mode="constant")) ** 2,
+        top_db=None,
+    )
+    np.testing.assert_allclose(ours.numpy(), ref, atol=5e-3, rtol=1e-4)  # float32 at -80 dB bins
+
+
+@pytest.mark.parametrize("kind,bins", [("logmel", 32), ("stft", 257), ("mfcc", 20), ("pcen", 32)])
+def test_every_feature_kind_feeds_the_model(kind: str, bins: int) -> None:
+    from chirpkit.models import ClassifierNet, ModelSpec
+
+    feats = FeatureConfig(kind=kind, n_mels=32, n_fft=512, hop_length=160)  # type: ignore[arg-type]
+    net = ClassifierNet(
+        ModelSpec("small_cnn", ["a", "b"], 16000, 1.0, feats.model_dump(), {"channels": [8, 16]})
+    )
+    assert net.frontend.n_bins == bins
+    x = torch.randn(3, 16000) * 0.1
+    assert net.features(x).shape == (3, 1, bins, 101)
+    out = net(x)
+    assert out.shape == (3, 2) and torch.isfinite(out).all()

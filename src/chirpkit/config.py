@@ -46,7 +46,24 @@ class AudioConfig(_Section):
         0.0, ge=0, description="real audio kept on both sides of each window (for time shifts)"
     )
     dtype: Literal["int16", "float16", "float32"] = Field("int16", description="sample type on disk")
+    highpass_hz: float | None = Field(None, gt=0, description="Butterworth high-pass cutoff; None = off")
+    highpass_order: int = Field(4, ge=1, le=12)
+    denoise: Literal["off", "stationary", "nonstationary"] = Field(
+        "off", description="spectral-gating noise reduction (noisereduce)"
+    )
+    denoise_strength: float = Field(1.0, gt=0, le=1, description="noisereduce prop_decrease")
+    normalize: Literal["off", "peak", "rms"] = Field("off", description="per-window level normalisation")
+    normalize_db: float | None = Field(None, le=0, description="target dBFS; default -1 (peak) / -20 (rms)")
     workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core (max 8)")
+
+    @model_validator(mode="after")
+    def _check_audio(self) -> AudioConfig:
+        if self.highpass_hz is not None and self.highpass_hz >= self.sample_rate / 2:
+            raise ValueError(
+                f"highpass_hz={self.highpass_hz} must be below the Nyquist frequency "
+                f"{self.sample_rate / 2} Hz"
+            )
+        return self
 
     def shaping(self) -> dict[str, Any]:
         """The settings that change stored samples (``workers`` does not)."""
@@ -60,13 +77,15 @@ class AudioConfig(_Section):
 class FeatureConfig(_Section):
     """Spectrogram front-end computed on batches (CPU or GPU) inside the model."""
 
-    kind: Literal["logmel"] = "logmel"
+    kind: Literal["logmel", "stft", "mfcc", "pcen"] = "logmel"
     n_fft: int = Field(1024, gt=0)
     hop_length: int = Field(320, gt=0, description="samples between frames")
     win_length: int | None = Field(None, gt=0)
     n_mels: int = Field(64, gt=0)
     fmin_hz: float = Field(50.0, ge=0)
     fmax_hz: float | None = Field(None, gt=0, description="default: sample_rate / 2")
+    n_mfcc: int = Field(20, gt=0, description="coefficients kept (kind: mfcc)")
+    pcen_time_constant_s: float = Field(0.4, gt=0, description="PCEN smoother time constant (kind: pcen)")
     floor: Literal["none", "median"] = Field(
         "none",
         description="'median' subtracts each mel bin's median over time, per example: removes a "

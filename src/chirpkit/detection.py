@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from chirpkit._util import atomic_path, write_json
 from chirpkit.audio import is_audio_path, stream
+from chirpkit.conditioning import Conditioner, steps_from_dicts
 from chirpkit.config import DetectConfig
 from chirpkit.errors import AudioDecodeError, DataError, MissingPathError
 from chirpkit.models import load_model
@@ -78,12 +79,28 @@ def sliding_windows(
     window_s: float,
     hop_s: float,
     block_s: float = 60.0,
+    conditioner: Conditioner | None = None,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(start_s, window (window_samples,) float32)`` over a file, streaming it.
 
     Windows start every ``hop_s``; if the last one stops short of the end of the file, one more
-    ends exactly at the end; a file shorter than a window gives one zero-padded window.
+    ends exactly at the end; a file shorter than a window gives one zero-padded window. A
+    ``conditioner`` (the model's conditioning steps) filters each block and normalises each window.
     """
+    if conditioner is not None:
+        conditioner.reset()
+    for start, window in _raw_windows(path, sample_rate, window_s, hop_s, block_s, conditioner):
+        yield start, conditioner.window(window) if conditioner is not None else window
+
+
+def _raw_windows(
+    path: str | os.PathLike[str],
+    sample_rate: int,
+    window_s: float,
+    hop_s: float,
+    block_s: float,
+    conditioner: Conditioner | None,
+) -> Iterator[tuple[float, np.ndarray]]:
     w = round(window_s * sample_rate)
     h = max(1, round(hop_s * sample_rate))
     buf = np.zeros(0, np.float32)
@@ -91,7 +108,8 @@ def sliding_windows(
     next_start = 0
     total = 0
     last_end = 0
-    for chunk in stream(path, sample_rate=sample_rate, block_s=block_s):
+    for raw in stream(path, sample_rate=sample_rate, block_s=block_s):
+        chunk = conditioner.block(raw) if conditioner is not None and conditioner.file_steps else raw
         buf = np.concatenate([buf, chunk]) if buf.size else chunk
         total += chunk.size
         while next_start + w <= total:
@@ -161,6 +179,7 @@ def detect(
     dev = pick_device(device)
     net.to(dev)
     names = np.array(spec.class_names)
+    conditioner = Conditioner(steps_from_dicts(spec.conditioning), spec.sample_rate)
     background = np.isin(names, list(cfg.background_labels) + list(spec.background_labels))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +192,9 @@ def detect(
     for f in bar:
         starts: list[float] = []
         probs: list[np.ndarray] = []
-        windows = sliding_windows(f, sample_rate=spec.sample_rate, window_s=spec.window_s, hop_s=hop_s)
+        windows = sliding_windows(
+            f, sample_rate=spec.sample_rate, window_s=spec.window_s, hop_s=hop_s, conditioner=conditioner
+        )
         try:
             for batch_starts, batch in _batched(windows, cfg.batch_size):
                 starts.extend(batch_starts)

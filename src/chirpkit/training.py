@@ -35,6 +35,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassF1Score
 
 from chirpkit._util import atomic_path, environment, write_json, write_text
+from chirpkit.conditioning import steps_from_config, steps_to_dicts
 from chirpkit.config import Config, TrainConfig, load_config
 from chirpkit.data.dataset import WindowDataset, split_positions
 from chirpkit.data.store import Store
@@ -202,6 +203,7 @@ def train(
         features=cfg.features.model_dump(),
         model_params={"dropout": cfg.model.dropout, **cfg.model.params},
         background_labels=[b for b in cfg.detect.background_labels if b in classes],
+        conditioning=steps_to_dicts(steps_from_config(audio)),
     )
     train_ds = WindowDataset(st, tr_pos, classes)
     val_ds = WindowDataset(st, va_pos, classes)

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from chirpkit._util import atomic_path, existing_path, read_json, stable_hash, write_json
 from chirpkit._version import __version__
 from chirpkit.audio import decode, resample
+from chirpkit.conditioning import Conditioner, steps_from_config, steps_from_dicts, steps_to_dicts
 from chirpkit.config import AudioConfig
 from chirpkit.data.catalog import LABEL_SEP, catalog_fingerprint, read_catalog, validate_catalog
 from chirpkit.errors import AudioDecodeError, DataError, RunError
@@ -102,6 +103,13 @@ def _build_part(task: dict[str, Any]) -> dict[str, Any]:
     seg = task["segment_samples"]
     margin_s: float = task["margin_s"]
     firsts = [round((s - margin_s) * sr) for s in task["starts"]]
+    cond = Conditioner(steps_from_dicts(task["conditioning"]), sr)
+    core = slice(round(margin_s * sr), round(margin_s * sr) + task["window_samples"])
+
+    def conditioned(y: np.ndarray) -> np.ndarray:
+        cond.reset()
+        return cond.block(y) if cond.file_steps else y
+
     try:
         duration = float(task["duration_s"])
         lo_s = max(0.0, min(task["starts"]) - margin_s)
@@ -114,7 +122,7 @@ def _build_part(task: dict[str, Any]) -> dict[str, Any]:
                 a = max(0.0, first / sr - _EDGE_S)
                 d = decode(source, offset_s=a, duration_s=seg / sr + 2 * _EDGE_S)
                 decoder = d.decoder
-                y = resample(d.y, orig_sr=d.sample_rate, target_sr=sr)[0]
+                y = conditioned(resample(d.y, orig_sr=d.sample_rate, target_sr=sr)[0])
                 windows[i] = _cut(y, first - round(a * sr), seg)
         else:
             # the catalog's duration only chooses the strategy: headers (mp3) can be wrong, so
@@ -122,10 +130,13 @@ def _build_part(task: dict[str, Any]) -> dict[str, Any]:
             lo_read = max(0.0, lo_s - _EDGE_S)
             d = decode(source, offset_s=lo_read, duration_s=max(0.0, hi_s - lo_read) + _EDGE_S)
             decoder = d.decoder
-            y = resample(d.y, orig_sr=d.sample_rate, target_sr=sr)[0]
+            y = conditioned(resample(d.y, orig_sr=d.sample_rate, target_sr=sr)[0])
             shift = round(lo_read * sr)
             for i, first in enumerate(firsts):
                 windows[i] = _cut(y, first - shift, seg)
+        if cond.normalize is not None:
+            for i in range(len(windows)):
+                windows[i] = cond.window(windows[i], core)
         if not np.isfinite(windows).all():
             raise AudioDecodeError(source, "decoded audio holds NaN or infinite samples")
         out = Path(task["part_path"])
@@ -251,6 +262,7 @@ def prepare(
     margin = round(cfg.margin_s * sr)
     fingerprint = catalog_fingerprint(df)
     shaping = cfg.shaping()
+    steps = steps_to_dicts(steps_from_config(cfg))
 
     meta_path = root / "store.json"
     if meta_path.is_file() and (root / "index.parquet").is_file():
@@ -290,7 +302,9 @@ def prepare(
             "starts": starts,
             "sample_rate": sr,
             "segment_samples": win + 2 * margin,
+            "window_samples": win,
             "margin_s": margin / sr,
+            "conditioning": steps,
             "dtype": cfg.dtype,
             "part_path": str(root / rel),
             "duration_s": file_dur,

@@ -39,6 +39,7 @@ class ModelSpec:
     features: dict[str, Any]
     model_params: dict[str, Any] = field(default_factory=dict)
     background_labels: list[str] = field(default_factory=list)
+    conditioning: list[dict[str, Any]] = field(default_factory=list)
     task: str = "multiclass"
     chirpkit_version: str = __version__
 
@@ -79,7 +80,7 @@ class ClassifierNet(nn.Module):
         # the front-end has no weights, so its output statistics never drift: a cumulative
         # average (momentum=None) is right after one batch, where the default EMA needs hundreds
         # of steps to forget its (0, 1) start on dB values around -60
-        self.input_norm = nn.BatchNorm2d(feats.n_mels, momentum=None)
+        self.input_norm = nn.BatchNorm2d(self.frontend.n_bins, momentum=None)
         self.backbone = create_model(
             spec.architecture, num_classes=spec.num_classes, in_chans=1, **spec.model_params
         )
