@@ -38,6 +38,7 @@ def test_public_api_is_pinned() -> None:
         "Config",
         "Store",
         "__version__",
+        "augment_preview",
         "create_model",
         "demo",
         "detect",

@@ -84,7 +84,9 @@ def test_prepare_and_detect_condition_windows_the_same_way(tmp_path: Path) -> No
     y = 0.02 * rng.standard_normal(sr * 12).astype(np.float32) + tone(60, 12.0, sr, 0.3)
     y[5 * sr : 6 * sr] += tone(2500, 1.0, sr, 0.2)
     p = write(tmp_path / "long.wav", y, sr, subtype="FLOAT")
-    audio = AudioConfig(sample_rate=sr, window_s=2.0, dtype="float32", highpass_hz=150, normalize="peak")
+    audio = AudioConfig(
+        sample_rate=sr, window_s=2.0, dtype="float32", highpass_hz=150, normalize="peak", margin_s=0.0
+    )
     cat = pd.DataFrame(
         {
             "source": [str(p)],

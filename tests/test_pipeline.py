@@ -164,3 +164,26 @@ def test_resume_continues_from_last_checkpoint(tiny_run: Path, tmp_path: Path) -
     assert summary["epochs_run"] == done + 2
     log = pd.read_csv(run / "logs" / "metrics.csv")
     assert sorted(log["epoch"].unique()) == list(range(done + 2))  # history kept, two epochs added
+
+
+def test_cached_features_train_and_are_reused(tiny_run: Path, tmp_path: Path) -> None:
+    from chirpkit.errors import ConfigError
+
+    store = json.loads((tiny_run / "data.json").read_text())["store"]
+    off = {f"augment.{k}": 0.0 for k in ("time_shift_p", "gain_p", "noise_p")}
+    cfg = tiny_config(**{"train.cache_features": True, "train.epochs": 30, **off})
+    s = train(store, out=tmp_path / "cached", config=cfg, progress=False)
+    caches = list((Path(store) / "features").glob("*.npy"))
+    assert len(caches) == 1 and s["best_val_macro_f1"] >= 0.9
+    mtime = caches[0].stat().st_mtime_ns
+    train(
+        store,
+        out=tmp_path / "cached2",
+        config=tiny_config(**{"train.cache_features": True, "train.epochs": 1, **off}),
+        progress=False,
+    )
+    assert caches[0].stat().st_mtime_ns == mtime  # computed once, reused
+    m = evaluate(tmp_path / "cached", split="test", progress=False)  # the saved model takes waveforms
+    assert m["macro_f1"] >= 0.9
+    with pytest.raises(ConfigError, match="cache_features needs the waveform"):
+        train(store, out=tmp_path / "x", config=tiny_config(**{"train.cache_features": True}), progress=False)

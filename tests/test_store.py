@@ -63,7 +63,7 @@ def test_windows_hold_the_right_audio(tmp_path: Path) -> None:
     st = prepare(
         cat,
         out=tmp_path / "store",
-        config=AudioConfig(sample_rate=sr, window_s=3.0, dtype="float32"),
+        config=AudioConfig(sample_rate=sr, window_s=3.0, dtype="float32", margin_s=0.0),
         progress=False,
     )
     assert len(st) == 4 and st.window_samples == 3 * sr
@@ -150,7 +150,7 @@ def test_int16_storage_roundtrip(tmp_path: Path) -> None:
     st = prepare(
         _catalog([(p, 0, 1, "a")]),
         out=tmp_path / "s",
-        config=AudioConfig(sample_rate=8000, window_s=1.0),
+        config=AudioConfig(sample_rate=8000, window_s=1.0, margin_s=0.0),
         progress=False,
     )
     assert np.load(next((tmp_path / "s").glob("parts/*/*.npy"))).dtype == np.int16

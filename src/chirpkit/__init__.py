@@ -32,12 +32,14 @@ if TYPE_CHECKING:
     from chirpkit.evaluation import evaluate
     from chirpkit.models import create_model, list_models, load_model
     from chirpkit.pipeline import fit
+    from chirpkit.preview import augment_preview
     from chirpkit.training import train
 
 __all__ = [
     "Config",
     "Store",
     "__version__",
+    "augment_preview",
     "create_model",
     "demo",
     "detect",
@@ -72,6 +74,7 @@ _LAZY = {
     "list_models": "chirpkit.models",
     "load_model": "chirpkit.models",
     "fit": "chirpkit.pipeline",
+    "augment_preview": "chirpkit.preview",
     "train": "chirpkit.training",
 }
 

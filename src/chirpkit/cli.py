@@ -114,6 +114,13 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     _print_json({k: v for k, v in summary.items() if not isinstance(v, dict | list)})
 
 
+def cmd_augment_preview(args: argparse.Namespace) -> None:
+    from chirpkit.preview import augment_preview
+
+    path = augment_preview(args.source, out=args.out, config=_config(args), seed=args.seed)
+    print(f"preview: {path}")
+
+
 def cmd_split(args: argparse.Namespace) -> None:
     from chirpkit.data.split import split
 
@@ -406,6 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-by", help="file (default), folder, or regex:PATTERN")
     _annotation_flags(p)
     _train_flags(p)
+    _common(p)
+
+    p = verb("augment-preview", cmd_augment_preview, "PNG grid: a window and each augmentation applied alone")
+    p.add_argument("source", help="a prepared store (first training window) or an audio file")
+    p.add_argument("--out", default="augment_preview.png", help="PNG to write")
+    p.add_argument("--seed", type=int, default=0)
     _common(p)
 
     p = verb("demo", cmd_demo, "synthesise bird-like calls, train, evaluate and detect (no data needed)")

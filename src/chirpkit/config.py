@@ -1,9 +1,9 @@
 """One typed, validated configuration for every stage.
 
 A config is a YAML file with one section per stage (``audio``, ``features``, ``model``, ``train``,
-``split``, ``detect``); any key left out takes its default. Command-line overrides use dotted keys,
-e.g. ``--set train.epochs=5 --set features.n_mels=128``. An unknown key is an error that lists the
-valid keys of its section.
+``augment``, ``split``, ``detect``); any key left out takes its default. Command-line overrides
+use dotted keys, e.g. ``--set train.epochs=5 --set features.n_mels=128``. An unknown key is an
+error that lists the valid keys of its section.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from chirpkit.errors import ConfigError
 
 __all__ = [
     "AudioConfig",
+    "AugmentConfig",
     "Config",
     "DetectConfig",
     "FeatureConfig",
@@ -43,7 +44,7 @@ class AudioConfig(_Section):
         None, gt=0, description="hop between windows cut from long clips; default = window_s"
     )
     margin_s: float = Field(
-        0.0, ge=0, description="real audio kept on both sides of each window (for time shifts)"
+        0.5, ge=0, description="real audio kept on both sides of each window (room for time shifts)"
     )
     dtype: Literal["int16", "float16", "float32"] = Field("int16", description="sample type on disk")
     highpass_hz: float | None = Field(None, gt=0, description="Butterworth high-pass cutoff; None = off")
@@ -125,6 +126,66 @@ class TrainConfig(_Section):
     precision: str = Field("auto", description="'auto' = 16-mixed on CUDA, 32-true elsewhere")
     patience: int | None = Field(None, gt=0, description="early stopping on val macro F1 (epochs)")
     deterministic: bool = False
+    cache_features: bool = Field(
+        False,
+        description="compute the front-end once per store window and train on it (needs the "
+        "waveform and pitch augmentations off; masks still apply)",
+    )
+    retain_cpu_memory: bool = Field(
+        True,
+        description="CPU training on Linux/glibc: keep freed blocks in the heap (mallopt) instead of "
+        "unmapping them; measured 1.6x faster steps, about 1.5x the peak memory",
+    )
+
+
+class AugmentConfig(_Section):
+    """Training-time augmentations (``chirpkit.augment``); every ``*_p`` is a per-example probability."""
+
+    time_shift_p: float = Field(0.5, ge=0, le=1)
+    max_shift_fraction: float = Field(0.3, ge=0, le=1, description="of the window; limited by audio.margin_s")
+    speed_p: float = Field(0.0, ge=0, le=1)
+    min_speed: float = Field(0.8, gt=0)
+    max_speed: float = Field(1.2, gt=0)
+    gain_p: float = Field(0.5, ge=0, le=1)
+    min_gain_db: float = -12.0
+    max_gain_db: float = 12.0
+    noise_p: float = Field(0.3, ge=0, le=1, description="pink-to-brown noise")
+    min_snr_db: float = 3.0
+    max_snr_db: float = 30.0
+    min_noise_exponent: float = Field(1.0, ge=0, le=3, description="1 = pink")
+    max_noise_exponent: float = Field(2.0, ge=0, le=3, description="2 = brown")
+    background_p: float = Field(0.0, ge=0, le=1, description="recorded noise from background_dir")
+    background_dir: str | None = None
+    background_minutes: float = Field(20.0, gt=0, description="at most this much noise is preloaded")
+    min_background_snr_db: float = 0.0
+    max_background_snr_db: float = 20.0
+    pitch_p: float = Field(0.0, ge=0, le=1)
+    max_semitones: float = Field(4.0, ge=0, le=12)
+    mixup_p: float = Field(0.0, ge=0, le=1)
+    mixup_alpha: float = Field(0.4, gt=0)
+    freq_mask_p: float = Field(0.5, ge=0, le=1)
+    max_freq_bins: int = Field(10, ge=0)
+    freq_masks: int = Field(1, ge=0)
+    time_mask_p: float = Field(0.5, ge=0, le=1)
+    max_time_frames: int = Field(10, ge=0)
+    time_masks: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> AugmentConfig:
+        for lo, hi in (
+            ("min_speed", "max_speed"),
+            ("min_gain_db", "max_gain_db"),
+            ("min_snr_db", "max_snr_db"),
+            ("min_noise_exponent", "max_noise_exponent"),
+            ("min_background_snr_db", "max_background_snr_db"),
+        ):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"{lo}={getattr(self, lo)} must be <= {hi}={getattr(self, hi)}")
+        return self
+
+    def off(self) -> AugmentConfig:
+        """The same ranges with every probability set to 0."""
+        return self.model_copy(update={k: 0.0 for k in type(self).model_fields if k.endswith("_p")})
 
 
 class SplitConfig(_Section):
@@ -164,6 +225,7 @@ class Config(_Section):
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig)
 

@@ -15,9 +15,11 @@ A run folder holds::
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -30,16 +32,17 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassF1Score
 
 from chirpkit._util import atomic_path, environment, write_json, write_text
+from chirpkit.augment import Augmenter
 from chirpkit.conditioning import steps_from_config, steps_to_dicts
-from chirpkit.config import Config, TrainConfig, load_config
-from chirpkit.data.dataset import WindowDataset, split_positions
+from chirpkit.config import AugmentConfig, Config, TrainConfig, load_config
+from chirpkit.data.dataset import FeatureDataset, WindowDataset, feature_cache, split_positions
 from chirpkit.data.store import Store
-from chirpkit.errors import DataError, RunError
+from chirpkit.errors import ConfigError, DataError, RunError
 from chirpkit.models import ClassifierNet, ModelSpec, save_model
 
 __all__ = ["ClassifierTask", "class_weights", "train"]
@@ -58,12 +61,25 @@ class ClassifierTask(L.LightningModule):
     """The Lightning task: a :class:`ClassifierNet` + loss, metrics and optimiser."""
 
     def __init__(
-        self, spec: dict[str, Any], train: dict[str, Any], weights: list[float] | None = None
+        self,
+        spec: dict[str, Any],
+        train: dict[str, Any],
+        weights: list[float] | None = None,
+        augment: dict[str, Any] | None = None,
+        margin_samples: int = 0,
+        cached_features: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = ClassifierNet(ModelSpec.from_dict(spec))
         self.cfg = TrainConfig.model_validate(train)
+        # no augment section: no augmentation (ranges kept, every probability 0)
+        self.aug_cfg = AugmentConfig.model_validate(augment or {})
+        if augment is None:
+            self.aug_cfg = self.aug_cfg.off()
+        self.margin_samples = margin_samples
+        self.cached_features = cached_features
+        self.augmenter: Augmenter | None = None
         k = self.net.spec.num_classes
         self.loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights) if weights is not None else None)
         self.val_f1 = MulticlassF1Score(num_classes=k, average="macro")
@@ -73,15 +89,35 @@ class ClassifierTask(L.LightningModule):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.net(waveform)
 
+    def on_fit_start(self) -> None:
+        spec = self.net.spec
+        self.augmenter = Augmenter(
+            self.aug_cfg,
+            sample_rate=spec.sample_rate,
+            window_samples=spec.window_samples,
+            margin_samples=self.margin_samples,
+            seed=self.cfg.seed + 1000 * self.global_rank,
+        )
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = self.loss_fn(self.net(x), y)
+        segments, y = batch
+        aug = self.augmenter
+        if self.cached_features:  # batches are front-end output: only the spectrogram stage applies
+            loss = self.loss_fn(self.net.forward_spectrogram(segments, aug), y)
+        elif aug is None:  # a bare training step outside fit(): centre crop, no augmentation
+            m = self.margin_samples
+            loss = self.loss_fn(self.net(segments[:, m : segments.shape[1] - m]), y)
+        else:
+            x = aug.waveform(aug.read(segments))
+            target = nn.functional.one_hot(y, self.net.spec.num_classes).float()
+            x, target = aug.mixup(x, target)
+            loss = self.loss_fn(self.net.forward_train(x, aug), target)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        logits = self.net(x)
+        logits = self.net.forward_spectrogram(x) if self.cached_features else self.net(x)
         self.val_loss.update(self.loss_fn(logits, y), weight=len(y))
         self.val_f1.update(logits.argmax(dim=1), y)
 
@@ -132,6 +168,24 @@ def _precision(setting: str, accelerator: str) -> str:
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
+
+
+def _retain_cpu_memory() -> bool:
+    """Make glibc keep freed memory in the heap (process-wide; Linux/glibc only).
+
+    By default glibc serves blocks above 32 MB (a CNN's activations and gradients) with mmap and
+    unmaps them when freed, so every training step page-faults ~1 GB of fresh, zeroed pages: on
+    this project's 2-core machine 35 % of the CPU time went to the kernel. With mmap disabled for
+    malloc and a high trim threshold, freed blocks are reused: 1.6x faster steps, peak RSS ~1.5x.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return False
 
 
 def _quiet_lightning() -> None:
@@ -205,13 +259,36 @@ def train(
         background_labels=[b for b in cfg.detect.background_labels if b in classes],
         conditioning=steps_to_dicts(steps_from_config(audio)),
     )
-    train_ds = WindowDataset(st, tr_pos, classes)
-    val_ds = WindowDataset(st, va_pos, classes)
+    train_windows = WindowDataset(st, tr_pos, classes, with_margin=True)
+    val_windows = WindowDataset(st, va_pos, classes)
     weights = (
-        class_weights(train_ds.targets, len(classes)).tolist()
+        class_weights(train_windows.targets, len(classes)).tolist()
         if cfg.train.class_weights == "balanced"
         else None
     )
+    train_ds: Dataset[tuple[torch.Tensor, int]] = train_windows
+    val_ds: Dataset[tuple[torch.Tensor, int]] = val_windows
+    if cfg.train.cache_features:
+        on = sorted(
+            k
+            for k, v in cfg.augment.model_dump().items()
+            if k.endswith("_p") and v > 0 and k not in ("freq_mask_p", "time_mask_p")
+        )
+        if on:
+            raise ConfigError(
+                f"train.cache_features needs the waveform and pitch augmentations off: set {on} to 0 "
+                "(frequency and time masks still apply)"
+            )
+        from chirpkit.features import build_frontend
+
+        feats = feature_cache(
+            st,
+            build_frontend(cfg.features, st.sample_rate),
+            {"features": cfg.features.model_dump(), "sample_rate": st.sample_rate},
+            progress=progress,
+        )
+        train_ds = FeatureDataset(feats, tr_pos, train_windows.targets)
+        val_ds = FeatureDataset(feats, va_pos, val_windows.targets)
 
     run.mkdir(parents=True, exist_ok=True)
     write_text(run / "config.yaml", cfg.to_yaml())
@@ -230,6 +307,11 @@ def train(
     )
 
     _quiet_lightning()
+    on_cpu = cfg.train.accelerator == "cpu" or (
+        cfg.train.accelerator == "auto" and not torch.cuda.is_available()
+    )
+    if cfg.train.retain_cpu_memory and on_cpu and _retain_cpu_memory():
+        log.debug("glibc: freed memory kept in the heap for CPU training (train.retain_cpu_memory)")
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     workers = _num_workers(cfg.train.num_workers)
     gen = torch.Generator().manual_seed(cfg.train.seed)
@@ -243,18 +325,25 @@ def train(
         batch_size=cfg.train.batch_size,
         shuffle=True,
         generator=gen,
-        drop_last=len(train_ds) > cfg.train.batch_size,
+        drop_last=len(train_windows) > cfg.train.batch_size,
         **dl_kw,
     )
     val_dl = (
         DataLoader(val_ds, batch_size=cfg.train.batch_size * 2, shuffle=False, **dl_kw)
-        if len(val_ds)
+        if len(val_windows)
         else None
     )
     if val_dl is None:
         log.warning("no validation windows: the last epoch is kept as the model")
 
-    task = ClassifierTask(spec.to_dict(), cfg.train.model_dump(), weights)
+    task = ClassifierTask(
+        spec.to_dict(),
+        cfg.train.model_dump(),
+        weights,
+        cfg.augment.model_dump(),
+        st.margin_samples,
+        cfg.train.cache_features,
+    )
     ckpt_dir = run / "checkpoints"
     monitor = "val_selection" if val_dl is not None else None
     best_cb = ModelCheckpoint(
@@ -318,8 +407,8 @@ def train(
         "best_val_macro_f1": best_f1,
         "best_val_loss": best_val.get("loss"),
         "epochs_run": int(trainer.current_epoch),
-        "train_windows": len(train_ds),
-        "val_windows": len(val_ds),
+        "train_windows": len(train_windows),
+        "val_windows": len(val_windows),
         "seconds": round(wall, 2),
         "device": str(trainer.strategy.root_device),
         "precision": str(trainer.precision),

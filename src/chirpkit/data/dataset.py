@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from chirpkit.data.store import Store
 
-__all__ = ["WindowDataset", "split_positions"]
+__all__ = ["FeatureDataset", "WindowDataset", "feature_cache", "split_positions"]
 
 
 def split_positions(store: Store, split: str | None) -> np.ndarray:
@@ -26,11 +26,15 @@ class WindowDataset(Dataset[tuple[torch.Tensor, int]]):
     """``(waveform (window_samples,) float32, class index)`` for windows of a store.
 
     The stored margin is cropped away symmetrically: evaluation and detection see exactly the
-    window; training-time shifts (augmentation) read into the margin instead.
+    window. With ``with_margin=True`` (training) the whole segment is returned, so that time
+    shifts and speed changes (:meth:`chirpkit.augment.Augmenter.read`) use real audio.
     """
 
-    def __init__(self, store: Store, positions: np.ndarray, class_names: Sequence[str]) -> None:
+    def __init__(
+        self, store: Store, positions: np.ndarray, class_names: Sequence[str], *, with_margin: bool = False
+    ) -> None:
         self.store = store
+        self.with_margin = with_margin
         self.positions = np.asarray(positions, dtype=np.int64)
         lookup = {c: i for i, c in enumerate(class_names)}
         labels = store.index["label"].to_numpy()[self.positions]
@@ -43,5 +47,67 @@ class WindowDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         seg = self.store.read(int(self.positions[i]))
-        y = seg[self.margin : self.margin + self.window]
+        y = seg if self.with_margin else seg[self.margin : self.margin + self.window]
         return torch.from_numpy(np.ascontiguousarray(y)), int(self.targets[i])
+
+
+class FeatureDataset(Dataset[tuple[torch.Tensor, int]]):
+    """``(front-end output (1, bins, frames) float32, class index)`` from a feature cache."""
+
+    def __init__(self, features: np.ndarray, positions: np.ndarray, targets: np.ndarray) -> None:
+        self.features = features
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.targets = np.asarray(targets, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = np.asarray(self.features[int(self.positions[i])], dtype=np.float32)
+        return torch.from_numpy(x), int(self.targets[i])
+
+
+def feature_cache(
+    store: Store,
+    frontend: torch.nn.Module,
+    settings: dict[str, object],
+    *,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> np.ndarray:
+    """Front-end output for every window of ``store`` (centre crops), computed once and kept in
+    ``store/features/<key>.npy`` (float16, memory-mapped); ``settings`` (the feature config and
+    sample rate) are part of the key, so a changed setting computes a new cache."""
+    from tqdm.auto import tqdm
+
+    from chirpkit._util import atomic_path, stable_hash
+
+    key = stable_hash(
+        {
+            "store": store.meta["catalog_fingerprint"],
+            "audio": store.meta["audio"],
+            "windows": len(store),
+            "features": settings,
+        },
+        length=20,
+    )
+    path = store.root / "features" / f"{key}.npy"
+    if path.is_file():
+        return np.load(path, mmap_mode="r")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m, w = store.margin_samples, store.window_samples
+    first = frontend(torch.from_numpy(store.read_many(np.array([0]))[:, m : m + w]))
+    shape = (len(store), *first.shape[1:])
+    with atomic_path(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+        with torch.inference_mode():
+            for lo in tqdm(
+                range(0, len(store), batch_size), desc="cache features", unit="batch", disable=not progress
+            ):
+                pos = np.arange(lo, min(lo + batch_size, len(store)))
+                out[lo : lo + len(pos)] = frontend(
+                    torch.from_numpy(store.read_many(pos)[:, m : m + w])
+                ).numpy()
+        out.flush()
+        del out
+    return np.load(path, mmap_mode="r")

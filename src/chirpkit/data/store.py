@@ -76,9 +76,13 @@ def window_starts(start_s: float, end_s: float, *, window_s: float, hop_s: float
 
 
 def _to_disk(y: np.ndarray, dtype: str) -> np.ndarray:
+    """Samples as stored: int16 (×32767, rounded, clipped), float16 or float32."""
     if dtype == "int16":
-        return np.clip(np.rint(y * 32767.0), -32768, 32767).astype(np.int16)
-    return y.astype(dtype)
+        t = np.multiply(y, 32767.0, dtype=np.float32)
+        np.rint(t, out=t)
+        np.clip(t, -32768, 32767, out=t)
+        return t.astype(np.int16)
+    return y.astype(dtype, copy=False)
 
 
 def _from_disk(a: np.ndarray) -> np.ndarray:
@@ -87,13 +91,12 @@ def _from_disk(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def _cut(y: np.ndarray, first: int, n: int) -> np.ndarray:
-    """Samples ``[first, first + n)`` of 1-D ``y``, zero-padded outside the array."""
-    out = np.zeros(n, dtype=np.float32)
+def _place(dst: np.ndarray, y: np.ndarray, first: int) -> None:
+    """Copy samples ``[first, first + len(dst))`` of ``y`` into the zero-filled row ``dst``."""
+    n = dst.shape[0]
     lo, hi = max(first, 0), min(first + n, y.shape[0])
     if hi > lo:
-        out[lo - first : hi - first] = y[lo:hi]
-    return out
+        dst[lo - first : hi - first] = y[lo:hi]
 
 
 def _build_part(task: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +117,16 @@ def _build_part(task: dict[str, Any]) -> dict[str, Any]:
         duration = float(task["duration_s"])
         lo_s = max(0.0, min(task["starts"]) - margin_s)
         hi_s = max(task["starts"]) - margin_s + seg / sr
-        windows = np.empty((len(firsts), seg), dtype=np.float32)
+        # without per-window normalisation, convert each decoded signal to the disk type once and
+        # cut windows from it (windows with margins overlap: converting them would repeat work)
+        per_window = cond.normalize is not None
+        windows = np.zeros((len(firsts), seg), dtype=np.float32 if per_window else np.dtype(task["dtype"]))
+
+        def finite(y: np.ndarray) -> np.ndarray:
+            if not np.isfinite(y).all():
+                raise AudioDecodeError(source, "decoded audio holds NaN or infinite samples")
+            return y if per_window else _to_disk(y, task["dtype"])
+
         decoder = "soundfile"
         if duration > _PARTIAL_READ_MIN_S and len(firsts) * seg / sr < _PARTIAL_READ_SHARE * duration:
             # sparse windows in a long file: read each window's span, not the whole file
@@ -122,27 +134,26 @@ def _build_part(task: dict[str, Any]) -> dict[str, Any]:
                 a = max(0.0, first / sr - _EDGE_S)
                 d = decode(source, offset_s=a, duration_s=seg / sr + 2 * _EDGE_S)
                 decoder = d.decoder
-                y = conditioned(resample(d.y, orig_sr=d.sample_rate, target_sr=sr)[0])
-                windows[i] = _cut(y, first - round(a * sr), seg)
+                y = finite(conditioned(resample(d.y, orig_sr=d.sample_rate, target_sr=sr)[0]))
+                _place(windows[i], y, first - round(a * sr))
         else:
             # the catalog's duration only chooses the strategy: headers (mp3) can be wrong, so
             # the read is bounded by the windows and decode stops at the real end of the file
             lo_read = max(0.0, lo_s - _EDGE_S)
             d = decode(source, offset_s=lo_read, duration_s=max(0.0, hi_s - lo_read) + _EDGE_S)
             decoder = d.decoder
-            y = conditioned(resample(d.y, orig_sr=d.sample_rate, target_sr=sr)[0])
+            y = finite(conditioned(resample(d.y, orig_sr=d.sample_rate, target_sr=sr)[0]))
             shift = round(lo_read * sr)
             for i, first in enumerate(firsts):
-                windows[i] = _cut(y, first - shift, seg)
-        if cond.normalize is not None:
+                _place(windows[i], y, first - shift)
+        if per_window:
             for i in range(len(windows)):
                 windows[i] = cond.window(windows[i], core)
-        if not np.isfinite(windows).all():
-            raise AudioDecodeError(source, "decoded audio holds NaN or infinite samples")
+            windows = _to_disk(windows, task["dtype"])
         out = Path(task["part_path"])
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, _to_disk(windows, task["dtype"]))
+            np.save(fh, windows)
         return {"key": task["key"], "ok": True, "decoder": decoder, "n": len(firsts)}
     except AudioDecodeError as exc:
         return {"key": task["key"], "ok": False, "reason": exc.reason}
@@ -172,6 +183,8 @@ class Store:
         self.index = pd.read_parquet(self.root / "index.parquet")
         self.index["labels"] = [list(v) for v in self.index["labels"]]
         self._mmaps: dict[str, np.ndarray] = {}
+        self._part_of = self.index["part"].to_numpy()
+        self._row_of = self.index["part_row"].to_numpy()
 
     @property
     def audio(self) -> AudioConfig:
@@ -210,13 +223,12 @@ class Store:
 
     def read(self, i: int) -> np.ndarray:
         """Window ``i`` (a position in :attr:`index`) with margins, as ``float32``."""
-        row = self.index.iloc[i]
-        return _from_disk(np.asarray(self._part(row["part"])[int(row["part_row"])]))
+        return _from_disk(np.asarray(self._part(self._part_of[i])[int(self._row_of[i])]))
 
     def read_many(self, positions: np.ndarray) -> np.ndarray:
         """Windows at ``positions`` stacked as ``(n, segment_samples)`` ``float32``."""
-        parts = self.index["part"].to_numpy()[positions]
-        rows = self.index["part_row"].to_numpy()[positions]
+        parts = self._part_of[positions]
+        rows = self._row_of[positions]
         out = np.empty((len(positions), self.window_samples + 2 * self.margin_samples), np.float32)
         for j, (p, r) in enumerate(zip(parts, rows, strict=True)):
             out[j] = _from_disk(np.asarray(self._part(p)[int(r)]))

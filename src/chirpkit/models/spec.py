@@ -85,12 +85,31 @@ class ClassifierNet(nn.Module):
             spec.architecture, num_classes=spec.num_classes, in_chans=1, **spec.model_params
         )
 
-    def features(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Normalised spectrogram ``(batch, 1, bins, frames)``."""
-        x = self.frontend(waveform)
+    def features(self, waveform: torch.Tensor, augmenter: Any = None) -> torch.Tensor:
+        """Normalised spectrogram ``(batch, 1, bins, frames)``.
+
+        ``augmenter`` (training only, see :class:`chirpkit.augment.Augmenter`) warps the power
+        spectrogram and masks the result; inference never passes one.
+        """
+        x = self.frontend(waveform, augmenter.power if augmenter is not None else None)
+        return self.normalize(x, augmenter)
+
+    def normalize(self, spectrogram: torch.Tensor, augmenter: Any = None) -> torch.Tensor:
+        """Front-end output ``(batch, 1, bins, frames)`` → model input (noise floor, batch norm,
+        then the spectrogram-stage augmentations when training)."""
+        x = spectrogram
         if self._floor:
             x = x - x.median(dim=-1, keepdim=True).values
-        return self.input_norm(x.transpose(1, 2)).transpose(1, 2)
+        x = self.input_norm(x.transpose(1, 2)).transpose(1, 2)
+        return augmenter.spectrogram(x) if augmenter is not None else x
+
+    def forward_spectrogram(self, spectrogram: torch.Tensor, augmenter: Any = None) -> torch.Tensor:
+        """Logits from precomputed front-end output (cached features)."""
+        return self.backbone(self.normalize(spectrogram, augmenter))
+
+    def forward_train(self, waveform: torch.Tensor, augmenter: Any) -> torch.Tensor:
+        """Logits with the spectrogram-stage augmentations applied."""
+        return self.backbone(self.features(waveform, augmenter))
 
     def embed(self, waveform: torch.Tensor) -> torch.Tensor:
         """Pre-logit embeddings ``(batch, num_features)``."""

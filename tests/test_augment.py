@@ -1,0 +1,197 @@
+"""Augmentations: identity at p=0, known answers for each transform, seeding, margins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from chirpkit.augment import Augmenter, colored_noise_batch, mix_at_snr, read_shifted, warp_pitch
+from chirpkit.config import AugmentConfig
+from tests.conftest import tone, write
+
+SR, WIN, MARGIN = 16000, 16000, 8000
+
+
+def _aug(seed: int = 0, **kw: float) -> Augmenter:
+    cfg = AugmentConfig().off().model_copy(update=kw)
+    return Augmenter(cfg, sample_rate=SR, window_samples=WIN, margin_samples=MARGIN, seed=seed)
+
+
+def _segments(n: int = 4) -> torch.Tensor:
+    rng = np.random.default_rng(0)
+    return torch.from_numpy(0.1 * rng.standard_normal((n, WIN + 2 * MARGIN)).astype(np.float32))
+
+
+def test_p0_is_the_identity_everywhere() -> None:
+    a = _aug()
+    assert not a.active
+    seg = _segments()
+    x = a.read(seg)
+    assert torch.equal(x, seg[:, MARGIN : MARGIN + WIN])  # centre crop, exactly
+    assert torch.equal(a.waveform(x), x)
+    power = torch.rand(4, 257, 101)
+    assert torch.equal(a.power(power), power)
+    spec = torch.randn(4, 1, 64, 101)
+    assert torch.equal(a.spectrogram(spec), spec)
+    target = torch.eye(4)
+    x2, t2 = a.mixup(x, target)
+    assert torch.equal(x2, x) and torch.equal(t2, target)
+
+
+def test_time_shift_reads_real_audio_from_the_margin() -> None:
+    ramp = torch.arange(WIN + 2 * MARGIN, dtype=torch.float32)[None].repeat(64, 1) + 1.0  # never 0
+    a = _aug(time_shift_p=1.0, max_shift_fraction=0.3)  # 0.3 * WIN = 4800 <= MARGIN
+    out = a.read(ramp)
+    assert out.shape == (64, WIN) and bool((out > 0).all())  # no zeros pulled in
+    shifts = out[:, 0] - (MARGIN + 1)
+    assert shifts.abs().max() <= 0.3 * WIN and shifts.std() > 500  # shifted, within range
+    np.testing.assert_allclose(np.diff(out.numpy(), axis=1), 1.0, atol=1e-3)  # contiguous read
+    small = Augmenter(
+        AugmentConfig().off().model_copy(update={"time_shift_p": 1.0}),
+        sample_rate=SR,
+        window_samples=WIN,
+        margin_samples=1000,
+        seed=0,
+    )
+    ramp_small = torch.arange(WIN + 2000, dtype=torch.float32)[None].repeat(64, 1) + 1.0
+    assert bool((small.read(ramp_small) > 0).all())  # shift limited by a small margin: still no zeros
+
+
+def test_speed_changes_pitch_by_the_rate() -> None:
+    seg = torch.from_numpy(tone(1000, (WIN + 2 * MARGIN) / SR, SR))[None].repeat(2, 1)
+    out = read_shifted(seg, WIN, torch.zeros(2), torch.tensor([1.0, 1.2]))
+    spec = torch.fft.rfft(out, dim=1).abs()
+    peaks = spec.argmax(dim=1).float() * SR / WIN
+    assert peaks[0].item() == pytest.approx(1000, abs=2) and peaks[1].item() == pytest.approx(1200, abs=2)
+
+
+def test_gain_and_snr_are_what_was_asked() -> None:
+    x = torch.from_numpy(tone(1000, 1.0, SR))[None].repeat(256, 1)
+    out = _aug(gain_p=1.0, min_gain_db=-12, max_gain_db=12).waveform(x)
+    db = 20 * torch.log10(out.pow(2).mean(1).sqrt() / x.pow(2).mean(1).sqrt())
+    assert db.min() >= -12.01 and db.max() <= 12.01 and db.std() > 4
+    gen = torch.Generator().manual_seed(0)
+    noise = colored_noise_batch(8, SR, torch.full((8,), 1.0), generator=gen, device=torch.device("cpu"))
+    mixed = mix_at_snr(x[:8], noise, torch.full((8,), 10.0))
+    added = mixed - x[:8]
+    snr = 10 * torch.log10(x[:8].pow(2).mean(1) / added.pow(2).mean(1))
+    np.testing.assert_allclose(snr.numpy(), 10.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("exponent", [1.0, 2.0])
+def test_colored_noise_slope(exponent: float) -> None:
+    gen = torch.Generator().manual_seed(1)
+    n = colored_noise_batch(4, 2**15, torch.full((4,), exponent), generator=gen, device=torch.device("cpu"))
+    spec = (torch.fft.rfft(n, dim=1).abs() ** 2).mean(0)[1:].numpy()
+    f = np.fft.rfftfreq(2**15)[1:]
+    assert np.polyfit(np.log(f), np.log(spec), 1)[0] == pytest.approx(-exponent, abs=0.1)
+
+
+def test_pitch_warp_moves_a_tone_by_the_semitones() -> None:
+    from chirpkit.features import Spectrogram
+
+    frontend = Spectrogram(sample_rate=SR, n_fft=1024, hop_length=256, win_length=None)
+    x = torch.from_numpy(tone(2000, 1.0, SR))[None].repeat(3, 1)
+    power = frontend.power(x)
+    warped = warp_pitch(power, torch.tensor([0.0, 4.0, -4.0]))
+    peak_hz = warped.mean(-1).argmax(-1).float() * SR / 1024
+    expected = 2000 * 2 ** (torch.tensor([0.0, 4.0, -4.0]) / 12)
+    np.testing.assert_allclose(peak_hz.numpy(), expected.numpy(), rtol=0.02)
+    # total power kept approximately (a tone a few bins wide is resampled): within 10 %
+    np.testing.assert_allclose(warped.sum((1, 2)).numpy(), power.sum((1, 2)).numpy(), rtol=0.1)
+
+
+def test_masks_cover_at_most_the_configured_bins() -> None:
+    spec = torch.ones(32, 1, 64, 101)
+    out = _aug(freq_mask_p=1.0, max_freq_bins=10, time_mask_p=1.0, max_time_frames=7).spectrogram(spec)
+    zero_rows = (out[:, 0] == 0).all(dim=2).sum(dim=1)
+    zero_cols = (out[:, 0] == 0).all(dim=1).sum(dim=1)
+    assert zero_rows.max() <= 10 and zero_cols.max() <= 7 and zero_rows.sum() > 0 and zero_cols.sum() > 0
+
+
+def test_mixup_mixes_labels_with_the_waveforms() -> None:
+    x = torch.eye(8)
+    target = torch.eye(8)
+    mx, mt = _aug(mixup_p=1.0, mixup_alpha=0.4).mixup(x, target)
+    np.testing.assert_allclose(mt.sum(1).numpy(), 1.0, atol=1e-6)
+    assert torch.allclose(mx, mt)  # x == target here, so they must be mixed identically
+    assert bool((mt.diagonal() >= 0.5).all())  # each example keeps the larger share
+
+
+def test_seeded_and_reproducible() -> None:
+    seg = _segments(16)
+    kw = {"time_shift_p": 0.5, "gain_p": 0.5, "noise_p": 0.5, "freq_mask_p": 0.5}
+    a, b, c = _aug(7, **kw), _aug(7, **kw), _aug(8, **kw)
+    xa, xb, xc = a.waveform(a.read(seg)), b.waveform(b.read(seg)), c.waveform(c.read(seg))
+    assert torch.equal(xa, xb) and not torch.equal(xa, xc)
+
+
+def test_recorded_background_noise_from_a_folder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    write(tmp_path / "noise" / "wind.flac", (0.2 * rng.standard_normal(SR * 3)).astype(np.float32), SR)
+    a = _aug(
+        background_p=1.0,
+        background_dir=str(tmp_path / "noise"),
+        min_background_snr_db=5,
+        max_background_snr_db=5,
+    )
+    x = torch.from_numpy(tone(1000, 1.0, SR))[None].repeat(4, 1)
+    added = a.waveform(x) - x
+    snr = 10 * torch.log10(x.pow(2).mean(1) / added.pow(2).mean(1))
+    np.testing.assert_allclose(snr.numpy(), 5.0, atol=0.01)
+    from chirpkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="background_dir"):
+        _aug(background_p=0.5)
+
+
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("time_shift", {"time_shift_p": 1.0}),
+        ("speed", {"speed_p": 1.0}),
+        ("gain", {"gain_p": 1.0}),
+        ("noise", {"noise_p": 1.0}),
+        ("pitch", {"pitch_p": 1.0}),
+        ("mixup", {"mixup_p": 1.0}),
+        ("freq_mask", {"freq_mask_p": 1.0}),
+        ("time_mask", {"time_mask_p": 1.0}),
+    ],
+)
+def test_contract_every_augmentation_through_the_model(name: str, kw: dict[str, float]) -> None:
+    from chirpkit.config import FeatureConfig
+    from chirpkit.models import ClassifierNet, ModelSpec
+
+    net = ClassifierNet(
+        ModelSpec(
+            "small_cnn",
+            ["a", "b", "c"],
+            SR,
+            1.0,
+            FeatureConfig(n_mels=32).model_dump(),
+            {"channels": [8, 16]},
+        )
+    )
+    a = _aug(**kw)
+    x = a.waveform(a.read(_segments()))
+    target = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0]), 3).float()
+    x, target = a.mixup(x, target)
+    logits = net.forward_train(x, a)
+    assert x.shape == (4, WIN) and x.dtype == torch.float32 and torch.isfinite(x).all()
+    assert logits.shape == (4, 3) and torch.isfinite(logits).all()
+    loss = torch.nn.functional.cross_entropy(logits, target)
+    loss.backward()
+    assert all(p.grad is not None for p in net.backbone.parameters())
+
+
+def test_augment_preview_png(tmp_path: Path) -> None:
+    from chirpkit.config import load_config
+    from chirpkit.preview import augment_preview
+
+    p = write(tmp_path / "call.wav", tone(3000, 4.0, SR) * 0.5, SR)
+    cfg = load_config(overrides={"audio.sample_rate": SR, "audio.window_s": 1.0, "features.n_mels": 32})
+    out = augment_preview(p, out=tmp_path / "grid.png", config=cfg)
+    assert out.read_bytes()[:4] == b"\x89PNG"
