@@ -43,6 +43,7 @@ def test_public_api_is_pinned() -> None:
         "demo",
         "detect",
         "evaluate",
+        "export",
         "fit",
         "ingest",
         "inspect",
@@ -51,14 +52,34 @@ def test_public_api_is_pinned() -> None:
         "load_model",
         "prepare",
         "read_catalog",
+        "score_detections",
         "split",
         "train",
         "write_catalog",
     ]
     for name in chirpkit.__all__:
         assert getattr(chirpkit, name) is not None
-    importlib.import_module("chirpkit.training")  # importing the module must not shadow the function
-    assert callable(chirpkit.train) and callable(chirpkit.evaluate) and callable(chirpkit.detect)
+    for module in (
+        "chirpkit.training",
+        "chirpkit.evaluation",
+        "chirpkit.detection",
+        "chirpkit.exporting",
+        "chirpkit.events",
+        "chirpkit.preview",
+        "chirpkit.data.report",
+    ):
+        importlib.import_module(module)  # importing a module must not shadow a function of the API
+    for name in (
+        "train",
+        "evaluate",
+        "detect",
+        "export",
+        "score_detections",
+        "augment_preview",
+        "inspect",
+        "split",
+    ):
+        assert callable(getattr(chirpkit, name)), name
 
 
 def _opts(*extra: str) -> list[str]:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from chirpkit.demo_pipeline import demo
     from chirpkit.detection import detect
     from chirpkit.evaluation import evaluate
+    from chirpkit.events import score_detections
+    from chirpkit.exporting import export
     from chirpkit.models import create_model, list_models, load_model
     from chirpkit.pipeline import fit
     from chirpkit.preview import augment_preview
@@ -44,6 +46,7 @@ __all__ = [
     "demo",
     "detect",
     "evaluate",
+    "export",
     "fit",
     "ingest",
     "inspect",
@@ -52,6 +55,7 @@ __all__ = [
     "load_model",
     "prepare",
     "read_catalog",
+    "score_detections",
     "split",
     "train",
     "write_catalog",
@@ -70,6 +74,8 @@ _LAZY = {
     "demo": "chirpkit.demo_pipeline",
     "detect": "chirpkit.detection",
     "evaluate": "chirpkit.evaluation",
+    "export": "chirpkit.exporting",
+    "score_detections": "chirpkit.events",
     "create_model": "chirpkit.models",
     "list_models": "chirpkit.models",
     "load_model": "chirpkit.models",

@@ -177,6 +177,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         store=args.store,
         out=args.out,
         device=args.device,
+        thresholds=args.thresholds,
         progress=not args.no_progress,
     )
     _print_json({k: metrics[k] for k in ("split", "macro_f1", "weighted_f1", "accuracy", "n_examples")})
@@ -185,23 +186,53 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_detect(args: argparse.Namespace) -> None:
     from chirpkit.detection import detect
 
-    cfg = _config(
-        args,
-        {
-            "detect.hop_s": args.hop_s,
-            "detect.min_score": args.min_score,
-            "detect.batch_size": args.batch_size,
-        },
-    )
+    extra: dict[str, Any] = {
+        "detect.hop_s": args.hop_s,
+        "detect.min_score": args.min_score,
+        "detect.batch_size": args.batch_size,
+        "detect.top_k": args.top_k,
+        "detect.thresholds": args.thresholds,
+        "detect.workers": args.workers,
+    }
+    if args.format:
+        extra["detect.formats"] = args.format
+    cfg = _config(args, extra)
     table = detect(
         args.run,
         args.audio,
         out=args.out,
         config=cfg.detect,
         device=args.device,
+        resume=not args.fresh,
         progress=not args.no_progress,
     )
-    print(f"{len(table)} detection(s) → {Path(args.out) / 'detections.csv'}")
+    print(f"{len(table)} detection(s) → {Path(args.out) / 'detections.csv'} (events: events.csv)")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from chirpkit.exporting import export
+
+    info = export(args.run, format=args.format, out=args.out)
+    print(f"{info['format']} → {info['path']} (max |Δ probability| vs PyTorch {info['max_abs_diff']:.2g})")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from chirpkit.events import score_detections
+
+    label_map = dict(item.split("=", 1) for item in args.label_map.split(",")) if args.label_map else None
+    table = score_detections(
+        args.detections,
+        args.annotations,
+        rule=args.rule,
+        tolerance_s=args.tolerance_s,
+        min_iou=args.min_iou,
+        format=args.format,
+        label_column=args.label_column,
+        columns=_columns(args.columns),
+        label_map=label_map,
+        out=args.out,
+    )
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
@@ -394,16 +425,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="store to read (default: the one the run was trained on)")
     p.add_argument("--out", help="report folder (default RUN/eval-SPLIT)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--thresholds",
+        metavar="RULE",
+        help="also choose one threshold per class on the val split: precision=0.9, recall=0.8 or "
+        "f1 (saved as RUN/thresholds.json; detect applies it)",
+    )
     _common(p)
 
-    p = verb("detect", cmd_detect, "slide a model over long recordings and write a detection table")
-    p.add_argument("run", help="run folder (or model.pt)")
+    p = verb("detect", cmd_detect, "slide a model over long recordings and write detection tables")
+    p.add_argument("run", help="run folder, model.pt, or an export (model.onnx, model.ts)")
     p.add_argument("audio", nargs="+", help="files, folders, glob patterns or @list.txt")
-    p.add_argument("--out", required=True, help="output folder (detections.csv)")
+    p.add_argument("--out", required=True, help="output folder (detections.csv, events.csv, ...)")
     p.add_argument("--hop-s", type=float, help="hop between windows in seconds (default half a window)")
-    p.add_argument("--min-score", type=float, help="lowest score written (detect.min_score, default 0.5)")
+    p.add_argument("--min-score", type=float, help="score kept when no class threshold applies (default 0.5)")
+    p.add_argument(
+        "--thresholds",
+        choices=["auto", "none"],
+        help="auto (default): the run's thresholds.json when present; none: min-score for all",
+    )
+    p.add_argument("--top-k", type=int, help="labels kept per window (detect.top_k, default 1)")
+    p.add_argument(
+        "--format",
+        action="append",
+        choices=["csv", "parquet", "raven", "audacity"],
+        help="extra outputs (repeatable): parquet table, Raven selection tables, Audacity labels",
+    )
     p.add_argument("--batch-size", type=int, help="windows per batch (detect.batch_size)")
+    p.add_argument("--workers", type=int, help="files decoded ahead of the model (detect.workers, default 2)")
+    p.add_argument("--fresh", action="store_true", help="ignore results of an earlier run in --out")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    _common(p)
+
+    p = verb("score-detections", cmd_score, "event precision/recall/F1 per class against an annotation table")
+    p.add_argument("detections", help="detections.csv or events.csv from detect")
+    p.add_argument("annotations", nargs="+", help="annotation table(s): points/box CSV, Raven, Audacity, ...")
+    p.add_argument(
+        "--rule",
+        default="overlap",
+        choices=["overlap", "onset", "iou"],
+        help="match rule (default overlap: detection overlaps the widened annotation)",
+    )
+    p.add_argument(
+        "--tolerance-s", type=float, default=0.5, help="time tolerance for overlap/onset (default 0.5)"
+    )
+    p.add_argument("--min-iou", type=float, default=0.3, help="IoU needed with --rule iou (default 0.3)")
+    p.add_argument(
+        "--format", default="auto", choices=["auto", "points", "raven", "audacity", "kaleidoscope", "csv"]
+    )
+    p.add_argument("--label-column", help="annotation label column")
+    p.add_argument("--columns", help="column mapping for a generic CSV (as in ingest)")
+    p.add_argument("--label-map", help="rename annotation labels: PIHA=bird,WOTH=wood_thrush")
+    p.add_argument("--out", help="CSV to write the table to")
+    _common(p)
+
+    p = verb("export", cmd_export, "export a run's model (front-end included) to ONNX or TorchScript")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    p.add_argument("--out", help="output file (default RUN/model.onnx or RUN/model.ts)")
     _common(p)
 
     p = verb("fit", cmd_fit, "ingest → split → prepare → train → evaluate in one command")

@@ -209,12 +209,35 @@ class SplitConfig(_Section):
         return self
 
 
+DetectFormat = Literal["csv", "parquet", "raven", "audacity"]
+
+
+def _csv_only() -> list[DetectFormat]:
+    return ["csv"]
+
+
 class DetectConfig(_Section):
+    """Detection over long recordings (``chirpkit detect``)."""
+
     hop_s: float | None = Field(None, gt=0, description="hop between windows; default = window / 2")
-    min_score: float = Field(0.5, ge=0, le=1)
+    min_score: float = Field(
+        0.5, ge=0, le=1, description="lowest score kept when no per-class thresholds apply"
+    )
+    thresholds: Literal["auto", "none"] = Field(
+        "auto", description="auto: the run's thresholds.json (chirpkit evaluate --thresholds) when present"
+    )
+    top_k: int = Field(1, ge=1, description="labels kept per window (each still needs its threshold)")
     batch_size: int = Field(64, gt=0)
     background_labels: list[str] = Field(
         default_factory=lambda: ["noise"], description="classes never written as detections"
+    )
+    formats: list[DetectFormat] = Field(default_factory=_csv_only, description="outputs besides events.csv")
+    merge_gap_s: float = Field(
+        0.0, ge=0, description="windows of one label at most this far apart form one event"
+    )
+    workers: int = Field(2, ge=1, description="files decoded ahead of the model, in threads")
+    block_s: float = Field(
+        60.0, gt=0, description="decode block length; memory stays flat whatever the file length"
     )
 
 

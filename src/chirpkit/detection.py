@@ -1,10 +1,13 @@
-"""Detection: slide a trained model's window over long recordings and write a detection table.
+"""Detection: slide a trained model's window over long recordings and write detection tables.
 
-Each file is decoded in blocks (memory stays flat whatever its length), resampled to the model's
-rate, cut into windows every ``hop_s`` (plus one aligned to the end of the file), scored in
-batches, and every window whose best class is not a background class and scores at least
-``min_score`` becomes a row ``file, start_s, end_s, label, score``. A file that cannot be decoded
-is listed in ``errors.csv`` and the run goes on.
+Each file is decoded in blocks on worker threads (memory stays flat whatever its length; the
+model's conditioning steps are applied on the way), resampled to the model's rate and cut into
+windows every ``hop_s`` (plus one aligned to the end of the file); the windows are scored in
+batches on the model's device. Per file, the best few labels of every window are kept in a part
+file, so a re-run skips finished files (resume) and a changed threshold or top-k needs no new
+inference. A window label becomes a detection when it is not a background class and reaches its
+class threshold (``RUN/thresholds.json``) or ``min_score``. Consecutive windows of one label merge
+into events. A file that cannot be decoded goes to ``errors.csv`` and the run goes on.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +27,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from chirpkit._util import atomic_path, write_json
+from chirpkit._util import atomic_path, stable_hash, write_json
 from chirpkit.audio import is_audio_path, stream
 from chirpkit.conditioning import Conditioner, steps_from_dicts
 from chirpkit.config import DetectConfig
 from chirpkit.errors import AudioDecodeError, DataError, MissingPathError
-from chirpkit.models import load_model
-from chirpkit.predict import pick_device, predict_proba
+from chirpkit.events import merge_events, write_audacity, write_raven
+from chirpkit.models import ModelSpec
+from chirpkit.predict import Predictor, load_predictor
+from chirpkit.thresholds import load_thresholds
 
 __all__ = ["DETECTION_COLUMNS", "detect", "resolve_inputs", "sliding_windows"]
 
@@ -147,6 +155,85 @@ def _batched(
         yield starts, np.stack(batch)
 
 
+_STORED_TOP = 5  # candidates kept per window in the resume parts, so thresholds can change later
+
+
+def _produce(
+    path: Path,
+    spec: ModelSpec,
+    hop_s: float,
+    batch_size: int,
+    block_s: float,
+    q: queue.Queue[Any],
+    stop: threading.Event,
+) -> None:
+    """Decode ``path`` into batches of windows on a worker thread; end with ``None`` (or an error)."""
+    try:
+        cond = Conditioner(steps_from_dicts(spec.conditioning), spec.sample_rate)
+        windows = sliding_windows(
+            path,
+            sample_rate=spec.sample_rate,
+            window_s=spec.window_s,
+            hop_s=hop_s,
+            block_s=block_s,
+            conditioner=cond,
+        )
+        for item in _batched(windows, batch_size):
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+        q.put(None)
+    except Exception as exc:  # handed to the consumer, which records the file as failed
+        q.put(exc)
+
+
+def _part_key(predictor: Predictor, path: Path, hop_s: float, block_s: float) -> str:
+    st = path.stat()
+    return stable_hash(
+        {
+            "model": predictor.identity,
+            "file": str(path.resolve()),
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "hop_s": hop_s,
+            "block_s": block_s,
+        },
+        length=24,
+    )
+
+
+def _candidates(starts: list[float], probs: np.ndarray, window_s: float, names: np.ndarray) -> pd.DataFrame:
+    k = min(_STORED_TOP, probs.shape[1])
+    top = np.argsort(-probs, axis=1)[:, :k]
+    st = np.repeat(np.asarray(starts), k)
+    lab = top.ravel()
+    return pd.DataFrame(
+        {
+            "start_s": st,
+            "end_s": st + window_s,
+            "rank": np.tile(np.arange(k), len(starts)),
+            "label": names[lab],
+            "score": probs[np.repeat(np.arange(len(starts)), k), lab],
+        }
+    )
+
+
+def _select(
+    cands: pd.DataFrame, cfg: DetectConfig, thresholds: dict[str, float] | None, background: set[str]
+) -> pd.DataFrame:
+    keep = (cands["rank"] < cfg.top_k) & ~cands["label"].isin(background)
+    if thresholds is not None:
+        limit = cands["label"].map(thresholds).fillna(cfg.min_score)
+    else:
+        limit = pd.Series(cfg.min_score, index=cands.index)
+    return cands[keep & (cands["score"] >= limit)]
+
+
 def detect(
     run: str | os.PathLike[str],
     inputs: Sequence[str | os.PathLike[str]],
@@ -154,106 +241,194 @@ def detect(
     out: str | os.PathLike[str],
     config: DetectConfig | None = None,
     device: str = "auto",
+    resume: bool = True,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Run a trained model over recordings and write ``OUT/detections.csv``.
+    """Run a trained model over recordings and write detection tables to ``out``.
 
     Args:
-        run: a run folder (or its ``model.pt``).
-        inputs: files, folders, glob patterns or ``@list.txt``.
-        out: output folder: ``detections.csv``, ``errors.csv`` (if any), ``detect_summary.json``.
-        config: hop, minimum score, batch size, background classes
-            (:class:`chirpkit.config.DetectConfig`; ``hop_s=None`` means half a window).
+        run: a run folder, ``model.pt``, or an export (``model.onnx`` / ``model.ts``).
+        inputs: files, folders (recursive), glob patterns or ``@list.txt``.
+        out: ``detections.csv`` (window rows ``file, start_s, end_s, label, score``; ``.parquet``
+            too with ``formats``), ``events.csv`` (merged windows), ``raven/`` and ``audacity/``
+            tables per recording (with ``formats``), ``errors.csv`` (files that failed, with the
+            reason), ``manifest.csv`` and ``detect_summary.json``.
+        config: :class:`chirpkit.config.DetectConfig` (hop, thresholds, top-k, formats, workers).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
+        resume: reuse the results of files finished by an earlier (possibly interrupted) run.
 
     Returns:
-        The detections (columns ``file, start_s, end_s, label, score``).
+        The window detections.
     """
     cfg = config or DetectConfig()
-    net = load_model(run)
-    spec = net.spec
+    predictor = load_predictor(run, device=device)
+    spec = predictor.spec
     files = resolve_inputs(inputs)
     if not files:
         raise DataError(f"no audio files found in {list(map(str, inputs))}")
     hop_s = cfg.hop_s if cfg.hop_s is not None else spec.window_s / 2
-    dev = pick_device(device)
-    net.to(dev)
     names = np.array(spec.class_names)
-    conditioner = Conditioner(steps_from_dicts(spec.conditioning), spec.sample_rate)
-    background = np.isin(names, list(cfg.background_labels) + list(spec.background_labels))
+    background = set(cfg.background_labels) | set(spec.background_labels)
+    thresholds = load_thresholds(run) if cfg.thresholds == "auto" else None
+    if thresholds:
+        log.info(
+            "per-class thresholds from %s (classes without one use min_score=%s)",
+            Path(run) / "thresholds.json" if Path(run).is_dir() else "the run",
+            cfg.min_score,
+        )
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    parts_dir = out_dir / ".parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
 
-    rows: list[pd.DataFrame] = []
+    keys: dict[Path, str] = {}
+    manifest: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
+    todo: list[Path] = []
+    for f in files:
+        try:
+            keys[f] = _part_key(predictor, f, hop_s, cfg.block_s)
+        except OSError as exc:
+            errors.append({"file": str(f), "reason": f"cannot read: {exc.strerror or exc}"})
+            continue
+        if resume and (parts_dir / f"{keys[f]}.parquet").is_file():
+            manifest.append({"file": str(f), "status": "reused", "part": keys[f]})
+        else:
+            todo.append(f)
+    if len(todo) < len(keys):
+        log.info(
+            "detect: %d of %d file(s) already done in %s, %d to go",
+            len(keys) - len(todo),
+            len(keys),
+            out_dir,
+            len(todo),
+        )
+
     audio_s = 0.0
     t0 = time.perf_counter()
-    bar = tqdm(files, desc="detect", unit="file", disable=not progress)
-    for f in bar:
-        starts: list[float] = []
-        probs: list[np.ndarray] = []
-        windows = sliding_windows(
-            f, sample_rate=spec.sample_rate, window_s=spec.window_s, hop_s=hop_s, conditioner=conditioner
-        )
-        try:
-            for batch_starts, batch in _batched(windows, cfg.batch_size):
+    stop = threading.Event()
+    queues: dict[Path, queue.Queue[Any]] = {}
+    pool = ThreadPoolExecutor(max_workers=cfg.workers)
+
+    def start(i: int) -> None:
+        if i < len(todo):
+            q: queue.Queue[Any] = queue.Queue(maxsize=2)
+            queues[todo[i]] = q
+            pool.submit(_produce, todo[i], spec, hop_s, cfg.batch_size, cfg.block_s, q, stop)
+
+    for i in range(cfg.workers):
+        start(i)
+    bar = tqdm(total=len(todo), desc="detect", unit="file", disable=not progress)
+    try:
+        for i, f in enumerate(todo):
+            q = queues.pop(f)
+            starts: list[float] = []
+            probs: list[np.ndarray] = []
+            failure: str | None = None
+            while True:
+                item = q.get()
+                if item is None:
+                    break
+                if isinstance(item, Exception):
+                    failure = (
+                        item.reason
+                        if isinstance(item, AudioDecodeError)
+                        else f"{type(item).__name__}: {item}"
+                    )
+                    break
+                batch_starts, batch = item
                 starts.extend(batch_starts)
-                probs.extend(predict_proba(net, [batch], device=dev))
-        except AudioDecodeError as exc:
-            errors.append({"file": str(f), "reason": exc.reason})
-            log.warning("skipped %s: %s", f, exc.reason)
-            continue
-        if not starts:
-            errors.append({"file": str(f), "reason": "no audio samples"})
-            continue
-        p = np.concatenate(probs)
-        best = p.argmax(axis=1)
-        score = p[np.arange(len(best)), best]
-        keep = (score >= cfg.min_score) & ~background[best]
-        st = np.asarray(starts)
-        audio_s += st[-1] + spec.window_s if len(st) else 0.0
-        rows.append(
-            pd.DataFrame(
-                {
-                    "file": str(f),
-                    "start_s": st[keep],
-                    "end_s": st[keep] + spec.window_s,
-                    "label": names[best[keep]],
-                    "score": score[keep],
-                }
+                probs.append(predictor(batch))
+            start(i + cfg.workers)
+            bar.update()
+            if failure is None and not starts:
+                failure = "no audio samples"
+            if failure is not None:
+                errors.append({"file": str(f), "reason": failure})
+                manifest.append({"file": str(f), "status": "failed", "part": ""})
+                log.warning("skipped %s: %s", f, failure)
+                continue
+            cands = _candidates(starts, np.concatenate(probs), spec.window_s, names)
+            with atomic_path(parts_dir / f"{keys[f]}.parquet") as tmp:
+                cands.to_parquet(tmp, index=False)
+            audio_s += starts[-1] + spec.window_s
+            manifest.append({"file": str(f), "status": "done", "part": keys[f]})
+            bar.set_postfix(
+                audio_h=f"{audio_s / 3600:.2f}", rtf=f"{audio_s / max(1e-9, time.perf_counter() - t0):.0f}"
             )
-        )
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
     wall = time.perf_counter() - t0
-    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=DETECTION_COLUMNS)
+
+    tables = []
+    for f in files:
+        if f in keys and (parts_dir / f"{keys[f]}.parquet").is_file():
+            cands = pd.read_parquet(parts_dir / f"{keys[f]}.parquet")
+            sel = _select(cands, cfg, thresholds, background)
+            tables.append(sel.assign(file=str(f))[DETECTION_COLUMNS])
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=DETECTION_COLUMNS)
+    events = merge_events(table, gap_s=cfg.merge_gap_s)
+    _write_outputs(out_dir, table, events, errors, manifest, cfg, spec)
+    summary: dict[str, Any] = {
+        "files": len(files),
+        "processed": len(todo),
+        "reused": len(keys) - len(todo),
+        "failed": len(errors),
+        "detections": len(table),
+        "events": len(events),
+        "audio_seconds_processed": round(audio_s, 2),
+        "wall_seconds": round(wall, 3),
+        "realtime_factor": round(audio_s / wall, 1) if wall > 0 and audio_s > 0 else None,
+        "hop_s": hop_s,
+        "min_score": cfg.min_score,
+        "thresholds": "per class" if thresholds else "min_score",
+        "top_k": cfg.top_k,
+        "device": str(device),
+        "model": str(run),
+        "model_kind": predictor.kind,
+    }
+    write_json(out_dir / "detect_summary.json", summary)
+    log.info(
+        "detect: %d detection(s), %d event(s) in %d file(s) (%.0f s of audio in %.1f s, %s× real time); "
+        "%d failed; %s",
+        len(table),
+        len(events),
+        len(files) - len(errors),
+        audio_s,
+        wall,
+        summary["realtime_factor"],
+        len(errors),
+        out_dir,
+    )
+    return table
+
+
+def _write_outputs(
+    out_dir: Path,
+    table: pd.DataFrame,
+    events: pd.DataFrame,
+    errors: list[dict[str, str]],
+    manifest: list[dict[str, Any]],
+    cfg: DetectConfig,
+    spec: ModelSpec,
+) -> None:
     with atomic_path(out_dir / "detections.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
+    if "parquet" in cfg.formats:
+        with atomic_path(out_dir / "detections.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+    with atomic_path(out_dir / "events.csv") as tmp:
+        events.to_csv(tmp, index=False, float_format="%.4f")
+    if "raven" in cfg.formats:
+        write_raven(events, out_dir / "raven", high_freq_hz=spec.sample_rate / 2)
+    if "audacity" in cfg.formats:
+        write_audacity(events, out_dir / "audacity")
     err_path = out_dir / "errors.csv"
     if errors:
         with atomic_path(err_path) as tmp:
             pd.DataFrame(errors, columns=["file", "reason"]).to_csv(tmp, index=False)
     elif err_path.exists():
         err_path.unlink()
-    summary: dict[str, Any] = {
-        "files": len(files),
-        "failed": len(errors),
-        "detections": len(table),
-        "audio_seconds": round(audio_s, 2),
-        "wall_seconds": round(wall, 3),
-        "realtime_factor": round(audio_s / wall, 1) if wall > 0 else None,
-        "hop_s": hop_s,
-        "min_score": cfg.min_score,
-        "device": str(dev),
-        "model": str(run),
-    }
-    write_json(out_dir / "detect_summary.json", summary)
-    log.info(
-        "detect: %d detection(s) in %d file(s) (%.0f s of audio, %.1f s, %s× real time); %d failed; %s",
-        len(table),
-        len(files) - len(errors),
-        audio_s,
-        wall,
-        summary["realtime_factor"],
-        len(errors),
-        out_dir / "detections.csv",
-    )
-    return table
+    with atomic_path(out_dir / "manifest.csv") as tmp:
+        pd.DataFrame(manifest, columns=["file", "status", "part"]).to_csv(tmp, index=False)

@@ -62,6 +62,79 @@ def _open_store(run: Path, store: str | os.PathLike[str] | None) -> Store:
     return Store(path)
 
 
+def _window_probs(
+    net: Any, st: Store, pos: np.ndarray, batch_size: int, dev: Any, progress: bool, desc: str
+) -> np.ndarray:
+    m, w = st.margin_samples, st.window_samples
+
+    def batches() -> Any:
+        for i in range(0, len(pos), batch_size):
+            yield st.read_many(pos[i : i + batch_size])[:, m : m + w]
+
+    n = -(-len(pos) // batch_size)
+    return np.concatenate(
+        list(
+            tqdm(
+                predict_proba(net, batches(), device=dev),
+                total=n,
+                desc=desc,
+                unit="batch",
+                disable=not progress,
+            )
+        )
+    )
+
+
+def _thresholds(
+    net: Any,
+    st: Store,
+    rule: str,
+    lookup: dict[str, int],
+    batch_size: int,
+    dev: Any,
+    progress: bool,
+    run_dir: Path,
+    split: str,
+    probs: np.ndarray,
+    win_true: np.ndarray,
+) -> dict[str, Any]:
+    """Choose per-class thresholds on the validation windows; report them on ``split`` too."""
+    from chirpkit.thresholds import choose_thresholds, save_thresholds
+
+    names = net.spec.class_names
+    val = split_positions(st, "val")
+    val = val[st.index["label"].iloc[val].isin(list(lookup)).to_numpy()]
+    if len(val) == 0:
+        raise DataError(f"store {st.root} has no validation windows to choose thresholds on")
+    v_probs = (
+        probs
+        if split == "val"
+        else _window_probs(net, st, val, batch_size, dev, progress, "thresholds (val)")
+    )
+    v_true = win_true if split == "val" else st.index["label"].iloc[val].map(lookup).to_numpy()
+    table = choose_thresholds(v_probs, v_true, names, rule)
+    save_thresholds(table, run_dir, rule=rule, split="val")
+    out: dict[str, Any] = {"rule": rule}
+    for c, r in zip(range(len(names)), table.to_dict("records"), strict=True):
+        t = r["threshold"]
+        on_split = {}
+        if t == t:  # not nan: precision/recall reached on the evaluated split
+            hit, truth = probs[:, c] >= t, win_true == c
+            on_split = {
+                f"{split}_precision": float((hit & truth).sum() / hit.sum()) if hit.any() else None,
+                f"{split}_recall": float((hit & truth).sum() / truth.sum()) if truth.any() else None,
+            }
+        out[r["class"]] = {
+            "threshold": None if t != t else t,
+            "val_precision": r["precision"],
+            "val_recall": r["recall"],
+            "reachable": r["reachable"],
+            **on_split,
+        }
+    log.info("thresholds (%s, chosen on val): %s", rule, run_dir / "thresholds.json")
+    return out
+
+
 def evaluate(
     run: str | os.PathLike[str],
     *,
@@ -70,9 +143,15 @@ def evaluate(
     out: str | os.PathLike[str] | None = None,
     batch_size: int = 64,
     device: str = "auto",
+    thresholds: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score the run's model on ``split`` of its store (or another store with the same classes).
+
+    With ``thresholds`` (``"precision=0.9"``, ``"recall=0.8"`` or ``"f1"``), one detection
+    threshold per class is also chosen on the validation windows and saved as
+    ``RUN/thresholds.json`` (``chirpkit detect`` applies it by default), with the precision and
+    recall it reaches on val and on ``split``.
 
     Returns:
         The metrics (also written to ``metrics.json``).
@@ -107,24 +186,8 @@ def evaluate(
         keep = idx["label"].isin(list(lookup)).to_numpy()
         pos, idx = pos[keep], idx[keep].reset_index(drop=True)
 
-    m, w = st.margin_samples, st.window_samples
     dev = pick_device(device)
-
-    def batches() -> Any:
-        for i in range(0, len(pos), batch_size):
-            yield st.read_many(pos[i : i + batch_size])[:, m : m + w]
-
-    probs = np.concatenate(
-        list(
-            tqdm(
-                predict_proba(net, batches(), device=dev),
-                total=-(-len(pos) // batch_size),
-                desc=f"evaluate {split}",
-                unit="batch",
-                disable=not progress,
-            )
-        )
-    )
+    probs = _window_probs(net, st, pos, batch_size, dev, progress, f"evaluate {split}")
     k = spec.num_classes
     win_true = idx["label"].map(lookup).to_numpy()
     win_pred = probs.argmax(axis=1)
@@ -147,6 +210,10 @@ def evaluate(
         "model": spec.architecture,
         "store": str(st.root),
     }
+    if thresholds is not None:
+        metrics["thresholds"] = _thresholds(
+            net, st, thresholds, lookup, batch_size, dev, progress, run_dir, split, probs, win_true
+        )
     out_dir = Path(out) if out is not None else run_dir / f"eval-{split}"
     out_dir.mkdir(parents=True, exist_ok=True)
     names = np.array(spec.class_names)

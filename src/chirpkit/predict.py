@@ -1,15 +1,28 @@
-"""Batched inference shared by evaluate and detect (no Lightning needed at prediction time)."""
+"""Batched inference shared by evaluate and detect (no Lightning needed at prediction time).
+
+A *predictor* turns waveforms ``(n, window_samples)`` into class probabilities ``(n, classes)``
+and carries the model spec. It can be built from a run folder / ``model.pt`` (PyTorch), a
+TorchScript file (``*.ts``) or an ONNX file (``*.onnx``, through onnxruntime); the two exports
+written by ``chirpkit export`` carry the spec inside them.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import warnings
 from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from chirpkit.models import ClassifierNet
+from chirpkit.errors import RunError
+from chirpkit.models import ClassifierNet, ModelSpec, load_model
 
-__all__ = ["pick_device", "predict_proba"]
+__all__ = ["Predictor", "load_predictor", "pick_device", "predict_proba"]
 
 
 def pick_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -34,3 +47,70 @@ def predict_proba(
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(dev, non_blocking=True)
         probs = torch.softmax(net(x).float(), dim=1)
         yield probs.cpu().numpy()
+
+
+class Predictor:
+    """Callable ``waveforms (n, samples) float32 → probabilities (n, classes)`` with a ``spec``."""
+
+    def __init__(self, spec: ModelSpec, fn: Any, kind: str, identity: str) -> None:
+        self.spec = spec
+        self._fn = fn
+        self.kind = kind  #: "torch", "torchscript" or "onnx"
+        self.identity = identity  #: a digest of the model file (resume keys)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._fn(np.ascontiguousarray(batch, dtype=np.float32)))
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def load_predictor(model: str | os.PathLike[str], *, device: str = "auto") -> Predictor:
+    """A predictor from a run folder, ``model.pt``, a TorchScript ``.ts`` or an ONNX ``.onnx`` file."""
+    p = Path(model)
+    if p.is_dir():
+        p = p / "model.pt"
+    if p.suffix == ".onnx":
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise RunError(
+                "running an ONNX model needs onnxruntime: pip install 'chirpkit[export]' (or onnxruntime)"
+            ) from exc
+        if not p.is_file():
+            raise RunError(f"no ONNX model at {p}")
+        sess = ort.InferenceSession(str(p), providers=ort.get_available_providers())
+        meta = sess.get_modelmeta().custom_metadata_map
+        if "chirpkit_spec" not in meta:
+            raise RunError(f"{p} carries no chirpkit spec (export it with `chirpkit export`)")
+        spec = ModelSpec.from_dict(json.loads(meta["chirpkit_spec"]))
+        name = sess.get_inputs()[0].name
+        return Predictor(spec, lambda x: _softmax(sess.run(None, {name: x})[0]), "onnx", _digest(p))
+    dev = pick_device(device)
+    if p.suffix == ".ts":
+        if not p.is_file():
+            raise RunError(f"no TorchScript model at {p}")
+        extra = {"spec.json": ""}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in torch 2.13
+            ts = torch.jit.load(str(p), map_location=dev, _extra_files=extra)
+        spec = ModelSpec.from_dict(json.loads(extra["spec.json"]))
+
+        @torch.inference_mode()
+        def run_ts(x: np.ndarray) -> np.ndarray:
+            return torch.softmax(ts(torch.from_numpy(x).to(dev)).float(), dim=1).cpu().numpy()
+
+        return Predictor(spec, run_ts, "torchscript", _digest(p))
+    net = load_model(p).to(dev)
+    return Predictor(net.spec, lambda x: next(predict_proba(net, [x], device=dev)), "torch", _digest(p))
