@@ -107,7 +107,9 @@ class FeatureConfig(_Section):
 class ModelConfig(_Section):
     """Which registered model to build (``chirpkit.models.list_models()``) and its options."""
 
-    name: str = "small_cnn"
+    name: str = Field("small_cnn", description="registered model (chirpkit.list_models()) or timm/<name>")
+    pretrained: bool = Field(False, description="start from ImageNet weights (timm models)")
+    pretrained_file: str | None = Field(None, description="local weights file for pretrained (offline)")
     dropout: float = Field(0.3, ge=0, lt=1)
     params: dict[str, Any] = Field(default_factory=dict, description="extra model keyword arguments")
 
@@ -119,6 +121,22 @@ class TrainConfig(_Section):
     weight_decay: float = Field(1e-2, ge=0)
     warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up before the cosine decay")
     class_weights: Literal["balanced", "none"] = "balanced"
+    loss: Literal["ce", "focal", "bce"] = Field(
+        "ce", description="ce (softmax), focal (softmax, hard examples), bce (sigmoid per class: multi-label)"
+    )
+    focal_gamma: float = Field(2.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    sampler: Literal["none", "weighted"] = Field(
+        "none",
+        description="weighted: WeightedRandomSampler with per-window weight count(label)^-sampler_power",
+    )
+    sampler_power: float = Field(
+        0.5, ge=0, le=1, description="0.5 = square-root balancing, 1 = full balancing"
+    )
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    tensorboard: bool = Field(
+        True, description="TensorBoard logs in RUN/tb (needs tensorboard or tensorboardX)"
+    )
     seed: int = 0
     num_workers: int | Literal["auto"] = "auto"
     accelerator: str = Field("auto", description="'auto', 'cpu', 'gpu', 'mps', ...")
@@ -227,7 +245,7 @@ class DetectConfig(_Section):
         "auto", description="auto: the run's thresholds.json (chirpkit evaluate --thresholds) when present"
     )
     top_k: int = Field(1, ge=1, description="labels kept per window (each still needs its threshold)")
-    batch_size: int = Field(64, gt=0)
+    batch_size: int = Field(32, gt=0, description="windows per model call; memory grows with it")
     background_labels: list[str] = Field(
         default_factory=lambda: ["noise"], description="classes never written as detections"
     )

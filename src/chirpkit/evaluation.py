@@ -111,7 +111,12 @@ def _thresholds(
         if split == "val"
         else _window_probs(net, st, val, batch_size, dev, progress, "thresholds (val)")
     )
-    v_true = win_true if split == "val" else st.index["label"].iloc[val].map(lookup).to_numpy()
+    if split == "val":
+        v_true = win_true
+    elif np.ndim(win_true) == 2:
+        v_true = _multi_hot(st.index["labels"].iloc[val].to_numpy(), lookup)
+    else:
+        v_true = st.index["label"].iloc[val].map(lookup).to_numpy()
     table = choose_thresholds(v_probs, v_true, names, rule)
     save_thresholds(table, run_dir, rule=rule, split="val")
     out: dict[str, Any] = {"rule": rule}
@@ -119,7 +124,8 @@ def _thresholds(
         t = r["threshold"]
         on_split = {}
         if t == t:  # not nan: precision/recall reached on the evaluated split
-            hit, truth = probs[:, c] >= t, win_true == c
+            hit = probs[:, c] >= t
+            truth = win_true[:, c] if np.ndim(win_true) == 2 else win_true == c
             on_split = {
                 f"{split}_precision": float((hit & truth).sum() / hit.sum()) if hit.any() else None,
                 f"{split}_recall": float((hit & truth).sum() / truth.sum()) if truth.any() else None,
@@ -133,6 +139,118 @@ def _thresholds(
         }
     log.info("thresholds (%s, chosen on val): %s", rule, run_dir / "thresholds.json")
     return out
+
+
+def _multi_hot(labels: Any, lookup: dict[str, int]) -> np.ndarray:
+    out = np.zeros((len(labels), len(lookup)), dtype=bool)
+    for i, labs in enumerate(labels):
+        for lab in labs:
+            if lab in lookup:
+                out[i, lookup[lab]] = True
+    return out
+
+
+def _multilabel_scores(y_true: np.ndarray, scores_: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score
+
+    present = y_true.any(axis=0)
+    y_pred = scores_ >= threshold
+    return {
+        "macro_f1": float(f1_score(y_true[:, present], y_pred[:, present], average="macro", zero_division=0)),
+        "weighted_f1": float(
+            f1_score(y_true[:, present], y_pred[:, present], average="weighted", zero_division=0)
+        ),
+        "accuracy": float((y_true == y_pred).all(axis=1).mean()),  # subset accuracy
+        "map": float(average_precision_score(y_true[:, present], scores_[:, present], average="macro")),
+    }
+
+
+def _evaluate_multilabel(
+    net: Any,
+    st: Store,
+    idx: pd.DataFrame,
+    probs: np.ndarray,
+    lookup: dict[str, int],
+    split: str,
+    out_dir: Path,
+    run_dir: Path,
+    headline: bool,
+    thresholds: str | None,
+    batch_size: int,
+    dev: Any,
+    progress: bool,
+) -> dict[str, Any]:
+    """Multi-label scores: F1 at 0.5 per class (macro over classes present), subset accuracy and
+    mean average precision, per example (window scores averaged) and per window."""
+    from sklearn.metrics import average_precision_score
+
+    spec = net.spec
+    names = np.array(spec.class_names)
+    win_true = _multi_hot(idx["labels"].to_numpy(), lookup)
+    rows_of = idx["row"].to_numpy()
+    row_scores = pd.DataFrame(probs).groupby(rows_of, sort=True).mean().to_numpy()
+    first = idx.groupby("row", sort=True).first()
+    y_true = _multi_hot(first["labels"].to_numpy(), lookup)
+    metrics: dict[str, Any] = {
+        "split": split,
+        "level": "example",
+        "task": "multilabel",
+        "threshold": 0.5,
+        **_multilabel_scores(y_true, row_scores),
+        "n_examples": len(y_true),
+        "n_windows": len(win_true),
+        "window": _multilabel_scores(win_true, probs),
+        "classes_evaluated": int(y_true.any(axis=0).sum()),
+        "model": spec.architecture,
+        "store": str(st.root),
+    }
+    if thresholds is not None:
+        metrics["thresholds"] = _thresholds(
+            net, st, thresholds, lookup, batch_size, dev, progress, run_dir, split, probs, win_true
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    y_pred = row_scores >= 0.5
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
+    ap = [
+        float(average_precision_score(y_true[:, c], row_scores[:, c])) if y_true[:, c].any() else float("nan")
+        for c in range(len(names))
+    ]
+    per_class = pd.DataFrame({"class": names, "precision": p, "recall": r, "f1": f, "support": s, "ap": ap})
+    with atomic_path(out_dir / "per_class.csv") as tmp:
+        per_class.to_csv(tmp, index=False, float_format="%.4f")
+    write_text(
+        out_dir / "report.txt",
+        f"split: {split}   examples: {len(y_true)}   windows: {len(win_true)}   "
+        "(multi-label, threshold 0.5)\n"
+        f"macro F1: {metrics['macro_f1']:.4f}   weighted F1: {metrics['weighted_f1']:.4f}   "
+        f"subset accuracy: {metrics['accuracy']:.4f}   mAP: {metrics['map']:.4f}\n\n"
+        + per_class.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+        + "\n",
+    )
+    for fname, arr in (("pred_labels.npy", y_pred), ("true_labels.npy", y_true)):
+        with atomic_path(out_dir / fname) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, arr)
+    preds = pd.DataFrame(
+        {
+            "source": first["source"].to_numpy(),
+            "true": [";".join(names[t]) for t in y_true],
+            "pred": [";".join(names[q]) for q in y_pred],
+        }
+    )
+    with atomic_path(out_dir / "predictions.csv") as tmp:
+        preds.to_csv(tmp, index=False)
+    write_json(out_dir / "metrics.json", metrics)
+    if split == "test" and headline:
+        write_json(run_dir / "metrics.json", metrics)
+    log.info(
+        "%s (multi-label): macro F1 %.4f, mAP %.4f over %d example(s); report: %s",
+        split,
+        metrics["macro_f1"],
+        metrics["map"],
+        len(y_true),
+        out_dir,
+    )
+    return metrics
 
 
 def evaluate(
@@ -161,7 +279,7 @@ def evaluate(
         DataError: the split has no windows.
     """
     run_dir = Path(run)
-    net = load_model(run_dir)
+    net = load_model(run_dir, optimize=True)
     spec = net.spec
     st = _open_store(run_dir, store)
     if st.sample_rate != spec.sample_rate or st.window_samples != spec.window_samples:
@@ -189,6 +307,23 @@ def evaluate(
     dev = pick_device(device)
     probs = _window_probs(net, st, pos, batch_size, dev, progress, f"evaluate {split}")
     k = spec.num_classes
+    out_dir = Path(out) if out is not None else run_dir / f"eval-{split}"
+    if spec.task == "multilabel":
+        return _evaluate_multilabel(
+            net,
+            st,
+            idx,
+            probs,
+            lookup,
+            split,
+            out_dir,
+            run_dir,
+            out is None,
+            thresholds,
+            batch_size,
+            dev,
+            progress,
+        )
     win_true = idx["label"].map(lookup).to_numpy()
     win_pred = probs.argmax(axis=1)
 
@@ -214,7 +349,6 @@ def evaluate(
         metrics["thresholds"] = _thresholds(
             net, st, thresholds, lookup, batch_size, dev, progress, run_dir, split, probs, win_true
         )
-    out_dir = Path(out) if out is not None else run_dir / f"eval-{split}"
     out_dir.mkdir(parents=True, exist_ok=True)
     names = np.array(spec.class_names)
     present = np.unique(np.concatenate([y_true, y_pred]))

@@ -88,7 +88,7 @@ def export(
     if format not in ("onnx", "torchscript"):
         raise ConfigError(f"unknown export format {format!r}; use onnx or torchscript")
     run_dir = Path(run)
-    net = load_model(run_dir).eval()
+    net = load_model(run_dir, optimize=True)
     spec = net.spec.to_dict()
     path = (
         Path(out)
@@ -107,7 +107,10 @@ def export(
 
     check = (torch.randn(3, net.spec.window_samples, generator=gen) * 0.1).numpy()
     with torch.inference_mode():
-        ref = torch.softmax(net(torch.from_numpy(check)), dim=1).numpy()
+        logits = net(torch.from_numpy(check))
+        ref = (
+            torch.sigmoid(logits) if net.spec.task == "multilabel" else torch.softmax(logits, dim=1)
+        ).numpy()
     got = load_predictor(path, device="cpu")(check)
     diff = float(np.abs(got - ref).max())
     if not diff <= tolerance:

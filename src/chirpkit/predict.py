@@ -40,12 +40,15 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
 def predict_proba(
     net: ClassifierNet, batches: Iterable[np.ndarray], *, device: torch.device | None = None
 ) -> Iterator[np.ndarray]:
-    """Class probabilities ``(n, num_classes)`` for each batch of waveforms ``(n, samples)``."""
+    """Class scores ``(n, num_classes)`` for each batch of waveforms ``(n, samples)``: softmax
+    probabilities, or per-class sigmoids for a multi-label model (``spec.task``)."""
     dev = device or next(net.parameters()).device
     net = net.to(dev).eval()
+    multilabel = net.spec.task == "multilabel"
     for batch in batches:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(dev, non_blocking=True)
-        probs = torch.softmax(net(x).float(), dim=1)
+        logits = net(x).float()
+        probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
         yield probs.cpu().numpy()
 
 
@@ -76,6 +79,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def _activation(spec: ModelSpec) -> Any:
+    return _sigmoid if spec.task == "multilabel" else _softmax
+
+
 def load_predictor(model: str | os.PathLike[str], *, device: str = "auto") -> Predictor:
     """A predictor from a run folder, ``model.pt``, a TorchScript ``.ts`` or an ONNX ``.onnx`` file."""
     p = Path(model)
@@ -96,7 +107,8 @@ def load_predictor(model: str | os.PathLike[str], *, device: str = "auto") -> Pr
             raise RunError(f"{p} carries no chirpkit spec (export it with `chirpkit export`)")
         spec = ModelSpec.from_dict(json.loads(meta["chirpkit_spec"]))
         name = sess.get_inputs()[0].name
-        return Predictor(spec, lambda x: _softmax(sess.run(None, {name: x})[0]), "onnx", _digest(p))
+        act = _activation(spec)
+        return Predictor(spec, lambda x: act(sess.run(None, {name: x})[0]), "onnx", _digest(p))
     dev = pick_device(device)
     if p.suffix == ".ts":
         if not p.is_file():
@@ -107,10 +119,12 @@ def load_predictor(model: str | os.PathLike[str], *, device: str = "auto") -> Pr
             ts = torch.jit.load(str(p), map_location=dev, _extra_files=extra)
         spec = ModelSpec.from_dict(json.loads(extra["spec.json"]))
 
+        act = _activation(spec)
+
         @torch.inference_mode()
         def run_ts(x: np.ndarray) -> np.ndarray:
-            return torch.softmax(ts(torch.from_numpy(x).to(dev)).float(), dim=1).cpu().numpy()
+            return np.asarray(act(ts(torch.from_numpy(x).to(dev)).float().cpu().numpy()))
 
         return Predictor(spec, run_ts, "torchscript", _digest(p))
-    net = load_model(p).to(dev)
+    net = load_model(p, optimize=True).to(dev)
     return Predictor(net.spec, lambda x: next(predict_proba(net, [x], device=dev)), "torch", _digest(p))

@@ -44,12 +44,15 @@ def parse_rule(rule: str) -> tuple[str, float | None]:
 def choose_thresholds(
     probs: np.ndarray, y_true: np.ndarray, class_names: Sequence[str], rule: str
 ) -> pd.DataFrame:
-    """One threshold per class: ``class, threshold, precision, recall, support, reachable``."""
+    """One threshold per class: ``class, threshold, precision, recall, support, reachable``.
+
+    ``y_true`` holds class indices ``(n,)`` or multi-hot rows ``(n, classes)``."""
     kind, parsed = parse_rule(rule)
     target = parsed if parsed is not None else 0.0
     rows: list[dict[str, Any]] = []
+    multi = np.ndim(y_true) == 2  # multi-hot rows (multi-label)
     for c, name in enumerate(class_names):
-        truth = y_true == c
+        truth = y_true[:, c] > 0 if multi else y_true == c
         if not truth.any():
             rows.append(
                 {

@@ -25,6 +25,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from chirpkit._compat import ensure_torchvision_importable
+
+ensure_torchvision_importable()  # before Lightning/torchmetrics import torchvision (see chirpkit._compat)
+
 import lightning.pytorch as L
 import numpy as np
 import pandas as pd
@@ -32,9 +36,9 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassF1Score
+from torchmetrics.classification import MulticlassF1Score, MultilabelF1Score
 
 from chirpkit._util import atomic_path, environment, write_json, write_text
 from chirpkit.augment import Augmenter
@@ -43,6 +47,7 @@ from chirpkit.config import AugmentConfig, Config, TrainConfig, load_config
 from chirpkit.data.dataset import FeatureDataset, WindowDataset, feature_cache, split_positions
 from chirpkit.data.store import Store
 from chirpkit.errors import ConfigError, DataError, RunError
+from chirpkit.losses import ClassificationLoss
 from chirpkit.models import ClassifierNet, ModelSpec, save_model
 
 __all__ = ["ClassifierTask", "class_weights", "train"]
@@ -58,7 +63,11 @@ def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 class ClassifierTask(L.LightningModule):
-    """The Lightning task: a :class:`ClassifierNet` + loss, metrics and optimiser."""
+    """The Lightning task: a :class:`ClassifierNet` + loss, metrics and optimiser.
+
+    Targets travel as probability rows: one-hot (single-label; mixup mixes them) or multi-hot
+    (``train.loss: bce``, multi-label).
+    """
 
     def __init__(
         self,
@@ -68,10 +77,14 @@ class ClassifierTask(L.LightningModule):
         augment: dict[str, Any] | None = None,
         margin_samples: int = 0,
         cached_features: bool = False,
+        pretrained: bool = False,
+        pretrained_file: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = ClassifierNet(ModelSpec.from_dict(spec))
+        self.net = ClassifierNet(
+            ModelSpec.from_dict(spec), pretrained=pretrained, pretrained_file=pretrained_file
+        )
         self.cfg = TrainConfig.model_validate(train)
         # no augment section: no augmentation (ranges kept, every probability 0)
         self.aug_cfg = AugmentConfig.model_validate(augment or {})
@@ -81,13 +94,28 @@ class ClassifierTask(L.LightningModule):
         self.cached_features = cached_features
         self.augmenter: Augmenter | None = None
         k = self.net.spec.num_classes
-        self.loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights) if weights is not None else None)
-        self.val_f1 = MulticlassF1Score(num_classes=k, average="macro")
+        self.loss_fn = ClassificationLoss(
+            self.cfg.loss,
+            weight=torch.tensor(weights) if weights is not None else None,
+            label_smoothing=self.cfg.label_smoothing,
+            focal_gamma=self.cfg.focal_gamma,
+        )
+        self.multilabel = self.loss_fn.multilabel
+        self.val_f1: Any = (
+            MultilabelF1Score(num_labels=k, average="macro")
+            if self.multilabel
+            else MulticlassF1Score(num_classes=k, average="macro")
+        )
         self.val_loss = MeanMetric()
         self.last_val: dict[str, float] = {}
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.net(waveform)
+
+    def _target(self, y: torch.Tensor) -> torch.Tensor:
+        if y.ndim == 2:  # multi-hot already
+            return y.float()
+        return nn.functional.one_hot(y, self.net.spec.num_classes).float()
 
     def on_fit_start(self) -> None:
         spec = self.net.spec
@@ -101,25 +129,29 @@ class ClassifierTask(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         segments, y = batch
+        target = self._target(y)
         aug = self.augmenter
         if self.cached_features:  # batches are front-end output: only the spectrogram stage applies
-            loss = self.loss_fn(self.net.forward_spectrogram(segments, aug), y)
+            logits = self.net.forward_spectrogram(segments, aug)
         elif aug is None:  # a bare training step outside fit(): centre crop, no augmentation
             m = self.margin_samples
-            loss = self.loss_fn(self.net(segments[:, m : segments.shape[1] - m]), y)
+            logits = self.net(segments[:, m : segments.shape[1] - m])
         else:
             x = aug.waveform(aug.read(segments))
-            target = nn.functional.one_hot(y, self.net.spec.num_classes).float()
             x, target = aug.mixup(x, target)
-            loss = self.loss_fn(self.net.forward_train(x, aug), target)
+            logits = self.net.forward_train(x, aug)
+        loss = self.loss_fn(logits, target)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self.net.forward_spectrogram(x) if self.cached_features else self.net(x)
-        self.val_loss.update(self.loss_fn(logits, y), weight=len(y))
-        self.val_f1.update(logits.argmax(dim=1), y)
+        self.val_loss.update(self.loss_fn(logits, self._target(y)), weight=len(y))
+        if self.multilabel:
+            self.val_f1.update(torch.sigmoid(logits), y.int())
+        else:
+            self.val_f1.update(logits.argmax(dim=1), y)
 
     def on_validation_epoch_end(self) -> None:
         f1, loss = self.val_f1.compute(), self.val_loss.compute()
@@ -188,6 +220,101 @@ def _retain_cpu_memory() -> bool:
         return False
 
 
+def _loggers(run: Path, tensorboard: bool) -> list[Any]:
+    loggers: list[Any] = [CSVLogger(save_dir=str(run), name="logs", version="")]
+    if tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(
+                TensorBoardLogger(save_dir=str(run), name="tb", version="", default_hp_metric=False)
+            )
+        else:
+            log.info("TensorBoard logs skipped: install tensorboard or tensorboardX (train.tensorboard)")
+    return loggers
+
+
+def sanity_check(
+    spec: ModelSpec,
+    windows: WindowDataset,
+    cfg: Config,
+    weights: list[float] | None,
+    *,
+    steps: int = 150,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Overfit one small batch of training windows (no augmentation, no dropout effects checked):
+    the loss must fall to a tenth of its start and, single-label, every window be classified right.
+
+    A model that cannot memorise 16 windows has a bug upstream: labels that do not match the
+    audio, silent or clipped windows, features that flatten everything, or a learning rate far off.
+
+    Raises:
+        RunError: it did not get there within ``steps`` steps.
+    """
+    torch.manual_seed(cfg.train.seed)
+    rng = np.random.default_rng(cfg.train.seed)
+    pick = rng.choice(len(windows), size=min(batch_size, len(windows)), replace=False)
+    items = [windows[int(i)] for i in pick]
+    m = windows.margin
+    x = torch.stack([seg[m : m + windows.window] for seg, _ in items])
+    ys = [t for _, t in items]
+    target = (
+        torch.stack(ys).float()
+        if isinstance(ys[0], torch.Tensor)
+        else nn.functional.one_hot(torch.tensor(ys), spec.num_classes).float()
+    )
+    net = ClassifierNet(spec, pretrained=cfg.model.pretrained, pretrained_file=cfg.model.pretrained_file)
+    loss_fn = ClassificationLoss(
+        cfg.train.loss, weight=torch.tensor(weights) if weights else None, focal_gamma=cfg.train.focal_gamma
+    )
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=0.0)
+    net.train()
+    first = last = float("nan")
+    reached = False
+    for step in range(steps):
+        opt.zero_grad()
+        logits = net(x)
+        loss = loss_fn(logits, target)
+        loss.backward()
+        opt.step()
+        last = float(loss.detach())
+        if step == 0:
+            first = last
+        with torch.no_grad():
+            right = (
+                ((torch.sigmoid(logits) > 0.5) == (target > 0.5)).all(1)
+                if loss_fn.multilabel
+                else (logits.argmax(1) == target.argmax(1))
+            )
+        if last <= 0.1 * first and bool(right.all()):
+            reached = True
+            break
+    result = {
+        "sanity": "passed" if reached else "failed",
+        "windows": len(x),
+        "steps": step + 1,
+        "loss_first": round(first, 4),
+        "loss_last": round(last, 4),
+    }
+    if not reached:
+        raise RunError(
+            f"sanity check failed: {spec.architecture} could not overfit one batch of {len(x)} training "
+            f"windows in {steps} steps (loss {first:.3f} → {last:.3f}). Check that the labels match the "
+            "audio, that windows are not silent or clipped (chirpkit inspect), the features and train.lr"
+        )
+    log.info(
+        "sanity check passed: %d windows memorised in %d steps (loss %.3f → %.3f)",
+        len(x),
+        step + 1,
+        first,
+        last,
+    )
+    return result
+
+
 def _quiet_lightning() -> None:
     for name in (
         "lightning.pytorch.utilities.rank_zero",
@@ -211,6 +338,7 @@ def train(
     out: str | os.PathLike[str],
     config: Config | None = None,
     resume: bool = False,
+    sanity: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train a classifier on the ``train`` windows of a store, choosing the best epoch on ``val``.
@@ -220,6 +348,8 @@ def train(
         out: the run folder (see the module docstring for its layout).
         config: features, model and train sections are used; audio comes from the store.
         resume: continue from ``out/checkpoints/last.ckpt``.
+        sanity: only check that the model can overfit one training batch (see
+            :func:`sanity_check`); raises :class:`RunError` if it cannot.
         progress: show Lightning's progress bar.
 
     Returns:
@@ -258,16 +388,22 @@ def train(
         model_params={"dropout": cfg.model.dropout, **cfg.model.params},
         background_labels=[b for b in cfg.detect.background_labels if b in classes],
         conditioning=steps_to_dicts(steps_from_config(audio)),
+        task="multilabel" if cfg.train.loss == "bce" else "multiclass",
     )
-    train_windows = WindowDataset(st, tr_pos, classes, with_margin=True)
-    val_windows = WindowDataset(st, va_pos, classes)
-    weights = (
-        class_weights(train_windows.targets, len(classes)).tolist()
-        if cfg.train.class_weights == "balanced"
-        else None
-    )
-    train_ds: Dataset[tuple[torch.Tensor, int]] = train_windows
-    val_ds: Dataset[tuple[torch.Tensor, int]] = val_windows
+    multilabel = spec.task == "multilabel"
+    train_windows = WindowDataset(st, tr_pos, classes, with_margin=True, multilabel=multilabel)
+    val_windows = WindowDataset(st, va_pos, classes, multilabel=multilabel)
+    weights = None
+    if cfg.train.class_weights == "balanced":
+        if train_windows.multi_hot is not None:  # per label: n / (k * positives)
+            pos = train_windows.multi_hot.sum(axis=0)
+            weights = (len(train_windows) / (len(classes) * np.maximum(pos, 1.0))).tolist()
+        else:
+            weights = class_weights(train_windows.targets, len(classes)).tolist()
+    if sanity:
+        return sanity_check(spec, train_windows, cfg, weights)
+    train_ds: Dataset[tuple[torch.Tensor, Any]] = train_windows
+    val_ds: Dataset[tuple[torch.Tensor, Any]] = val_windows
     if cfg.train.cache_features:
         on = sorted(
             k
@@ -287,8 +423,10 @@ def train(
             {"features": cfg.features.model_dump(), "sample_rate": st.sample_rate},
             progress=progress,
         )
-        train_ds = FeatureDataset(feats, tr_pos, train_windows.targets)
-        val_ds = FeatureDataset(feats, va_pos, val_windows.targets)
+        tr_t = train_windows.multi_hot if train_windows.multi_hot is not None else train_windows.targets
+        va_t = val_windows.multi_hot if val_windows.multi_hot is not None else val_windows.targets
+        train_ds = FeatureDataset(feats, tr_pos, tr_t)
+        val_ds = FeatureDataset(feats, va_pos, va_t)
 
     run.mkdir(parents=True, exist_ok=True)
     write_text(run / "config.yaml", cfg.to_yaml())
@@ -320,10 +458,20 @@ def train(
         "persistent_workers": workers > 0,
         "pin_memory": torch.cuda.is_available(),
     }
+    sampler = None
+    if cfg.train.sampler == "weighted":  # count(label)^-power per window: 0.5 = square-root balancing
+        label_counts = np.bincount(train_windows.targets[train_windows.targets >= 0], minlength=len(classes))
+        per_window = (
+            np.maximum(label_counts[np.maximum(train_windows.targets, 0)], 1.0) ** -cfg.train.sampler_power
+        )
+        sampler = WeightedRandomSampler(
+            per_window.tolist(), num_samples=len(train_windows), replacement=True, generator=gen
+        )
     train_dl = DataLoader(
         train_ds,
         batch_size=cfg.train.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         generator=gen,
         drop_last=len(train_windows) > cfg.train.batch_size,
         **dl_kw,
@@ -343,6 +491,8 @@ def train(
         cfg.augment.model_dump(),
         st.margin_samples,
         cfg.train.cache_features,
+        cfg.model.pretrained,
+        cfg.model.pretrained_file,
     )
     ckpt_dir = run / "checkpoints"
     monitor = "val_selection" if val_dl is not None else None
@@ -366,7 +516,8 @@ def train(
         precision=_precision(cfg.train.precision, cfg.train.accelerator),  # type: ignore[arg-type]
         deterministic=cfg.train.deterministic,
         callbacks=callbacks,
-        logger=CSVLogger(save_dir=str(run), name="logs", version=""),
+        logger=_loggers(run, cfg.train.tensorboard),
+        gradient_clip_val=cfg.train.grad_clip,
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=max(1, min(10, len(train_dl))),
@@ -396,10 +547,10 @@ def train(
     best_path = best_cb.best_model_path or best_cb.last_model_path
     blob = torch.load(best_path, map_location="cpu", weights_only=False)
     best_val = blob.get("chirpkit_val", {})
-    if trainer.global_rank == 0:
-        best = ClassifierTask(**blob["hyper_parameters"])
-        best.load_state_dict(blob["state_dict"])
-        save_model(run / "model.pt", best.net)
+    if trainer.global_rank == 0:  # the weights come from the checkpoint: no pretrained download here
+        best = ClassifierNet(spec)
+        best.load_state_dict({k[4:]: v for k, v in blob["state_dict"].items() if k.startswith("net.")})
+        save_model(run / "model.pt", best)
     best_f1 = best_val.get("macro_f1")
     summary = {
         "best_checkpoint": str(Path(best_path).name) if best_path else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +23,9 @@ def split_positions(store: Store, split: str | None) -> np.ndarray:
     return np.flatnonzero(store.index["split"].to_numpy() == split)
 
 
-class WindowDataset(Dataset[tuple[torch.Tensor, int]]):
-    """``(waveform (window_samples,) float32, class index)`` for windows of a store.
+class WindowDataset(Dataset[tuple[torch.Tensor, Any]]):
+    """``(waveform (window_samples,) float32, class index)`` for windows of a store (with
+    ``multilabel=True``, a multi-hot ``(classes,)`` target built from each window's ``labels``).
 
     The stored margin is cropped away symmetrically: evaluation and detection see exactly the
     window. With ``with_margin=True`` (training) the whole segment is returned, so that time
@@ -31,10 +33,26 @@ class WindowDataset(Dataset[tuple[torch.Tensor, int]]):
     """
 
     def __init__(
-        self, store: Store, positions: np.ndarray, class_names: Sequence[str], *, with_margin: bool = False
+        self,
+        store: Store,
+        positions: np.ndarray,
+        class_names: Sequence[str],
+        *,
+        with_margin: bool = False,
+        multilabel: bool = False,
     ) -> None:
         self.store = store
         self.with_margin = with_margin
+        self.multi_hot: np.ndarray | None = None
+        if multilabel:
+            index = {c: i for i, c in enumerate(class_names)}
+            self.multi_hot = np.zeros((len(positions), len(class_names)), dtype=np.float32)
+            for row, labs in enumerate(
+                store.index["labels"].to_numpy()[np.asarray(positions, dtype=np.int64)]
+            ):
+                for lab in labs:
+                    if lab in index:
+                        self.multi_hot[row, index[lab]] = 1.0
         self.positions = np.asarray(positions, dtype=np.int64)
         lookup = {c: i for i, c in enumerate(class_names)}
         labels = store.index["label"].to_numpy()[self.positions]
@@ -45,26 +63,31 @@ class WindowDataset(Dataset[tuple[torch.Tensor, int]]):
     def __len__(self) -> int:
         return len(self.positions)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
         seg = self.store.read(int(self.positions[i]))
         y = seg if self.with_margin else seg[self.margin : self.margin + self.window]
-        return torch.from_numpy(np.ascontiguousarray(y)), int(self.targets[i])
+        target: Any = (
+            torch.from_numpy(self.multi_hot[i]) if self.multi_hot is not None else int(self.targets[i])
+        )
+        return torch.from_numpy(np.ascontiguousarray(y)), target
 
 
-class FeatureDataset(Dataset[tuple[torch.Tensor, int]]):
-    """``(front-end output (1, bins, frames) float32, class index)`` from a feature cache."""
+class FeatureDataset(Dataset[tuple[torch.Tensor, Any]]):
+    """``(front-end output (1, bins, frames) float32, target)`` from a feature cache; ``targets``
+    are class indices or multi-hot rows."""
 
     def __init__(self, features: np.ndarray, positions: np.ndarray, targets: np.ndarray) -> None:
         self.features = features
         self.positions = np.asarray(positions, dtype=np.int64)
-        self.targets = np.asarray(targets, dtype=np.int64)
+        self.targets = np.asarray(targets)
 
     def __len__(self) -> int:
         return len(self.positions)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
         x = np.asarray(self.features[int(self.positions[i])], dtype=np.float32)
-        return torch.from_numpy(x), int(self.targets[i])
+        t = self.targets[i]
+        return torch.from_numpy(x), (torch.from_numpy(t) if np.ndim(t) else int(t))
 
 
 def feature_cache(

@@ -50,10 +50,18 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def model_info(name: str) -> ModelEntry:
+    if name.startswith("timm/"):
+        from chirpkit.models.timm_models import create_timm
+
+        timm_name = name[len("timm/") :]
+        return ModelEntry(name, lambda **kw: create_timm(timm_name, **kw), f"timm {timm_name}")
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(list_models())}") from None
+        raise ConfigError(
+            f"unknown model {name!r}; registered models: {', '.join(list_models())} "
+            "(and any timm model as timm/<name>)"
+        ) from None
 
 
 def create_model(name: str, *, num_classes: int, in_chans: int = 1, **kwargs: Any) -> nn.Module:
@@ -65,6 +73,13 @@ def create_model(name: str, *, num_classes: int, in_chans: int = 1, **kwargs: An
     entry = model_info(name)
     if num_classes < 1:
         raise ConfigError(f"num_classes={num_classes} must be >= 1")
+    if kwargs.get("pretrained") and not (name.startswith("timm/") or "timm" in entry.description):
+        raise ConfigError(
+            f"model {name!r} has no pretrained weights; set model.pretrained=false or pick a timm model"
+        )
+    if not kwargs.get("pretrained"):
+        kwargs.pop("pretrained", None)
+        kwargs.pop("pretrained_file", None)
     try:
         return entry.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as exc:
