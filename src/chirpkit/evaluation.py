@@ -29,9 +29,8 @@ from chirpkit._util import atomic_path, read_json, write_json, write_text
 from chirpkit.data.dataset import split_positions
 from chirpkit.data.store import Store
 from chirpkit.errors import DataError, RunError
-from chirpkit.models import load_model
 from chirpkit.plots import save_confusion_matrix
-from chirpkit.predict import pick_device, predict_proba
+from chirpkit.predict import Predictor, load_predictor
 
 __all__ = ["evaluate", "scores"]
 
@@ -63,7 +62,7 @@ def _open_store(run: Path, store: str | os.PathLike[str] | None) -> Store:
 
 
 def _window_probs(
-    net: Any, st: Store, pos: np.ndarray, batch_size: int, dev: Any, progress: bool, desc: str
+    net: Predictor, st: Store, pos: np.ndarray, batch_size: int, dev: Any, progress: bool, desc: str
 ) -> np.ndarray:
     m, w = st.margin_samples, st.window_samples
 
@@ -75,7 +74,7 @@ def _window_probs(
     return np.concatenate(
         list(
             tqdm(
-                predict_proba(net, batches(), device=dev),
+                (net(b) for b in batches()),
                 total=n,
                 desc=desc,
                 unit="batch",
@@ -279,7 +278,7 @@ def evaluate(
         DataError: the split has no windows.
     """
     run_dir = Path(run)
-    net = load_model(run_dir, optimize=True)
+    net = load_predictor(run_dir, device=device)
     spec = net.spec
     st = _open_store(run_dir, store)
     if st.sample_rate != spec.sample_rate or st.window_samples != spec.window_samples:
@@ -304,7 +303,7 @@ def evaluate(
         keep = idx["label"].isin(list(lookup)).to_numpy()
         pos, idx = pos[keep], idx[keep].reset_index(drop=True)
 
-    dev = pick_device(device)
+    dev = device
     probs = _window_probs(net, st, pos, batch_size, dev, progress, f"evaluate {split}")
     k = spec.num_classes
     out_dir = Path(out) if out is not None else run_dir / f"eval-{split}"

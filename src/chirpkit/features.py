@@ -127,7 +127,7 @@ class LogMel(_Frontend):
         *,
         sample_rate: int,
         n_fft: int = 1024,
-        hop_length: int = 320,
+        hop_length: int = 640,
         win_length: int | None = None,
         n_mels: int = 64,
         fmin_hz: float = 50.0,

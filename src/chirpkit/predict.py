@@ -126,5 +126,18 @@ def load_predictor(model: str | os.PathLike[str], *, device: str = "auto") -> Pr
             return np.asarray(act(ts(torch.from_numpy(x).to(dev)).float().cpu().numpy()))
 
         return Predictor(spec, run_ts, "torchscript", _digest(p))
+    from chirpkit.embeddings import EMBEDDING_MODELS, EmbeddingHead, head_predictor_fn
+    from chirpkit.models.spec import read_model_file
+
+    blob = read_model_file(p)
+    if blob["spec"]["architecture"] in EMBEDDING_MODELS:
+        spec = ModelSpec.from_dict(blob["spec"])
+        head = EmbeddingHead(
+            spec.num_classes,
+            hidden=int(spec.model_params.get("hidden", 0)),
+            dropout=float(spec.model_params.get("dropout", 0.0)),
+        )
+        head.load_state_dict(blob["state_dict"])
+        return Predictor(spec, head_predictor_fn(head.eval(), spec.sample_rate), "birdnet+head", _digest(p))
     net = load_model(p, optimize=True).to(dev)
     return Predictor(net.spec, lambda x: next(predict_proba(net, [x], device=dev)), "torch", _digest(p))

@@ -379,6 +379,12 @@ def train(
 
     audio = st.audio
     cfg = load_config(base=cfg, overrides={"audio": audio.model_dump()})
+    from chirpkit.embeddings import EMBEDDING_MODELS
+
+    if cfg.model.name in EMBEDDING_MODELS:
+        from chirpkit.embeddings import train_embedding_head
+
+        return train_embedding_head(st, out=run, config=cfg, progress=progress)
     spec = ModelSpec(
         architecture=cfg.model.name,
         class_names=classes,

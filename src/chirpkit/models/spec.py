@@ -160,14 +160,16 @@ def save_model(path: str | os.PathLike[str], net: ClassifierNet) -> Path:
     return Path(path)
 
 
-def load_model(
-    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", optimize: bool = False
-) -> ClassifierNet:
-    """Load a model saved by :func:`save_model` (or the ``model.pt`` of a run folder), in eval mode.
+def save_head(path: str | os.PathLike[str], head: nn.Module, spec: ModelSpec) -> Path:
+    """Save an embedding head (``birdnet_linear`` / ``birdnet_mlp``) in the same plain format."""
+    state = {k: v.detach().cpu() for k, v in head.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"format": MODEL_FORMAT, "spec": spec.to_dict(), "state_dict": state}, tmp)
+    return Path(path)
 
-    ``path`` may be the file or the run folder that holds it. ``optimize=True`` applies
-    :meth:`ClassifierNet.optimize_for_inference` (evaluate, detect and export do).
-    """
+
+def read_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``{"format", "spec", "state_dict"}`` dict of a ``model.pt`` (or a run folder's)."""
     p = Path(path)
     if p.is_dir():
         p = p / "model.pt"
@@ -176,9 +178,24 @@ def load_model(
             f"no model at {p}; give a run folder made by `chirpkit train`/`fit` (it holds model.pt) "
             "or the model file itself"
         )
-    blob = torch.load(p, map_location=map_location, weights_only=True)
+    blob = torch.load(p, map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise RunError(f"{p} is not a chirpkit model file (format {MODEL_FORMAT})")
+    return blob
+
+
+def load_model(
+    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", optimize: bool = False
+) -> ClassifierNet:
+    """Load a model saved by :func:`save_model` (or the ``model.pt`` of a run folder), in eval mode.
+
+    ``path`` may be the file or the run folder that holds it. ``optimize=True`` applies
+    :meth:`ClassifierNet.optimize_for_inference` (evaluate, detect and export do).
+    """
+    blob = read_model_file(path)
+    from chirpkit.embeddings import require_torch_model
+
+    require_torch_model(blob["spec"]["architecture"])
     net = ClassifierNet(ModelSpec.from_dict(blob["spec"]))
     net.load_state_dict(blob["state_dict"])
     net.eval()

