@@ -39,7 +39,9 @@ def test_public_api_is_pinned() -> None:
         "Store",
         "__version__",
         "augment_preview",
+        "baseline",
         "create_model",
+        "cross_validate",
         "demo",
         "detect",
         "evaluate",
@@ -51,11 +53,14 @@ def test_public_api_is_pinned() -> None:
         "load_config",
         "load_model",
         "prepare",
+        "profile",
         "read_catalog",
         "score_detections",
         "split",
         "train",
+        "tune",
         "write_catalog",
+        "zero_shot",
     ]
     for name in chirpkit.__all__:
         assert getattr(chirpkit, name) is not None
@@ -67,6 +72,10 @@ def test_public_api_is_pinned() -> None:
         "chirpkit.events",
         "chirpkit.preview",
         "chirpkit.data.report",
+        "chirpkit.baselines",
+        "chirpkit.embeddings",
+        "chirpkit.profiling",
+        "chirpkit.tuning",
     ):
         importlib.import_module(module)  # importing a module must not shadow a function of the API
     for name in (
@@ -78,6 +87,11 @@ def test_public_api_is_pinned() -> None:
         "augment_preview",
         "inspect",
         "split",
+        "baseline",
+        "zero_shot",
+        "profile",
+        "cross_validate",
+        "tune",
     ):
         assert callable(getattr(chirpkit, name)), name
 
@@ -230,3 +244,16 @@ def test_readme_commands_are_what_ci_runs() -> None:
     ci = (root / ".ci" / "run").read_text()
     assert setup.endswith("chirpkit demo") and setup.removesuffix(".venv/bin/chirpkit demo") in ci
     assert tests in ci.splitlines()
+
+
+def test_readme_config_block_shows_the_defaults() -> None:
+    import yaml
+
+    from chirpkit.config import Config
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("```yaml\naudio:", 1)[1].split("```", 1)[0]
+    shown = yaml.safe_load("audio:" + block)
+    defaults = Config().model_dump()
+    assert {k: sorted(v) for k, v in shown.items()} == {k: sorted(v) for k, v in defaults.items()}
+    assert Config.model_validate(shown).model_dump() == defaults

@@ -64,3 +64,13 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
 def test_audio_shaping_excludes_workers() -> None:
     a = Config().audio
     assert "workers" not in a.shaping() and a.hop_s == a.window_s
+
+
+def test_yaml_bare_off_means_off(tmp_path: Path) -> None:
+    # YAML 1.1 reads `off` as False; the documented spelling must still work, in a file and in --set
+    path = tmp_path / "c.yaml"
+    path.write_text("audio: {denoise: off, normalize: off}\n")
+    cfg = load_config(path, ["audio.normalize=off"])
+    assert (cfg.audio.denoise, cfg.audio.normalize) == ("off", "off")
+    with pytest.raises(ConfigError, match="denoise"):
+        load_config(overrides=["audio.denoise=on"])

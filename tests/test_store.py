@@ -161,3 +161,26 @@ def test_incomplete_store_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "s").mkdir()
     with pytest.raises(RunError, match="not a complete prepared store"):
         Store(tmp_path / "s")
+
+
+def test_open_memory_maps_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # one part per clip, and each open map holds a file descriptor: 3,000 FSDD clips once ran a
+    # cross-validation out of descriptors
+    sr = 8000
+    rows = [
+        (write(tmp_path / f"c{i}.wav", tone(500 + 100 * i, 1.0, sr), sr), 0.0, 1.0, "ab"[i % 2])
+        for i in range(12)
+    ]
+    st = prepare(
+        _catalog(rows),
+        out=tmp_path / "store",
+        config=AudioConfig(sample_rate=sr, window_s=1.0, margin_s=0.0),
+        progress=False,
+    )
+    monkeypatch.setattr(Store, "max_open_parts", 3)
+    first = [st.read(i) for i in range(len(st))]
+    again = [st.read(i) for i in reversed(range(len(st)))][::-1]
+    assert len(st._mmaps) == 3
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], first[1])

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from chirpkit._version import __version__
 
 if TYPE_CHECKING:
+    from chirpkit.baselines import baseline
     from chirpkit.config import Config, load_config
     from chirpkit.data.catalog import read_catalog, write_catalog
     from chirpkit.data.ingest import ingest
@@ -29,20 +30,25 @@ if TYPE_CHECKING:
     from chirpkit.data.store import Store, prepare
     from chirpkit.demo_pipeline import demo
     from chirpkit.detection import detect
+    from chirpkit.embeddings import zero_shot
     from chirpkit.evaluation import evaluate
     from chirpkit.events import score_detections
     from chirpkit.exporting import export
     from chirpkit.models import create_model, list_models, load_model
     from chirpkit.pipeline import fit
     from chirpkit.preview import augment_preview
+    from chirpkit.profiling import profile
     from chirpkit.training import train
+    from chirpkit.tuning import cross_validate, tune
 
 __all__ = [
     "Config",
     "Store",
     "__version__",
     "augment_preview",
+    "baseline",
     "create_model",
+    "cross_validate",
     "demo",
     "detect",
     "evaluate",
@@ -54,11 +60,14 @@ __all__ = [
     "load_config",
     "load_model",
     "prepare",
+    "profile",
     "read_catalog",
     "score_detections",
     "split",
     "train",
+    "tune",
     "write_catalog",
+    "zero_shot",
 ]
 
 _LAZY = {
@@ -82,6 +91,11 @@ _LAZY = {
     "fit": "chirpkit.pipeline",
     "augment_preview": "chirpkit.preview",
     "train": "chirpkit.training",
+    "baseline": "chirpkit.baselines",
+    "zero_shot": "chirpkit.embeddings",
+    "profile": "chirpkit.profiling",
+    "cross_validate": "chirpkit.tuning",
+    "tune": "chirpkit.tuning",
 }
 
 

@@ -180,9 +180,6 @@ def cmd_cv(args: argparse.Namespace) -> None:
 
     cfg = _config(args, _train_overrides(args))
     res = cross_validate(args.store, config=cfg, out=args.out, progress=not args.no_progress, keep_runs=True)
-    from chirpkit._util import write_json
-
-    write_json(Path(args.out) / "cv.json", res)
     _print_json(res)
 
 
@@ -396,7 +393,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         metavar="FILE",
-        help="YAML config (sections: audio, features, model, train, split, detect)",
+        help="YAML config (sections: audio, features, model, augment, train, split, detect)",
     )
     p.add_argument(
         "--set",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chirpkit.errors import ConfigError
 
@@ -56,6 +56,12 @@ class AudioConfig(_Section):
     normalize: Literal["off", "peak", "rms"] = Field("off", description="per-window level normalisation")
     normalize_db: float | None = Field(None, le=0, description="target dBFS; default -1 (peak) / -20 (rms)")
     workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core (max 8)")
+
+    @field_validator("denoise", "normalize", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as False: `denoise: off` in a config file means "off"
+        return "off" if value is False else value
 
     @model_validator(mode="after")
     def _check_audio(self) -> AudioConfig:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,13 @@ class Store:
     """Read access to a prepared store (memory-mapped parts, opened lazily).
 
     ``read(i)`` returns window ``i`` with its margins as ``float32`` of shape ``(segment_samples,)``.
+
+    Each open memory map holds a file descriptor, and a clip dataset has one part per file, so at
+    most :attr:`max_open_parts` maps stay open per store object (least recently used closed first);
+    reopening a part costs microseconds.
     """
+
+    max_open_parts: int = 256
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = existing_path(root, "prepared store")
@@ -182,7 +188,7 @@ class Store:
             )
         self.index = pd.read_parquet(self.root / "index.parquet")
         self.index["labels"] = [list(v) for v in self.index["labels"]]
-        self._mmaps: dict[str, np.ndarray] = {}
+        self._mmaps: OrderedDict[str, np.ndarray] = OrderedDict()
         self._part_of = self.index["part"].to_numpy()
         self._row_of = self.index["part_row"].to_numpy()
 
@@ -211,7 +217,7 @@ class Store:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_mmaps"] = {}  # memory maps are reopened in each worker
+        state["_mmaps"] = OrderedDict()  # memory maps are reopened in each worker
         return state
 
     def _part(self, rel: str) -> np.ndarray:
@@ -219,6 +225,10 @@ class Store:
         if arr is None:
             arr = np.load(self.root / rel, mmap_mode="r")
             self._mmaps[rel] = arr
+            while len(self._mmaps) > self.max_open_parts:
+                self._mmaps.popitem(last=False)  # its map (and descriptor) closes once unreferenced
+        else:
+            self._mmaps.move_to_end(rel)
         return arr
 
     def read(self, i: int) -> np.ndarray:
