@@ -115,7 +115,8 @@ def main() -> int:
             results_path.write_text(json.dumps(results, indent=2))
     print(f"\n{'dataset / family':28} {'macro F1 (mean ± std over folds)':34} {'model'}")
     for key, r in results.items():
-        print(f"{key:28} {r['mean']:.3f} ± {r['std']:.3f}{'':22} {r['model']}  ({r['seconds']} s)")
+        took = f"  ({r['seconds']} s)" if "seconds" in r else ""
+        print(f"{key:28} {r['mean']:.3f} ± {r['std']:.3f}{'':22} {r['model']}{took}")
     return 0
 
 

@@ -58,6 +58,12 @@ def test_time_shift_reads_real_audio_from_the_margin() -> None:
     )
     ramp_small = torch.arange(WIN + 2000, dtype=torch.float32)[None].repeat(64, 1) + 1.0
     assert bool((small.read(ramp_small) > 0).all())  # shift limited by a small margin: still no zeros
+    # the slicing fast path (whole-sample shifts) reads exactly what the interpolating reader reads
+    seg = torch.randn(16, WIN + 2 * MARGIN)
+    fast = _aug(seed=3, time_shift_p=1.0, max_shift_fraction=0.3).read(seg)
+    shifts = _aug(seed=3, time_shift_p=1.0, max_shift_fraction=0.3).read(ramp[:16])[:, 0] - (MARGIN + 1)
+    assert shifts.abs().min() < shifts.abs().max()
+    torch.testing.assert_close(fast, read_shifted(seg, WIN, shifts, torch.ones(16)), rtol=0, atol=1e-6)
 
 
 def test_speed_changes_pitch_by_the_rate() -> None:

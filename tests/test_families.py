@@ -123,3 +123,19 @@ def test_profile_measures_and_estimates() -> None:
     est = res["estimate"]
     assert est["train_total_bytes"] == 4 * est["weights_bytes"] + est["activations_bytes"]
     assert res["measured"]["train_step_peak_bytes"] > 0 and res["measured"]["inference_windows_per_s"] > 0
+
+
+def test_training_flops_of_depthwise_convolutions() -> None:
+    import torch
+    from torch import nn
+
+    from chirpkit.profiling import _flops
+
+    # forward: 2 * B * H * W * C * k^2 multiply-adds for a depthwise 3x3 conv; a training step
+    # adds the same again for the input gradient and for the weight gradient
+    b, c, h, w = 2, 32, 16, 16
+    net = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
+    x = torch.randn(b, c, h, w, requires_grad=True)
+    forward = 2 * b * h * w * c * 9
+    assert _flops(net, x, train=False) == forward  # type: ignore[arg-type]
+    assert _flops(net, x, train=True) == 3 * forward  # type: ignore[arg-type]

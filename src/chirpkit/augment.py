@@ -201,6 +201,9 @@ class Augmenter:
         rate[chosen] = _uniform(self.gen, int(chosen.sum()), c.min_speed, c.max_speed)
         if not bool((shift != 0).any() or (rate != 1).any()):
             return segments[:, self.margin : self.margin + self.window]
+        if not bool((rate != 1).any()):  # whole-sample shifts only: copy slices, no interpolation
+            starts = (self.margin + shift).long().tolist()
+            return torch.stack([seg[s : s + self.window] for seg, s in zip(segments, starts, strict=True)])
         return read_shifted(segments, self.window, shift, rate)
 
     def waveform(self, x: torch.Tensor) -> torch.Tensor:
