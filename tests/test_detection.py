@@ -175,6 +175,45 @@ def test_merge_and_score_known_answers(tmp_path: Path) -> None:
     assert s.loc["b", "tp"] == 0
 
 
+def test_score_any_matching_and_only_scanned_recordings(tmp_path: Path) -> None:
+    # one merged event over three dense calls, and two windows on one call
+    det = pd.DataFrame(
+        {
+            "file": ["/x/r1.flac", "/x/r1.flac", "/x/r1.flac"],
+            "start_s": [0.0, 20.0, 21.0],
+            "end_s": [9.0, 23.0, 24.0],
+            "label": ["a", "a", "a"],
+            "score": [0.9, 0.8, 0.7],
+        }
+    )
+    ann = tmp_path / "ann.csv"
+    ann.write_text(
+        "Filename,Start Time (s),End Time (s),Species eBird Code\n"
+        "r1.wav,1,2,a\nr1.wav,4,5,a\nr1.wav,7,8,a\nr1.wav,22,22.5,a\nr2.wav,1,2,a\n"
+    )
+    one = score_detections(det, ann, tolerance_s=0.0, recordings=["r1.flac"]).set_index("class")
+    assert one.loc["a", ["annotations", "tp", "fp", "fn"]].tolist() == [4, 2, 1, 2]
+    anym = score_detections(det, ann, tolerance_s=0.0, matching="any", recordings=["r1.flac"])
+    assert anym.set_index("class").loc["a", ["tp", "fp", "fn", "precision", "recall"]].tolist() == [
+        4,
+        0,
+        0,
+        1.0,
+        1.0,
+    ]
+    # a detect output folder: its manifest says which recordings were scanned (r2 was not)
+    (tmp_path / "d").mkdir()
+    det.to_csv(tmp_path / "d" / "detections.csv", index=False)
+    pd.DataFrame({"file": ["/x/r1.flac"], "status": ["done"], "part": ["k"]}).to_csv(
+        tmp_path / "d" / "manifest.csv", index=False
+    )
+    scoped = score_detections(tmp_path / "d" / "detections.csv", ann, tolerance_s=0.0).set_index("class")
+    assert scoped.loc["a", "annotations"] == 4
+    assert score_detections(det, ann, tolerance_s=0.0).set_index("class").loc["a", "annotations"] == 5
+    with pytest.raises(ValueError, match="matching"):
+        score_detections(det, ann, matching="many")
+
+
 @pytest.mark.parametrize("fmt,suffix", [("onnx", ".onnx"), ("torchscript", ".ts")])
 def test_export_matches_pytorch_and_detects_the_same(
     tiny_run: Path, scapes: list[Path], tmp_path: Path, fmt: str, suffix: str

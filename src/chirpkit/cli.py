@@ -329,6 +329,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         rule=args.rule,
         tolerance_s=args.tolerance_s,
         min_iou=args.min_iou,
+        matching=args.matching,
         format=args.format,
         label_column=args.label_column,
         columns=_columns(args.columns),
@@ -578,6 +579,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tolerance-s", type=float, default=0.5, help="time tolerance for overlap/onset (default 0.5)"
     )
     p.add_argument("--min-iou", type=float, default=0.3, help="IoU needed with --rule iou (default 0.3)")
+    p.add_argument(
+        "--matching",
+        default="one-to-one",
+        choices=["one-to-one", "any"],
+        help="one-to-one (default) or any: an annotation is found if any detection matches it, and a "
+        "detection is right if it matches any annotation (dense calling, merged events)",
+    )
     p.add_argument(
         "--format", default="auto", choices=["auto", "points", "raven", "audacity", "kaleidoscope", "csv"]
     )

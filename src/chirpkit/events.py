@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,8 @@ import pandas as pd
 from chirpkit._util import atomic_path
 
 __all__ = ["EVENT_COLUMNS", "merge_events", "score_detections", "write_audacity", "write_raven"]
+
+log = logging.getLogger("chirpkit")
 
 EVENT_COLUMNS = ["file", "start_s", "end_s", "label", "max_score", "mean_score", "windows"]
 
@@ -138,22 +141,31 @@ def score_detections(
     rule: str = "overlap",
     tolerance_s: float = 0.5,
     min_iou: float = 0.3,
+    matching: str = "one-to-one",
     format: str = "auto",
     label_column: str | None = None,
     columns: Mapping[str, str] | None = None,
     label_map: Mapping[str, str] | None = None,
+    recordings: Sequence[str | os.PathLike[str]] | None = None,
     out: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Event-level precision / recall / F1 per class (and ``all``) against annotations.
 
     Files are matched by stem (``x.wav`` annotations score detections on ``x.mp3``). Each
-    annotation can be matched by one detection and vice versa, best scores first.
+    annotation can be matched by one detection and vice versa, best scores first. Only the
+    recordings that were scanned count: ``recordings``, else the finished files of the
+    ``manifest.csv`` beside a detections file from :func:`chirpkit.detect`, else every
+    annotated recording (annotations of recordings left out are logged, not counted as misses).
 
     Args:
         detections: a detections or events table (``file, start_s, end_s, label`` + a score).
         annotations: annotation table(s) in any supported format, or a frame with the columns of
             :func:`chirpkit.data.annotations.read_annotations`.
         rule: ``overlap`` (default), ``onset`` or ``iou``.
+        matching: ``one-to-one`` (default; DCASE-style event scores) or ``any``: recall is the share
+            of annotations that any detection matches, precision the share of detections that
+            match any annotation; for dense calling, where one merged event spans several calls
+            or several overlapping windows cover one call.
         label_map: rename annotation labels to model labels (e.g. ``{"PIHA": "bird"}``).
         out: CSV to write the table to.
 
@@ -164,6 +176,8 @@ def score_detections(
 
     if rule not in ("overlap", "onset", "iou"):
         raise ValueError(f"rule={rule!r} must be overlap, onset or iou")
+    if matching not in ("one-to-one", "any"):
+        raise ValueError(f"matching={matching!r} must be one-to-one or any")
     det = pd.read_csv(detections) if not isinstance(detections, pd.DataFrame) else detections.copy()
     if isinstance(annotations, pd.DataFrame):
         ann = annotations.copy()
@@ -179,40 +193,62 @@ def score_detections(
     score_col = "max_score" if "max_score" in det else "score"
     det["_stem"] = det["file"].map(lambda f: Path(str(f)).stem)
     ann["_stem"] = ann["file"].map(lambda f: Path(str(f)).stem)
+    if recordings is None and not isinstance(detections, pd.DataFrame):
+        manifest = Path(detections).parent / "manifest.csv"
+        if manifest.is_file():
+            done = pd.read_csv(manifest)
+            recordings = done.loc[done["status"] == "done", "file"].astype(str).tolist()
+    if recordings is not None:
+        scanned = {Path(str(f)).stem for f in recordings}
+        outside = ~ann["_stem"].isin(scanned)
+        if outside.any():
+            log.info(
+                "score-detections: %d annotation(s) on %d recording(s) that were not scanned left out",
+                int(outside.sum()),
+                ann.loc[outside, "_stem"].nunique(),
+            )
+        ann = ann[~outside]
+        det = det[det["_stem"].isin(scanned)]
     ann_lo = np.minimum(ann["start_s"], ann["end_s"])
     ann_hi = np.maximum(ann["start_s"], ann["end_s"])
     ann = ann.assign(start_s=ann_lo, end_s=ann_hi)
     classes = sorted(set(det["label"]) | set(ann["label"]))
     rows = []
-    tot = {"tp": 0, "fp": 0, "fn": 0}
     for c in classes:
-        tp = 0
-        n_det = n_ann = 0
+        n_det = n_ann = ann_hit = det_hit = 0
         for stem in sorted(set(det["_stem"]) | set(ann["_stem"])):
             d = det[(det["label"] == c) & (det["_stem"] == stem)].sort_values(score_col, ascending=False)
             a = ann[(ann["label"] == c) & (ann["_stem"] == stem)]
             n_det += len(d)
             n_ann += len(a)
-            free = np.ones(len(a), dtype=bool)
             a_s, a_e = a["start_s"].to_numpy(), a["end_s"].to_numpy()
+            if matching == "any":  # an annotation is found if any detection matches it, and vice versa
+                hits = np.array(
+                    [
+                        [_matches(ds, de, a_s[j], a_e[j], rule, tolerance_s, min_iou) for j in range(len(a))]
+                        for ds, de in zip(d["start_s"], d["end_s"], strict=True)
+                    ],
+                    dtype=bool,
+                ).reshape(len(d), len(a))
+                ann_hit += int(hits.any(axis=0).sum())
+                det_hit += int(hits.any(axis=1).sum())
+                continue
+            free = np.ones(len(a), dtype=bool)
             for ds, de in zip(d["start_s"], d["end_s"], strict=True):
                 for j in np.flatnonzero(free):
                     if _matches(ds, de, a_s[j], a_e[j], rule, tolerance_s, min_iou):
                         free[j] = False
-                        tp += 1
+                        ann_hit += 1
+                        det_hit += 1
                         break
-        fp, fn = n_det - tp, n_ann - tp
-        for k, v in (("tp", tp), ("fp", fp), ("fn", fn)):
-            tot[k] += v
-        rows.append(_prf(c, n_ann, n_det, tp, fp, fn))
+        rows.append(_prf(c, n_ann, n_det, ann_hit, det_hit))
     rows.append(
         _prf(
             "all",
             sum(r["annotations"] for r in rows),
             sum(r["detections"] for r in rows),
-            tot["tp"],
-            tot["fp"],
-            tot["fn"],
+            sum(r["tp"] for r in rows),
+            sum(r["detections"] - r["fp"] for r in rows),
         )
     )
     table = pd.DataFrame(rows)
@@ -222,17 +258,19 @@ def score_detections(
     return table
 
 
-def _prf(c: str, n_ann: int, n_det: int, tp: int, fp: int, fn: int) -> dict[str, Any]:
-    p = tp / (tp + fp) if tp + fp else float("nan")
-    r = tp / (tp + fn) if tp + fn else float("nan")
-    f = 2 * p * r / (p + r) if tp else 0.0
+def _prf(c: str, n_ann: int, n_det: int, ann_hit: int, det_hit: int) -> dict[str, Any]:
+    """``tp``: annotations found; ``fp``: detections that match nothing; ``fn``: annotations missed
+    (one-to-one matching: annotations found = detections that match)."""
+    p = det_hit / n_det if n_det else float("nan")
+    r = ann_hit / n_ann if n_ann else float("nan")
+    f = 2 * p * r / (p + r) if ann_hit and det_hit else 0.0
     return {
         "class": c,
         "annotations": n_ann,
         "detections": n_det,
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
+        "tp": ann_hit,
+        "fp": n_det - det_hit,
+        "fn": n_ann - ann_hit,
         "precision": p,
         "recall": r,
         "f1": f,
