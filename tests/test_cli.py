@@ -257,3 +257,89 @@ def test_readme_config_block_shows_the_defaults() -> None:
     defaults = Config().model_dump()
     assert {k: sorted(v) for k, v in shown.items()} == {k: sorted(v) for k, v in defaults.items()}
     assert Config.model_validate(shown).model_dump() == defaults
+
+
+def test_the_other_verbs_from_the_command_line(
+    tiny_folder: Path, tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """split with folds, inspect, cross-validate, baseline, tune, profile, models, augment-preview,
+    export, detect with the export, score-detections: each verb's wrapper, in-process."""
+    cat = tmp_path / "catalog.parquet"
+    assert (
+        main(
+            ["ingest", str(tiny_folder), "--out", str(cat), "--group-by", "regex:-(g\\d+)-", "--no-progress"]
+        )
+        == 0
+    )
+    argv = ["split", str(cat), "--strategy", "stratified-group", "--folds", "3", "--min-count", "0"]
+    assert main([*argv, *_opts()]) == 0
+    assert "in 3 folds" in capsys.readouterr().out
+    split_cat = pd.read_parquet(cat)
+    assert sorted(split_cat["fold"].unique()) == [-1, 0, 1, 2]
+    assert (split_cat.groupby("group")["fold"].nunique() == 1).all()
+
+    assert (
+        main(
+            ["inspect", str(cat), "--out", str(tmp_path / "report"), "--max-per-class", "3", "--no-progress"]
+        )
+        == 0
+    )
+    assert (tmp_path / "report" / "index.html").is_file()
+
+    store = tmp_path / "store"
+    assert main(["prepare", str(cat), "--out", str(store), *_opts()]) == 0
+    assert main(["cross-validate", str(store), "--out", str(tmp_path / "cv"), "--epochs", "1", *_opts()]) == 0
+    cv = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert cv["folds"] == [0, 1, 2]
+
+    assert (
+        main(["baseline", str(store), "--model", "logreg", "--out", str(tmp_path / "b"), "--no-progress"])
+        == 0
+    )
+    assert json.loads((tmp_path / "b" / "baseline_logreg_mfcc.json").read_text())["test"]["macro_f1"] >= 0.7
+
+    if importlib.util.find_spec("optuna") is not None:
+        space = tmp_path / "space.yaml"
+        space.write_text("train.lr: {low: 0.001, high: 0.005, log: true}\n")
+        argv = ["tune", str(store), "--out", str(tmp_path / "t"), "--trials", "1", "--epochs", "1"]
+        assert main([*argv, "--space", str(space), *_opts()]) == 0
+        assert (tmp_path / "t" / "best_config.yaml").is_file()
+
+    capsys.readouterr()
+    assert main(["profile", "small_cnn", "--batch-size", "2", *_opts()]) == 0
+    assert "parameters" in capsys.readouterr().out
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    assert "small_cnn" in listed and "birdnet_linear" in listed
+    png = tmp_path / "preview.png"
+    assert main(["augment-preview", str(store), "--out", str(png), *_opts()]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+    # a 6 s recording with a "high" call at 1-2 s and a "low" call at 4-5 s, and its annotations
+    sr = 16000
+    y = 0.01 * np.random.default_rng(1).standard_normal(6 * sr).astype(np.float32)
+    y[sr : 2 * sr] += tone(5000, 1.0, sr)
+    y[4 * sr : 5 * sr] += tone(800, 1.0, sr)
+    rec = write(tmp_path / "rec.wav", y, sr)
+    ann = tmp_path / "rec.csv"
+    ann.write_text(
+        "Filename,Start Time (s),End Time (s),Species eBird Code\nrec.wav,1,2,high\nrec.wav,4,5,low\n"
+    )
+    model = str(tiny_run)
+    if importlib.util.find_spec("onnxruntime") is not None:
+        assert main(["export", str(tiny_run), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+        model = str(tmp_path / "m.onnx")
+    argv = ["detect", model, str(rec), "--out", str(tmp_path / "det"), "--hop-s", "0.5", "--min-score", "0.6"]
+    assert main([*argv, "--no-progress"]) == 0
+    capsys.readouterr()
+    argv = [
+        "score-detections",
+        str(tmp_path / "det" / "events.csv"),
+        str(ann),
+        "--out",
+        str(tmp_path / "s.csv"),
+    ]
+    assert main([*argv, "--matching", "any"]) == 0
+    assert "recall" in capsys.readouterr().out
+    scores = pd.read_csv(tmp_path / "s.csv").set_index("class")
+    assert scores.loc["all", "recall"] == 1.0 and scores.loc["all", "annotations"] == 2

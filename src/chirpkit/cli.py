@@ -126,12 +126,22 @@ def cmd_split(args: argparse.Namespace) -> None:
 
     cfg = _config(
         args,
-        {"split.val_fraction": args.val, "split.test_fraction": args.test, "split.seed": args.seed},
+        {
+            "split.strategy": args.strategy,
+            "split.val_fraction": args.val,
+            "split.test_fraction": args.test,
+            "split.min_count": args.min_count,
+            "split.folds": args.folds,
+            "split.seed": args.seed,
+        },
     )
     out = args.out or args.catalog
     df = split(args.catalog, out=out, config=cfg.split)
     counts = df["split"].value_counts()
-    print(" ".join(f"{s}={counts.get(s, 0)}" for s in ("train", "val", "test")) + f" → {out}")
+    line = " ".join(f"{s}={counts.get(s, 0)}" for s in ("train", "val", "test"))
+    if "fold" in df and cfg.split.folds:
+        line += f" in {cfg.split.folds} folds"
+    print(f"{line} → {out}")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -260,14 +270,12 @@ def cmd_profile(args: argparse.Namespace) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from chirpkit.embeddings import EMBEDDING_MODELS
     from chirpkit.models import list_models, model_info
 
     for name in list_models():
-        print(f"{name:22} {model_info(name).description}")
-    for name, hidden in EMBEDDING_MODELS.items():
-        head = "linear" if not hidden else f"MLP ({hidden} hidden)"
-        print(f"{name:22} {head} head on BirdNET V2.4 embeddings (pip install 'chirpkit[birdnet]')")
+        info = model_info(name)
+        takes = "" if info.input == "spectrogram" else f" (input: {info.input})"
+        print(f"{name:22} {info.description}{takes}")
     print(f"{'timm/<name>':22} any timm model (pip install 'chirpkit[timm]')")
 
 
@@ -511,6 +519,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where to write the split catalog (default: overwrite the input)")
     p.add_argument("--val", type=float, help="validation fraction (split.val_fraction, default 0.15)")
     p.add_argument("--test", type=float, help="test fraction (split.test_fraction, default 0.15)")
+    p.add_argument(
+        "--strategy",
+        choices=["stratified-group"],
+        help="split strategy (split.strategy; stratified-group: nested StratifiedGroupKFold on "
+        "well-behaved groups, GroupKFold on groups holding problematic classes)",
+    )
+    p.add_argument(
+        "--min-count", type=int, help="drop classes with fewer examples (split.min_count, default 10)"
+    )
+    p.add_argument("--folds", type=int, help="K >= 2 adds a 'fold' column for K-fold CV (split.folds)")
     p.add_argument("--seed", type=int, help="split seed (split.seed)")
     _common(p)
 

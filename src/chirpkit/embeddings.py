@@ -35,6 +35,7 @@ from chirpkit.data.dataset import split_positions
 from chirpkit.data.store import Store
 from chirpkit.errors import DataError, RunError
 from chirpkit.models.birdnet import BIRDNET_SAMPLE_RATE, BIRDNET_WINDOW_SAMPLES, BirdNET
+from chirpkit.models.heads import EMBEDDING_DIM, EMBEDDING_MODELS, EmbeddingHead
 
 __all__ = [
     "EMBEDDING_MODELS",
@@ -46,29 +47,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("chirpkit")
-
-#: embedding model name → hidden units of its head (0 = linear)
-EMBEDDING_MODELS = {"birdnet_linear": 0, "birdnet_mlp": 256}
-EMBEDDING_DIM = 1024
-
-
-class EmbeddingHead(nn.Module):
-    """``(batch, 1024)`` embeddings → logits: linear, or one hidden ReLU layer with dropout."""
-
-    def __init__(
-        self, num_classes: int, *, hidden: int = 0, dropout: float = 0.3, dim: int = EMBEDDING_DIM
-    ) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        if hidden:
-            self.head: nn.Module = nn.Sequential(
-                nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
-            )
-        else:
-            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(x))
 
 
 def birdnet_input(windows: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:

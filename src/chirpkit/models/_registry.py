@@ -1,6 +1,7 @@
 """The model registry: one way in (:func:`create_model`), as in timm.
 
-Every registered model maps a spectrogram batch ``(batch, in_chans, n_bins, frames)`` to logits
+Every registered model maps its input (``ModelEntry.input``: a spectrogram batch
+``(batch, in_chans, n_bins, frames)`` for all but the embedding heads) to logits
 ``(batch, num_classes)`` and has ``forward_features`` (feature map) and ``forward_head``
 (pooling + classifier, ``pre_logits=True`` for embeddings) plus ``num_features``.
 """
@@ -24,20 +25,24 @@ class ModelEntry:
     name: str
     fn: Callable[..., nn.Module]
     description: str
+    input: str = "spectrogram"
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, description: str = ""
+    name: str, *, description: str = "", input: str = "spectrogram"
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator that registers a model factory ``fn(num_classes, in_chans, **kwargs)``."""
+    """Decorator that registers a model factory ``fn(num_classes, in_chans, **kwargs)``.
+
+    ``input`` says what the model takes when it is not a spectrogram batch."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, fn, description or (fn.__doc__ or "").strip().split("\n")[0])
+        doc = description or (fn.__doc__ or "").strip().split("\n")[0]
+        _REGISTRY[name] = ModelEntry(name, fn, doc, input)
         return fn
 
     return wrap

@@ -19,9 +19,9 @@ from torch import nn
 from chirpkit._util import atomic_path
 from chirpkit._version import __version__
 from chirpkit.config import FeatureConfig
-from chirpkit.errors import RunError
+from chirpkit.errors import ConfigError, RunError
 from chirpkit.features import build_frontend
-from chirpkit.models._registry import create_model
+from chirpkit.models._registry import create_model, model_info
 
 __all__ = ["ClassifierNet", "ModelSpec", "load_model", "save_model"]
 
@@ -83,6 +83,12 @@ class ClassifierNet(nn.Module):
         # average (momentum=None) is right after one batch, where the default EMA needs hundreds
         # of steps to forget its (0, 1) start on dB values around -60
         self.input_norm = nn.BatchNorm2d(self.frontend.n_bins, momentum=None)
+        takes = model_info(spec.architecture).input
+        if takes != "spectrogram":
+            raise ConfigError(
+                f"model {spec.architecture!r} takes {takes}, not a spectrogram: train it with "
+                "chirpkit.train (which computes the embeddings); it has no waveform front-end"
+            )
         extra = {"pretrained": True, "pretrained_file": pretrained_file} if pretrained else {}
         self.backbone = create_model(
             spec.architecture, num_classes=spec.num_classes, in_chans=1, **spec.model_params, **extra

