@@ -127,3 +127,16 @@ def soundscapes(tmp_path: Path) -> Path:
         "broken.flac,1.0,1.0,lowbird\n"  # unreadable
     )
     return tmp_path
+
+
+def broken_flac(path: Path, seconds: float = 5.0, sr: int = 16000, seed: int = 0) -> tuple[Path, np.ndarray]:
+    """A FLAC with 200 corrupted bytes mid-stream: the header reads, libsndfile fails on the audio,
+    FFmpeg skips the damaged frame and decodes the rest (the broken-FLAC case of field datasets)."""
+    rng = np.random.default_rng(seed)
+    y = np.clip(0.3 * rng.standard_normal(int(seconds * sr)), -0.99, 0.99).astype(np.float32)
+    write(path, y, sr, format="FLAC")
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 200] = bytes(b ^ 0xFF for b in data[mid : mid + 200])
+    path.write_bytes(bytes(data))
+    return path, y

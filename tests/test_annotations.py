@@ -210,3 +210,31 @@ def test_real_audacity_track_and_piha_boxes() -> None:
     )
     assert (cat["label"] == "bird").sum() >= 254 and cat["source"].nunique() == 11
     assert {"mp3", "pcm_16"} <= set(cat["codec"])
+
+
+def test_unknown_labels_boxes_past_the_end_and_stem_matches_are_reported(soundscapes: Path) -> None:
+    table = soundscapes / "boxes.csv"
+    table.write_text(
+        "Filename,Start Time (s),End Time (s),Species eBird Code\n"
+        "siteA_day1.wav,2.0,2.6,lowbird\n"  # the audio is siteA_day1.flac: matched by stem
+        "siteA_day1.flac,18.0,23.0,highbird\n"  # a box running 3 s past the end (20 s)
+        "siteB_day1.flac,5.0,5.5,owl\n"  # not among the known classes
+    )
+    cat = ingest(
+        annotations=table,
+        audio_dir=soundscapes / "audio",
+        classes=["lowbird", "highbird"],
+        window_s=3.0,
+        progress=False,
+    )
+    anomalies = pd.DataFrame(cat.attrs["anomalies"]).set_index("kind")
+    assert anomalies.loc["audio_matched_by_stem", "action"] == "kept"
+    assert anomalies.loc["audio_matched_by_stem", "detail"].startswith("used siteA_day1.flac")
+    assert (
+        anomalies.loc["ends_past_end", "action"] == "clipped" and anomalies.loc["ends_past_end", "row"] == 3
+    )
+    assert anomalies.loc["unknown_label", "action"] == "dropped"
+    assert "'owl'" in anomalies.loc["unknown_label", "detail"]
+    assert sorted(cat["label"]) == ["highbird", "lowbird"]
+    assert cat.loc[cat["label"] == "highbird", "ann_end_s"].item() == pytest.approx(20.0)
+    assert (cat["end_s"] <= 20.0 + 1e-6).all()  # the window stays inside the recording

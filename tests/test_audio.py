@@ -9,7 +9,7 @@ import soundfile as sf
 
 from chirpkit.audio import decode, info, load, resample, stream, to_mono
 from chirpkit.errors import AudioDecodeError
-from tests.conftest import tone, write
+from tests.conftest import broken_flac, tone, write
 
 
 def _write_m4a(path: Path, y: np.ndarray, sr: int) -> Path:
@@ -128,3 +128,14 @@ def test_bad_files_raise_with_path(tmp_path: Path, content: bytes, reason: str) 
 def test_missing_file_is_a_decode_error(tmp_path: Path) -> None:
     with pytest.raises(AudioDecodeError, match="does not exist"):
         info(tmp_path / "nope.wav")
+
+
+def test_a_flac_libsndfile_cannot_decode_falls_back_to_ffmpeg(tmp_path: Path) -> None:
+    p, y = broken_flac(tmp_path / "broken.flac")
+    assert info(p).decoder == "soundfile"  # the header is fine ...
+    with pytest.raises(Exception):  # noqa: B017 - ... but libsndfile fails on the damaged frames
+        sf.read(str(p))
+    d = decode(p)
+    assert d.decoder == "pyav" and d.sample_rate == 16000
+    assert abs(d.y.shape[1] - y.size) <= 4608  # at most the damaged frame is lost
+    np.testing.assert_allclose(d.y[0, :16000], y[:16000], atol=1e-4)  # before the damage: exact

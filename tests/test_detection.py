@@ -84,6 +84,8 @@ def test_a_killed_run_resumes_without_duplicates(
     with pytest.raises(KeyboardInterrupt):
         detect(tiny_run, scapes[:2], out=tmp_path / "det", config=cfg, progress=False)
     assert not (tmp_path / "det" / "detections.csv").exists()  # nothing half-written
+    so_far = pd.read_csv(tmp_path / "det" / "manifest.csv")  # how far the killed run got
+    assert so_far[["file", "status"]].values.tolist() == [[str(scapes[0]), "done"]]
     monkeypatch.setattr(det_mod, "_candidates", real)
     again = detect(tiny_run, scapes[:2], out=tmp_path / "det", config=cfg, progress=False)
     summary = json.loads((tmp_path / "det" / "detect_summary.json").read_text())

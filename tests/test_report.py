@@ -17,7 +17,7 @@ from chirpkit.data.ingest import ingest
 from chirpkit.data.report import inspect
 from chirpkit.data.split import split
 from chirpkit.synth import colored_noise
-from tests.conftest import tone
+from tests.conftest import broken_flac, tone
 
 
 def test_dominant_frequency_ignores_rumble_when_given_the_background() -> None:
@@ -177,3 +177,19 @@ def test_quick_report_without_audio(tiny_folder: Path, tmp_path: Path) -> None:
     s = inspect(cat, out=tmp_path / "r", audio=False, progress=False)
     assert s["classes"] == 3 and "frequency_band_98pct_hz" not in s
     assert "no split yet" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_inspect_counts_flacs_that_need_ffmpeg_at_decode_time(tmp_path: Path) -> None:
+    broken_flac(tmp_path / "data" / "bird" / "a.flac", seed=1)
+    broken_flac(tmp_path / "data" / "noise" / "b.flac", seed=2)
+    sf.write(str(tmp_path / "data" / "noise" / "c.flac"), tone(500, 5.0, 16000), 16000)
+    cat = ingest(tmp_path / "data", progress=False)
+    assert (cat.drop_duplicates("source")["decoder"] == "soundfile").all()  # headers all read
+    summary = inspect(cat, out=tmp_path / "r", min_count=1, progress=False)
+    assert summary["ffmpeg_fallbacks"] == 2 and summary["ffmpeg_fallbacks_at_decode"] == 2
+    assert "2 of 3 file(s) needed the FFmpeg (PyAV) fallback" in (tmp_path / "r" / "report.md").read_text()
+    files = pd.read_csv(tmp_path / "r" / "files.csv")
+    assert sorted(files.loc[files["decoder"] == "pyav", "source"].map(lambda s: Path(s).name)) == [
+        "a.flac",
+        "b.flac",
+    ]

@@ -12,6 +12,7 @@ into events. A file that cannot be decoded goes to ``errors.csv`` and the run go
 
 from __future__ import annotations
 
+import csv
 import glob
 import logging
 import os
@@ -42,6 +43,7 @@ __all__ = ["DETECTION_COLUMNS", "detect", "resolve_inputs", "sliding_windows"]
 log = logging.getLogger("chirpkit")
 
 DETECTION_COLUMNS = ["file", "start_s", "end_s", "label", "score"]
+MANIFEST_COLUMNS = ["file", "status", "part"]
 
 
 def resolve_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -315,6 +317,19 @@ def detect(
             queues[todo[i]] = q
             pool.submit(_produce, todo[i], spec, hop_s, cfg.batch_size, cfg.block_s, q, stop)
 
+    # the manifest grows a line per finished file, so a killed run says how far it got; it is
+    # rewritten whole (atomically) with the other outputs at the end
+    manifest_path = out_dir / "manifest.csv"
+    with atomic_path(manifest_path) as tmp:
+        pd.DataFrame(manifest, columns=MANIFEST_COLUMNS).to_csv(tmp, index=False)
+    manifest_file = manifest_path.open("a", newline="", encoding="utf-8")
+    manifest_rows = csv.writer(manifest_file)
+
+    def finished(row: dict[str, Any]) -> None:
+        manifest.append(row)
+        manifest_rows.writerow([row[c] for c in MANIFEST_COLUMNS])
+        manifest_file.flush()
+
     for i in range(cfg.workers):
         start(i)
     bar = tqdm(total=len(todo), desc="detect", unit="file", disable=not progress)
@@ -344,14 +359,14 @@ def detect(
                 failure = "no audio samples"
             if failure is not None:
                 errors.append({"file": str(f), "reason": failure})
-                manifest.append({"file": str(f), "status": "failed", "part": ""})
+                finished({"file": str(f), "status": "failed", "part": ""})
                 log.warning("skipped %s: %s", f, failure)
                 continue
             cands = _candidates(starts, np.concatenate(probs), spec.window_s, names)
             with atomic_path(parts_dir / f"{keys[f]}.parquet") as tmp:
                 cands.to_parquet(tmp, index=False)
             audio_s += starts[-1] + spec.window_s
-            manifest.append({"file": str(f), "status": "done", "part": keys[f]})
+            finished({"file": str(f), "status": "done", "part": keys[f]})
             bar.set_postfix(
                 audio_h=f"{audio_s / 3600:.2f}", rtf=f"{audio_s / max(1e-9, time.perf_counter() - t0):.0f}"
             )
@@ -359,6 +374,7 @@ def detect(
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
+        manifest_file.close()
     wall = time.perf_counter() - t0
 
     tables = []
@@ -431,4 +447,4 @@ def _write_outputs(
     elif err_path.exists():
         err_path.unlink()
     with atomic_path(out_dir / "manifest.csv") as tmp:
-        pd.DataFrame(manifest, columns=["file", "status", "part"]).to_csv(tmp, index=False)
+        pd.DataFrame(manifest, columns=MANIFEST_COLUMNS).to_csv(tmp, index=False)

@@ -197,7 +197,7 @@ def score_detections(
         manifest = Path(detections).parent / "manifest.csv"
         if manifest.is_file():
             done = pd.read_csv(manifest)
-            recordings = done.loc[done["status"] == "done", "file"].astype(str).tolist()
+            recordings = done.loc[done["status"].isin(["done", "reused"]), "file"].astype(str).tolist()
     if recordings is not None:
         scanned = {Path(str(f)).stem for f in recordings}
         outside = ~ann["_stem"].isin(scanned)

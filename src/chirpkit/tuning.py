@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chirpkit._util import write_json, write_text
+from chirpkit._util import atomic_path, write_json, write_text
 from chirpkit.config import Config, load_config
 from chirpkit.data.store import Store
 from chirpkit.errors import ConfigError, DataError
@@ -235,7 +235,8 @@ def tune(
         study.optimize(objective, n_trials=trials - finished, timeout=timeout_s, gc_after_trial=True)
     table = study.trials_dataframe()
     table["state"] = table["state"].astype(str)
-    table.to_csv(root / "trials.csv", index=False)
+    with atomic_path(root / "trials.csv") as tmp:
+        table.to_csv(tmp, index=False)
     _plot(table, root / "tune.png")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:

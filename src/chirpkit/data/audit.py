@@ -53,6 +53,7 @@ class FileAudit:
     exact: dict[int, str] = field(default_factory=dict)  # catalog row -> hash
     pattern: dict[int, np.ndarray] = field(default_factory=dict)  # catalog row -> fingerprint
     error: str | None = None
+    decoder: str | None = None  # "pyav" when any read of the file needed the FFmpeg fallback
 
 
 def _frames(y: np.ndarray, n: int, hop: int) -> np.ndarray:
@@ -161,11 +162,14 @@ def _audit_one(task: dict[str, Any]) -> FileAudit:
         if duration <= _WHOLE_FILE_MAX_S:
             d = decode(src)
             whole, sr = d.y[0], d.sample_rate
+            res.decoder = d.decoder
 
         def read(a: float, b: float) -> tuple[np.ndarray, int]:
             if whole is not None:
                 return whole[int(a * sr) : max(int(a * sr) + 1, int(b * sr))], sr
             d = decode(src, offset_s=a, duration_s=max(b - a, 0.01))
+            if res.decoder != "pyav":
+                res.decoder = d.decoder
             return d.y[0], d.sample_rate
 
         # noise floor over evenly spaced segments

@@ -378,6 +378,9 @@ def ingest(
     if len(anomalies):
         for kind, n in anomalies["kind"].value_counts().items():
             log.warning("annotation anomaly %s: %d", kind, n)
+    n_ffmpeg = int((catalog.drop_duplicates("source")["decoder"] == "pyav").sum())
+    if n_ffmpeg:
+        log.info("%d file(s) read through the FFmpeg (PyAV) fallback: libsndfile could not", n_ffmpeg)
     if out is not None:
         path = write_catalog(catalog, out)
         _write_report(skipped_df, path.with_suffix(".skipped.csv"), "skip report")

@@ -214,7 +214,7 @@ def _recordings(cat: pd.DataFrame, files: pd.DataFrame, out: Path) -> list[Secti
     ]
 
 
-def _formats(files: pd.DataFrame, skipped: pd.DataFrame, out: Path) -> list[Section]:
+def _formats(files: pd.DataFrame, skipped: pd.DataFrame, out: Path, late_fallbacks: int = 0) -> list[Section]:
     tables = []
 
     def show(v: Any) -> str:
@@ -233,7 +233,12 @@ def _formats(files: pd.DataFrame, skipped: pd.DataFrame, out: Path) -> list[Sect
     pyav = int((files["decoder"] == "pyav").sum()) if "decoder" in files else 0
     text = [
         f"{pyav} of {len(files)} file(s) needed the FFmpeg (PyAV) fallback because libsndfile could not read "
-        "them."
+        "them"
+        + (
+            f" ({late_fallbacks} of them have a header libsndfile reads but audio it cannot decode)."
+            if late_fallbacks
+            else "."
+        )
         if pyav
         else f"All {len(files)} readable file(s) decode with libsndfile (no FFmpeg fallback).",
         f"{len(skipped)} file(s) could not be read at all and were skipped."
@@ -540,10 +545,8 @@ def inspect(
         )
     ]
     sections.append(_balance(cat, root, min_count, summary))
-    sections += _recordings(cat, files, root)
-    sections += _formats(files, skipped, root)
-    sections.append(_anomalies(anomalies))
-    dup = None
+    audits = None
+    late_fallbacks = 0
     if audio:
         audits = audit_files(
             cat,
@@ -553,6 +556,20 @@ def inspect(
             workers=workers,
             progress=progress,
         )
+        # a header libsndfile reads does not mean its audio decodes (broken FLAC frames): count
+        # the files whose audio needed FFmpeg during the scan too
+        late = {a.source for a in audits if a.decoder == "pyav"}
+        if "decoder" in files:
+            was = files["decoder"].copy()
+            files = files.assign(decoder=files["decoder"].where(~files["source"].isin(late), "pyav"))
+            late_fallbacks = int(((files["decoder"] == "pyav") & (was != "pyav")).sum())
+            summary["ffmpeg_fallbacks"] = int((files["decoder"] == "pyav").sum())
+    summary["ffmpeg_fallbacks_at_decode"] = late_fallbacks
+    sections += _recordings(cat, files, root)
+    sections += _formats(files, skipped, root, late_fallbacks)
+    sections.append(_anomalies(anomalies))
+    dup = None
+    if audits is not None:
         audio_secs, dup = _audio_sections(cat, audits, root, duplicate_threshold, summary)
         sections += audio_secs
     sections.append(_overlaps(cat, root, summary))
