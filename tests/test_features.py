@@ -116,6 +116,33 @@ def test_stft_db_matches_librosa() -> None:
     np.testing.assert_allclose(ours.numpy(), ref, atol=5e-3, rtol=1e-4)  # float32 at -80 dB bins
 
 
+def test_stft_power_and_magnitude_scales() -> None:
+    from chirpkit.features import build_frontend
+
+    sr = 16000
+    y = torch.from_numpy(_noise_and_tone(sr))
+    ref = np.abs(librosa.stft(y.numpy(), n_fft=512, hop_length=128, pad_mode="constant"))
+    feats = {"kind": "stft", "n_fft": 512, "hop_length": 128}
+    power = build_frontend(FeatureConfig(**feats, stft_scale="power"), sr)(y)[0, 0].numpy()
+    mag = build_frontend(FeatureConfig(**feats, stft_scale="magnitude"), sr)(y)[0, 0].numpy()
+    np.testing.assert_allclose(mag, ref, rtol=1e-3, atol=1e-3 * ref.max())
+    np.testing.assert_allclose(power, ref**2, rtol=1e-3, atol=1e-3 * (ref**2).max())
+
+
+def test_pcen_settings_reach_the_front_end() -> None:
+    from chirpkit.features import PCEN, build_frontend
+
+    cfg = FeatureConfig(
+        kind="pcen", pcen_gain=0.8, pcen_bias=10.0, pcen_power=0.25, pcen_time_constant_s=0.06
+    )
+    fe = build_frontend(cfg, 16000)
+    assert isinstance(fe, PCEN)
+    assert fe.params == {"time_constant_s": 0.06, "gain": 0.8, "bias": 10.0, "power": 0.25}
+    y = torch.from_numpy(_noise_and_tone(16000))
+    default = build_frontend(FeatureConfig(kind="pcen"), 16000)(y)
+    assert not torch.allclose(fe(y), default)
+
+
 @pytest.mark.parametrize("kind,bins", [("logmel", 32), ("stft", 257), ("mfcc", 20), ("pcen", 32)])
 def test_every_feature_kind_feeds_the_model(kind: str, bins: int) -> None:
     from chirpkit.models import ClassifierNet, ModelSpec

@@ -97,7 +97,15 @@ class FeatureConfig(_Section):
     fmin_hz: float = Field(50.0, ge=0)
     fmax_hz: float | None = Field(None, gt=0, description="default: sample_rate / 2")
     n_mfcc: int = Field(20, gt=0, description="coefficients kept (kind: mfcc)")
+    stft_scale: Literal["db", "power", "magnitude"] = Field(
+        "db", description="kind: stft; power in dB, power, or magnitude (|STFT|)"
+    )
     pcen_time_constant_s: float = Field(0.4, gt=0, description="PCEN smoother time constant (kind: pcen)")
+    pcen_gain: float = Field(
+        0.98, ge=0, le=1, description="PCEN gain: how much the smoothed energy divides out"
+    )
+    pcen_bias: float = Field(2.0, gt=0, description="PCEN bias")
+    pcen_power: float = Field(0.5, gt=0, le=1, description="PCEN root compression exponent")
     floor: Literal["none", "median"] = Field(
         "none",
         description="'median' subtracts each mel bin's median over time, per example: removes a "

@@ -111,10 +111,22 @@ PowerHook = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Spectrogram(_Frontend):
-    """STFT power in dB: ``(batch, samples)`` → ``(batch, 1, n_fft // 2 + 1, frames)``."""
+    """STFT power in dB (``scale="db"``, the default), power, or magnitude:
+    ``(batch, samples)`` → ``(batch, 1, n_fft // 2 + 1, frames)``."""
+
+    def __init__(self, *, scale: str = "db", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if scale not in ("db", "power", "magnitude"):
+            raise ValueError(f"scale={scale!r} must be db, power or magnitude")
+        self.scale = scale
 
     def forward(self, y: torch.Tensor, power_hook: PowerHook | None = None) -> torch.Tensor:
-        return power_to_db(self.power(y, power_hook))[:, None]
+        p = self.power(y, power_hook)
+        if self.scale == "db":
+            p = power_to_db(p)
+        elif self.scale == "magnitude":
+            p = p.sqrt()
+        return p[:, None]
 
 
 class LogMel(_Frontend):
@@ -248,9 +260,15 @@ def build_frontend(features: FeatureConfig, sample_rate: int) -> _Frontend:
     if features.kind == "logmel":
         return LogMel(**mel)
     if features.kind == "stft":
-        return Spectrogram(**stft)
+        return Spectrogram(scale=features.stft_scale, **stft)
     if features.kind == "mfcc":
         return MFCC(n_mfcc=features.n_mfcc, **mel)
     if features.kind == "pcen":
-        return PCEN(pcen_time_constant_s=features.pcen_time_constant_s, **mel)
+        return PCEN(
+            pcen_time_constant_s=features.pcen_time_constant_s,
+            pcen_gain=features.pcen_gain,
+            pcen_bias=features.pcen_bias,
+            pcen_power=features.pcen_power,
+            **mel,
+        )
     raise ValueError(f"unknown feature kind {features.kind!r}")
