@@ -139,3 +139,15 @@ def test_training_flops_of_depthwise_convolutions() -> None:
     forward = 2 * b * h * w * c * 9
     assert _flops(net, x, train=False) == forward  # type: ignore[arg-type]
     assert _flops(net, x, train=True) == 3 * forward  # type: ignore[arg-type]
+
+
+def test_default_search_space_names_real_settings() -> None:
+    from chirpkit.config import load_config
+    from chirpkit.tuning import DEFAULT_SPACE
+
+    for key, dist in DEFAULT_SPACE.items():
+        values = dist if isinstance(dist, list) else [dist["low"], dist["high"]]
+        for v in values:  # every end of every range is a valid config (an unknown key would raise)
+            cfg = load_config(overrides={key: v})
+            section, name = key.split(".")
+            assert getattr(getattr(cfg, section), name) == v

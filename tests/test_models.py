@@ -55,6 +55,28 @@ def test_pretrained_offline_fails_fast_with_the_fix(monkeypatch: pytest.MonkeyPa
         create_model("resnet18", num_classes=2, pretrained=True)
 
 
+def test_pretrained_weights_from_a_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline, ImageNet weights come from a file: RGB stem filters summed into one channel, the
+    body loaded as is, a fresh classifier for our classes."""
+    if not timm_available():
+        pytest.skip("timm not installed")
+    import timm
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    imagenet = timm.create_model("convnext_atto", num_classes=1000)  # stands in for the hub's weights
+    weights = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in imagenet.state_dict().items()}, str(weights))
+    model = create_model("convnext_atto", num_classes=5, pretrained=True, pretrained_file=str(weights))
+    src, got = imagenet.state_dict(), model.state_dict()
+    torch.testing.assert_close(got["stem.0.weight"], src["stem.0.weight"].sum(dim=1, keepdim=True))
+    torch.testing.assert_close(
+        got["stages.2.blocks.0.mlp.fc1.weight"], src["stages.2.blocks.0.mlp.fc1.weight"]
+    )
+    assert got["head.fc.weight"].shape == (5, 320)
+
+
 def test_losses_known_answers() -> None:
     logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
     target = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])

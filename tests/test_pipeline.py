@@ -187,3 +187,13 @@ def test_cached_features_train_and_are_reused(tiny_run: Path, tmp_path: Path) ->
     assert m["macro_f1"] >= 0.9
     with pytest.raises(ConfigError, match="cache_features needs the waveform"):
         train(store, out=tmp_path / "x", config=tiny_config(**{"train.cache_features": True}), progress=False)
+
+
+def test_early_stopping_on_a_validation_f1_plateau(tiny_run: Path, tmp_path: Path) -> None:
+    store = json.loads((tiny_run / "data.json").read_text())["store"]
+    s = train(store, out=tmp_path / "es", config=tiny_config(**{"train.patience": 2}), progress=False)
+    log = pd.read_csv(tmp_path / "es" / "logs" / "metrics.csv").dropna(subset=["val_macro_f1"])
+    f1 = log.groupby("epoch")["val_macro_f1"].max().to_numpy()
+    best = int(np.argmax(f1 >= f1.max() - 1e-4))  # first epoch at the plateau
+    assert s["epochs_run"] < 40  # stopped before train.epochs
+    assert len(f1) == best + 3  # the best epoch, then `patience` epochs without a gain

@@ -144,17 +144,23 @@ def test_undecodable_file_is_skipped_and_reported(tmp_path: Path) -> None:
     assert report["source"].tolist() == [str(bad)] and "not readable" in report["reason"].iloc[0]
 
 
-def test_int16_storage_roundtrip(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dtype,atol", [("int16", 1 / 32767), ("float16", 1e-3), ("float32", 1e-7)])
+def test_storage_dtype_roundtrip(tmp_path: Path, dtype: str, atol: float) -> None:
     y = tone(700, 1.0, 8000, amp=0.9)
+    y[:800] *= 1e-3  # a quiet stretch: float16 keeps its relative precision, int16 its absolute
     p = write(tmp_path / "t.wav", y, 8000, subtype="FLOAT")
     st = prepare(
         _catalog([(p, 0, 1, "a")]),
         out=tmp_path / "s",
-        config=AudioConfig(sample_rate=8000, window_s=1.0, margin_s=0.0),
+        config=AudioConfig(sample_rate=8000, window_s=1.0, margin_s=0.0, dtype=dtype),  # type: ignore[arg-type]
         progress=False,
     )
-    assert np.load(next((tmp_path / "s").glob("parts/*/*.npy"))).dtype == np.int16
-    np.testing.assert_allclose(st.read(0), y, atol=1 / 32767)
+    assert np.load(next((tmp_path / "s").glob("parts/*/*.npy"))).dtype == np.dtype(dtype)
+    got = st.read(0)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, y, atol=atol)
+    if dtype == "float16":
+        np.testing.assert_allclose(got[:800], y[:800], rtol=1e-3, atol=1e-7)
 
 
 def test_incomplete_store_is_a_clear_error(tmp_path: Path) -> None:

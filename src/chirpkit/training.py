@@ -514,7 +514,11 @@ def train(
     if progress:
         callbacks.append(TQDMProgressBar(leave=True))
     if cfg.train.patience and val_dl is not None:
-        callbacks.append(EarlyStopping(monitor="val_selection", mode="max", patience=cfg.train.patience))
+        # on macro F1 itself: the selection score's loss tie-break would count every loss decrease
+        # as progress and never stop a run whose F1 has plateaued
+        callbacks.append(
+            EarlyStopping(monitor="val_macro_f1", mode="max", patience=cfg.train.patience, min_delta=1e-4)
+        )
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs,
         accelerator=cfg.train.accelerator,

@@ -49,6 +49,9 @@ DEFAULT_SPACE: dict[str, Any] = {
     "augment.freq_mask_p": {"low": 0.0, "high": 0.8},
     "augment.time_mask_p": {"low": 0.0, "high": 0.8},
     "augment.mixup_p": {"low": 0.0, "high": 0.5},
+    "augment.min_snr_db": {"low": 0.0, "high": 15.0},
+    "augment.max_freq_bins": [5, 10, 20],
+    "augment.max_time_frames": [5, 10, 20],
     "features.n_mels": [32, 64, 96, 128],
     "features.hop_length": [160, 320, 640],
 }
