@@ -162,12 +162,14 @@ def test_recorded_background_noise_from_a_folder(tmp_path: Path) -> None:
         ("gain", {"gain_p": 1.0}),
         ("noise", {"noise_p": 1.0}),
         ("pitch", {"pitch_p": 1.0}),
+        ("pitch_waveform", {"pitch_p": 1.0, "pitch_mode": "waveform"}),
+        ("stretch", {"stretch_p": 1.0}),
         ("mixup", {"mixup_p": 1.0}),
         ("freq_mask", {"freq_mask_p": 1.0}),
         ("time_mask", {"time_mask_p": 1.0}),
     ],
 )
-def test_contract_every_augmentation_through_the_model(name: str, kw: dict[str, float]) -> None:
+def test_contract_every_augmentation_through_the_model(name: str, kw: dict[str, float | str]) -> None:
     from chirpkit.config import FeatureConfig
     from chirpkit.models import ClassifierNet, ModelSpec
 
@@ -181,7 +183,7 @@ def test_contract_every_augmentation_through_the_model(name: str, kw: dict[str, 
             {"channels": [8, 16]},
         )
     )
-    a = _aug(**kw)
+    a = _aug(**kw)  # type: ignore[arg-type]
     x = a.waveform(a.read(_segments()))
     target = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0]), 3).float()
     x, target = a.mixup(x, target)
@@ -201,3 +203,80 @@ def test_augment_preview_png(tmp_path: Path) -> None:
     cfg = load_config(overrides={"audio.sample_rate": SR, "audio.window_s": 1.0, "features.n_mels": 32})
     out = augment_preview(p, out=tmp_path / "grid.png", config=cfg)
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def _burst(freq: float, seconds: float, on: tuple[float, float]) -> torch.Tensor:
+    y = np.zeros(int(seconds * SR), np.float32)
+    a, b = int(on[0] * SR), int(on[1] * SR)
+    y[a:b] = tone(freq, (b - a) / SR, SR) * np.hanning(b - a)
+    return torch.from_numpy(y)
+
+
+def _peak_hz(y: torch.Tensor) -> float:
+    spec = torch.fft.rfft(y).abs()
+    return float(spec.argmax()) * SR / y.shape[-1]
+
+
+def _span_s(y: torch.Tensor) -> tuple[float, float]:
+    env = y.abs().numpy()
+    on = np.flatnonzero(env > 0.5 * env.max())
+    return on[0] / SR, on[-1] / SR
+
+
+def test_phase_vocoder_matches_librosa_in_float64() -> None:
+    import librosa
+
+    from chirpkit.augment import phase_vocoder
+
+    y = _burst(2000, 2.0, (0.5, 1.5)).numpy() + 0.01 * np.random.default_rng(0).standard_normal(2 * SR)
+    stft = librosa.stft(y.astype(np.float32), n_fft=1024, hop_length=256)
+    for rate in (0.8, 1.25):
+        ref = librosa.phase_vocoder(stft.astype(np.complex128), rate=rate, hop_length=256)
+        ours = phase_vocoder(torch.from_numpy(stft), rate, 256).numpy()
+        np.testing.assert_allclose(ours, ref, atol=1e-4 * np.abs(ref).max())
+
+
+def test_time_stretch_changes_tempo_not_pitch() -> None:
+    from chirpkit.augment import time_stretch
+
+    y = _burst(2000, 2.0, (0.5, 1.5))
+    for rate in (0.8, 1.25):
+        out = time_stretch(y, rate)
+        assert out.shape[-1] == round(y.shape[-1] / rate)
+        assert _peak_hz(out) == pytest.approx(2000, abs=2 * SR / out.shape[-1])
+        a, b = _span_s(out)
+        c, d = _span_s(y)
+        assert (b - a) == pytest.approx((d - c) / rate, rel=0.05)
+
+
+@pytest.mark.parametrize("semitones", [-4.0, 3.0])
+def test_waveform_pitch_shift_changes_pitch_not_tempo(semitones: float) -> None:
+    from chirpkit.augment import pitch_shift
+
+    y = _burst(2000, 2.0, (0.5, 1.5))
+    out = pitch_shift(y, semitones)
+    assert out.shape == y.shape
+    assert _peak_hz(out) == pytest.approx(2000 * 2 ** (semitones / 12), rel=0.01)
+    a, b = _span_s(out)
+    c, d = _span_s(y)
+    assert a == pytest.approx(c, abs=0.03) and b == pytest.approx(d, abs=0.03)  # same time, same length
+
+
+def test_augmenter_stretch_and_waveform_pitch() -> None:
+    seg = _burst(2000, (WIN + 2 * MARGIN) / SR, (0.75, 1.25))[None].repeat(8, 1)  # centred, 0.5 s
+    stretched = _aug(stretch_p=1.0, min_stretch=0.8, max_stretch=0.8).read(seg)
+    c, d = _span_s(seg[0])
+    for x in stretched:  # 0.8x the tempo: the call lasts 1 / 0.8 as long, at the same pitch
+        a, b = _span_s(x)
+        assert (b - a) == pytest.approx((d - c) / 0.8, rel=0.05)
+        assert _peak_hz(x) == pytest.approx(2000, abs=3)
+    shifted = _aug(pitch_p=1.0, max_semitones=4.0, pitch_mode="waveform").read(seg)  # type: ignore[arg-type]
+    peaks = np.array([_peak_hz(x) for x in shifted])
+    assert peaks.min() >= 2000 * 2 ** (-4 / 12) - 3 and peaks.max() <= 2000 * 2 ** (4 / 12) + 3
+    assert peaks.std() > 50  # a different shift per example
+    for x in shifted:  # the call stays where it was, as long as it was
+        a, b = _span_s(x)
+        c, d = _span_s(seg[0, MARGIN : MARGIN + WIN])
+        assert a == pytest.approx(c, abs=0.03) and b == pytest.approx(d, abs=0.03)
+    power = torch.rand(2, 257, 11)  # waveform mode leaves the spectrogram stage alone
+    assert torch.equal(_aug(pitch_p=1.0, pitch_mode="waveform").power(power), power)  # type: ignore[arg-type]

@@ -10,10 +10,12 @@ Stages, in order:
 1. **waveform** — ``(batch, window + 2·margin)`` segments from the store → ``(batch, window)``:
    time shift (±``max_shift_fraction`` of the window, taken from the stored margin so no zeros
    are pulled in while the margin suffices) and speed (resampling by ``min_speed``…``max_speed``),
-   both as one interpolated read; gain (dB); pink-to-brown noise at an SNR (dB); recorded
-   background noise from a folder (preloaded once) at an SNR; mixup (labels mixed too).
+   both as one interpolated read; time-stretch (tempo without pitch) and, with
+   ``pitch_mode: waveform``, pitch shift (pitch without tempo), both by a phase vocoder on the
+   segment before that read; gain (dB); pink-to-brown noise at an SNR (dB); recorded background
+   noise from a folder (preloaded once) at an SNR; mixup (labels mixed too).
 2. **power** — the linear power spectrogram: pitch shift (±``max_semitones``) by warping the
-   frequency axis (no phase vocoder; torchaudio is not needed).
+   frequency axis (``pitch_mode: spectrogram``, the default: no phase vocoder, nearly free).
 3. **spectrogram** — the normalised features: frequency and time masking (SpecAugment; masked
    cells are set to 0, the mean after the input normalisation).
 """
@@ -29,7 +31,16 @@ from torch import nn
 
 from chirpkit.config import AugmentConfig
 
-__all__ = ["Augmenter", "colored_noise_batch", "mix_at_snr", "read_shifted", "warp_pitch"]
+__all__ = [
+    "Augmenter",
+    "colored_noise_batch",
+    "mix_at_snr",
+    "phase_vocoder",
+    "pitch_shift",
+    "read_shifted",
+    "time_stretch",
+    "warp_pitch",
+]
 
 log = logging.getLogger("chirpkit")
 
@@ -97,6 +108,55 @@ def warp_pitch(power: torch.Tensor, semitones: torch.Tensor) -> torch.Tensor:
         power[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True
     )[:, 0]
     return warped / ratio[:, None, None]
+
+
+def phase_vocoder(spec: torch.Tensor, rate: float, hop_length: int) -> torch.Tensor:
+    """Time-stretch a complex STFT ``(..., freq, frames)`` by ``rate`` (> 1 faster): frames are
+    read at steps of ``rate``, magnitudes interpolated, phases advanced by each bin's measured
+    instantaneous frequency (as ``librosa.phase_vocoder`` / ``torchaudio.functional.phase_vocoder``)."""
+    n_freq, n_frames = spec.shape[-2], spec.shape[-1]
+    dev = spec.device
+    steps = torch.arange(0, n_frames, rate, device=dev, dtype=torch.float64)
+    advance = torch.linspace(0, torch.pi * hop_length, n_freq, device=dev, dtype=torch.float64)[:, None]
+    padded = nn.functional.pad(spec, (0, 2))
+    i0 = steps.floor().long()
+    s0, s1 = padded[..., i0], padded[..., i0 + 1]
+    alpha = (steps - i0).to(spec.real.dtype)
+    mag = (1 - alpha) * s0.abs() + alpha * s1.abs()
+    dphi = (s1.angle() - s0.angle()).double() - advance
+    dphi = dphi - 2 * torch.pi * torch.round(dphi / (2 * torch.pi)) + advance
+    phase = torch.cat([spec[..., :1].angle().double(), dphi[..., :-1]], dim=-1).cumsum(-1)
+    phase = torch.remainder(phase, 2 * torch.pi)  # accumulated in float64, wrapped before float32
+    return torch.polar(mag, phase.to(mag.dtype))
+
+
+def time_stretch(y: torch.Tensor, rate: float, *, n_fft: int = 1024, hop_length: int = 256) -> torch.Tensor:
+    """``(samples,)`` audio played ``rate`` times faster at the same pitch: ``round(samples / rate)``
+    samples."""
+    if rate == 1.0:
+        return y
+    window = torch.hann_window(n_fft, device=y.device)
+    spec = torch.stft(
+        y.float(), n_fft, hop_length, window=window, center=True, pad_mode="constant", return_complex=True
+    )
+    length = round(y.shape[-1] / rate)
+    return torch.istft(phase_vocoder(spec, rate, hop_length), n_fft, hop_length, window=window, length=length)
+
+
+def pitch_shift(y: torch.Tensor, semitones: float, *, n_fft: int = 1024) -> torch.Tensor:
+    """``(samples,)`` audio shifted by ``semitones`` at the same tempo and length: time-stretched
+    by 2^(-s/12), then read 2^(s/12) times faster (the augmenter does the same inside its read)."""
+    r = 2.0 ** (semitones / 12.0)
+    slow = _fit_centre(time_stretch(y, 1.0 / r, n_fft=n_fft, hop_length=n_fft // 4), y.shape[-1])
+    return read_shifted(slow[None], y.shape[-1], torch.zeros(1), torch.tensor([r]))[0]
+
+
+def _fit_centre(y: torch.Tensor, length: int) -> torch.Tensor:
+    """Crop or zero-pad ``(samples,)`` to ``length`` about its centre."""
+    extra = y.shape[-1] - length
+    if extra >= 0:
+        return y[extra // 2 : extra // 2 + length]
+    return nn.functional.pad(y, (-extra // 2, -extra - (-extra // 2)))
 
 
 def _load_background(folder: str, sample_rate: int, max_minutes: float) -> torch.Tensor:
@@ -177,6 +237,7 @@ class Augmenter:
                 c.background_p,
                 c.mixup_p,
                 c.pitch_p,
+                c.stretch_p,
                 c.freq_mask_p,
                 c.time_mask_p,
             )
@@ -199,12 +260,40 @@ class Augmenter:
         rate = torch.ones(b)
         chosen = _chosen(self.gen, b, c.speed_p)
         rate[chosen] = _uniform(self.gen, int(chosen.sum()), c.min_speed, c.max_speed)
+        segments = self._vocode(segments, rate)
         if not bool((shift != 0).any() or (rate != 1).any()):
             return segments[:, self.margin : self.margin + self.window]
         if not bool((rate != 1).any()):  # whole-sample shifts only: copy slices, no interpolation
             starts = (self.margin + shift).long().tolist()
             return torch.stack([seg[s : s + self.window] for seg, s in zip(segments, starts, strict=True)])
         return read_shifted(segments, self.window, shift, rate)
+
+    def _vocode(self, segments: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+        """Time-stretch (tempo ``s``) and waveform pitch shift (ratio ``r``): the segment is
+        phase-vocoded by ``s / r`` and then read ``r`` times faster (``rate`` is updated in place)."""
+        c = self.cfg
+        b = segments.shape[0]
+        tempo = torch.ones(b)
+        if c.stretch_p > 0:  # no draws when off: runs without it keep their random stream
+            chosen = _chosen(self.gen, b, c.stretch_p)
+            tempo[chosen] = _uniform(self.gen, int(chosen.sum()), c.min_stretch, c.max_stretch)
+        pitch = torch.ones(b)
+        if c.pitch_mode == "waveform" and c.pitch_p > 0:
+            chosen = _chosen(self.gen, b, c.pitch_p)
+            semis = _uniform(self.gen, int(chosen.sum()), -c.max_semitones, c.max_semitones)
+            pitch[chosen] = 2.0 ** (semis / 12.0)
+        todo = ((tempo != 1) | (pitch != 1)).nonzero()[:, 0].tolist()
+        if not todo:
+            return segments
+        out = segments.clone()
+        n_fft = 1 << max(8, round(np.log2(self.sr * 0.032)))  # ~32 ms frames: 1024 at 32 kHz
+        for i in todo:
+            q = float(tempo[i] / pitch[i])
+            out[i] = _fit_centre(
+                time_stretch(segments[i], q, n_fft=n_fft, hop_length=n_fft // 4), segments.shape[1]
+            )
+        rate.mul_(pitch)
+        return out
 
     def waveform(self, x: torch.Tensor) -> torch.Tensor:
         """Gain, coloured noise and recorded background noise on ``(batch, window)``."""
@@ -264,6 +353,8 @@ class Augmenter:
         """Pitch shift of ``(batch, freq_bins, frames)`` linear power by frequency warping."""
         c = self.cfg
         b = power.shape[0]
+        if c.pitch_mode != "spectrogram":
+            return power
         chosen = _chosen(self.gen, b, c.pitch_p)
         if not chosen.any():
             return power

@@ -196,8 +196,16 @@ class AugmentConfig(_Section):
     background_minutes: float = Field(20.0, gt=0, description="at most this much noise is preloaded")
     min_background_snr_db: float = 0.0
     max_background_snr_db: float = 20.0
+    stretch_p: float = Field(0.0, ge=0, le=1, description="time-stretch: tempo changes, pitch does not")
+    min_stretch: float = Field(0.8, gt=0, description="< 1 slower (longer), > 1 faster")
+    max_stretch: float = Field(1.2, gt=0)
     pitch_p: float = Field(0.0, ge=0, le=1)
     max_semitones: float = Field(4.0, ge=0, le=12)
+    pitch_mode: Literal["spectrogram", "waveform"] = Field(
+        "spectrogram",
+        description="spectrogram: warp the frequency axis (cheap); waveform: phase-vocoder time-stretch "
+        "then resample, as librosa's pitch_shift (about 11 ms per shifted 3 s window at 32 kHz on a CPU core)",
+    )
     mixup_p: float = Field(0.0, ge=0, le=1)
     mixup_alpha: float = Field(0.4, gt=0)
     freq_mask_p: float = Field(0.5, ge=0, le=1)
@@ -211,6 +219,7 @@ class AugmentConfig(_Section):
     def _check(self) -> AugmentConfig:
         for lo, hi in (
             ("min_speed", "max_speed"),
+            ("min_stretch", "max_stretch"),
             ("min_gain_db", "max_gain_db"),
             ("min_snr_db", "max_snr_db"),
             ("min_noise_exponent", "max_noise_exponent"),

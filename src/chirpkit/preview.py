@@ -20,10 +20,11 @@ log = logging.getLogger("chirpkit")
 _SHOWN = [
     ("time shift", "time_shift_p"),
     ("speed", "speed_p"),
+    ("time stretch", "stretch_p"),
     ("gain", "gain_p"),
     ("pink/brown noise", "noise_p"),
     ("background noise", "background_p"),
-    ("pitch shift", "pitch_p"),
+    ("pitch shift", "pitch_p"),  # in the configured pitch_mode
     ("mixup", "mixup_p"),
     ("frequency mask", "freq_mask_p"),
     ("time mask", "time_mask_p"),
