@@ -204,7 +204,7 @@ class AugmentConfig(_Section):
     pitch_mode: Literal["spectrogram", "waveform"] = Field(
         "spectrogram",
         description="spectrogram: warp the frequency axis (cheap); waveform: phase-vocoder time-stretch "
-        "then resample, as librosa's pitch_shift (about 11 ms per shifted 3 s window at 32 kHz on a CPU core)",
+        "then resample, as librosa's pitch_shift (about 11 ms per 3 s window at 32 kHz on a CPU core)",
     )
     mixup_p: float = Field(0.0, ge=0, le=1)
     mixup_alpha: float = Field(0.4, gt=0)
