@@ -55,6 +55,18 @@ def test_pretrained_offline_fails_fast_with_the_fix(monkeypatch: pytest.MonkeyPa
         create_model("resnet18", num_classes=2, pretrained=True)
 
 
+def test_an_embedding_head_is_not_built_as_a_waveform_network() -> None:
+    from chirpkit.config import FeatureConfig
+    from chirpkit.models import ClassifierNet, ModelSpec
+    from chirpkit.profiling import profile
+
+    spec = ModelSpec("birdnet_linear", ["a", "b"], 16000, 1.0, FeatureConfig().model_dump(), {})
+    with pytest.raises(ConfigError, match=r"takes embeddings \(batch, 1024\), not a spectrogram"):
+        ClassifierNet(spec)
+    with pytest.raises(ConfigError, match="build, export or profile"):
+        profile("birdnet_mlp", config=tiny_config(), batch_size=2, steps=1)
+
+
 def test_pretrained_weights_from_a_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Offline, ImageNet weights come from a file: RGB stem filters summed into one channel, the
     body loaded as is, a fresh classifier for our classes."""

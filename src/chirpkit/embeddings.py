@@ -33,7 +33,7 @@ from chirpkit.audio import resample
 from chirpkit.config import Config
 from chirpkit.data.dataset import split_positions
 from chirpkit.data.store import Store
-from chirpkit.errors import DataError, RunError
+from chirpkit.errors import DataError
 from chirpkit.models.birdnet import BIRDNET_SAMPLE_RATE, BIRDNET_WINDOW_SAMPLES, BirdNET
 from chirpkit.models.heads import EMBEDDING_DIM, EMBEDDING_MODELS, EmbeddingHead
 
@@ -324,10 +324,3 @@ def zero_shot(
         res["classes_unmapped"][:10],
     )
     return res
-
-
-def require_torch_model(spec_arch: str) -> None:
-    if spec_arch in EMBEDDING_MODELS:
-        raise RunError(
-            f"{spec_arch} runs BirdNET (TFLite) plus a head; export and profile take chirpkit's torch models"
-        )

@@ -55,7 +55,7 @@ print(json.dumps({"peak_bytes": status("VmHWM") - before}))
 def _build(model: str | os.PathLike[str], config: Config, num_classes: int) -> ClassifierNet:
     from pathlib import Path
 
-    from chirpkit.models import list_models, load_model, model_info
+    from chirpkit.models import list_models, load_model
 
     if Path(model).exists():
         return load_model(model)
@@ -65,11 +65,6 @@ def _build(model: str | os.PathLike[str], config: Config, num_classes: int) -> C
     if name not in list_models() and not name.startswith("timm/"):
         raise ConfigError(
             f"{name!r} is neither a run folder, a model file nor a registered model ({list_models()})"
-        )
-    if not name.startswith("timm/") and model_info(name).input != "spectrogram":
-        raise ConfigError(
-            f"{name} runs BirdNET (TFLite) plus a head; profile takes chirpkit's torch models "
-            "(the head alone is under 0.3 M parameters; BirdNET's speed is in benchmarks/detect_speed.py)"
         )
     spec = ModelSpec(
         name,

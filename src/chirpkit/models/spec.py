@@ -75,6 +75,13 @@ class ClassifierNet(nn.Module):
         self, spec: ModelSpec, *, pretrained: bool = False, pretrained_file: str | None = None
     ) -> None:
         super().__init__()
+        info = model_info(spec.architecture)
+        if info.input != "spectrogram":  # e.g. the BirdNET heads: TFLite embeddings + a torch head
+            raise ConfigError(
+                f"model {spec.architecture!r} ({info.description}) takes {info.input}, not a spectrogram, "
+                "so there is no torch waveform → logits network to build, export or profile; "
+                "chirpkit train, evaluate and detect run it"
+            )
         self.spec = spec
         feats = spec.feature_config()
         self.frontend = build_frontend(feats, spec.sample_rate)
@@ -83,12 +90,6 @@ class ClassifierNet(nn.Module):
         # average (momentum=None) is right after one batch, where the default EMA needs hundreds
         # of steps to forget its (0, 1) start on dB values around -60
         self.input_norm = nn.BatchNorm2d(self.frontend.n_bins, momentum=None)
-        takes = model_info(spec.architecture).input
-        if takes != "spectrogram":
-            raise ConfigError(
-                f"model {spec.architecture!r} takes {takes}, not a spectrogram: train it with "
-                "chirpkit.train (which computes the embeddings); it has no waveform front-end"
-            )
         extra = {"pretrained": True, "pretrained_file": pretrained_file} if pretrained else {}
         self.backbone = create_model(
             spec.architecture, num_classes=spec.num_classes, in_chans=1, **spec.model_params, **extra
@@ -199,9 +200,6 @@ def load_model(
     :meth:`ClassifierNet.optimize_for_inference` (evaluate, detect and export do).
     """
     blob = read_model_file(path)
-    from chirpkit.embeddings import require_torch_model
-
-    require_torch_model(blob["spec"]["architecture"])
     net = ClassifierNet(ModelSpec.from_dict(blob["spec"]))
     net.load_state_dict(blob["state_dict"])
     net.eval()
