@@ -206,6 +206,7 @@ class Augmenter:
         self.sr = sample_rate
         self.window = window_samples
         self.margin = margin_samples
+        self._vocoder_fft = 1 << max(8, round(np.log2(sample_rate * 0.032)))  # ~32 ms: 1024 at 32 kHz
         self.gen = torch.Generator().manual_seed(seed)
         self._background: torch.Tensor | None = None
         if config.background_p > 0:
@@ -260,7 +261,8 @@ class Augmenter:
         rate = torch.ones(b)
         chosen = _chosen(self.gen, b, c.speed_p)
         rate[chosen] = _uniform(self.gen, int(chosen.sum()), c.min_speed, c.max_speed)
-        segments = self._vocode(segments, rate)
+        segments, pitch = self._vocode(segments)
+        rate = rate * pitch
         if not bool((shift != 0).any() or (rate != 1).any()):
             return segments[:, self.margin : self.margin + self.window]
         if not bool((rate != 1).any()):  # whole-sample shifts only: copy slices, no interpolation
@@ -268,9 +270,9 @@ class Augmenter:
             return torch.stack([seg[s : s + self.window] for seg, s in zip(segments, starts, strict=True)])
         return read_shifted(segments, self.window, shift, rate)
 
-    def _vocode(self, segments: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
-        """Time-stretch (tempo ``s``) and waveform pitch shift (ratio ``r``): the segment is
-        phase-vocoded by ``s / r`` and then read ``r`` times faster (``rate`` is updated in place)."""
+    def _vocode(self, segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Time-stretch (tempo ``s``) and waveform pitch shift (ratio ``r``): each segment is
+        phase-vocoded by ``s / r``; returns the segments and ``r``, by which the read must speed up."""
         c = self.cfg
         b = segments.shape[0]
         tempo = torch.ones(b)
@@ -284,16 +286,15 @@ class Augmenter:
             pitch[chosen] = 2.0 ** (semis / 12.0)
         todo = ((tempo != 1) | (pitch != 1)).nonzero()[:, 0].tolist()
         if not todo:
-            return segments
+            return segments, pitch
         out = segments.clone()
-        n_fft = 1 << max(8, round(np.log2(self.sr * 0.032)))  # ~32 ms frames: 1024 at 32 kHz
+        n_fft = self._vocoder_fft
         for i in todo:
             q = float(tempo[i] / pitch[i])
             out[i] = _fit_centre(
                 time_stretch(segments[i], q, n_fft=n_fft, hop_length=n_fft // 4), segments.shape[1]
             )
-        rate.mul_(pitch)
-        return out
+        return out, pitch
 
     def waveform(self, x: torch.Tensor) -> torch.Tensor:
         """Gain, coloured noise and recorded background noise on ``(batch, window)``."""
