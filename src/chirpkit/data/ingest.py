@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from chirpkit._util import atomic_path, existing_path
 from chirpkit.audio import AudioInfo, info
-from chirpkit.data.catalog import LABEL_SEP, validate_catalog, write_catalog
+from chirpkit.data.catalog import CORE_COLUMNS, LABEL_SEP, META_COLUMNS, validate_catalog, write_catalog
 from chirpkit.errors import AudioDecodeError, DataError
 
 __all__ = ["group_rule", "ingest", "read_label_table"]
@@ -342,21 +342,7 @@ def ingest(
             f"only one class ({rows['label'].iloc[0]!r}) in {src_desc}: a classifier needs at least two "
             f"(add a background/'noise' class or more classes){hint}"
         )
-    cols = [
-        "source",
-        "start_s",
-        "end_s",
-        "label",
-        "labels",
-        "group",
-        "duration_s",
-        "sample_rate",
-        "channels",
-        "codec",
-        "container",
-        "bit_depth",
-        "decoder",
-    ]
+    cols = [*CORE_COLUMNS, *META_COLUMNS]
     extra = [
         c for c in ("ann_start_s", "ann_end_s", "low_freq_hz", "high_freq_hz", "annotation") if c in rows
     ]

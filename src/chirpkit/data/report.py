@@ -524,27 +524,6 @@ def inspect(
     files = cat.drop_duplicates("source")
     skipped = _side_report(path, cat, ".skipped.csv", "skipped")
     anomalies = _side_report(path, cat, ".anomalies.csv", "anomalies")
-    summary: dict[str, Any] = {
-        "catalog": str(path) if path else None,
-        "examples": len(cat),
-        "recordings": len(files),
-        "classes": int(cat["label"].nunique()),
-        "groups": int(cat["group"].nunique()),
-        "hours": round(float(files["duration_s"].sum()) / 3600, 3),
-        "unreadable_files": len(skipped),
-        "anomalies": len(anomalies),
-        "ffmpeg_fallbacks": int((files["decoder"] == "pyav").sum()) if "decoder" in files else 0,
-    }
-    sections = [
-        Section(
-            "Overview",
-            [
-                f"{len(cat)} examples from {len(files)} recordings ({summary['hours']:.2f} h), "
-                f"{summary['classes']} classes, {summary['groups']} groups.",
-            ],
-        )
-    ]
-    sections.append(_balance(cat, root, min_count, summary))
     audits = None
     late_fallbacks = 0
     if audio:
@@ -558,13 +537,32 @@ def inspect(
         )
         # a header libsndfile reads does not mean its audio decodes (broken FLAC frames): count
         # the files whose audio needed FFmpeg during the scan too
-        late = {a.source for a in audits if a.decoder == "pyav"}
+        late = files["source"].isin({a.source for a in audits if a.decoder == "pyav"})
         if "decoder" in files:
-            was = files["decoder"].copy()
-            files = files.assign(decoder=files["decoder"].where(~files["source"].isin(late), "pyav"))
-            late_fallbacks = int(((files["decoder"] == "pyav") & (was != "pyav")).sum())
-            summary["ffmpeg_fallbacks"] = int((files["decoder"] == "pyav").sum())
-    summary["ffmpeg_fallbacks_at_decode"] = late_fallbacks
+            late_fallbacks = int((late & (files["decoder"] != "pyav")).sum())
+            files = files.assign(decoder=files["decoder"].mask(late, "pyav"))
+    summary: dict[str, Any] = {
+        "catalog": str(path) if path else None,
+        "examples": len(cat),
+        "recordings": len(files),
+        "classes": int(cat["label"].nunique()),
+        "groups": int(cat["group"].nunique()),
+        "hours": round(float(files["duration_s"].sum()) / 3600, 3),
+        "unreadable_files": len(skipped),
+        "anomalies": len(anomalies),
+        "ffmpeg_fallbacks": int((files["decoder"] == "pyav").sum()) if "decoder" in files else 0,
+        "ffmpeg_fallbacks_at_decode": late_fallbacks,
+    }
+    sections = [
+        Section(
+            "Overview",
+            [
+                f"{len(cat)} examples from {len(files)} recordings ({summary['hours']:.2f} h), "
+                f"{summary['classes']} classes, {summary['groups']} groups.",
+            ],
+        )
+    ]
+    sections.append(_balance(cat, root, min_count, summary))
     sections += _recordings(cat, files, root)
     sections += _formats(files, skipped, root, late_fallbacks)
     sections.append(_anomalies(anomalies))
