@@ -317,17 +317,16 @@ def detect(
             queues[todo[i]] = q
             pool.submit(_produce, todo[i], spec, hop_s, cfg.batch_size, cfg.block_s, q, stop)
 
-    # the manifest grows a line per finished file, so a killed run says how far it got; it is
-    # rewritten whole (atomically) with the other outputs at the end
+    # the manifest lists the reused files, then gains a line as each file finishes (flushed), so
+    # a killed run says how far it got
     manifest_path = out_dir / "manifest.csv"
     with atomic_path(manifest_path) as tmp:
         pd.DataFrame(manifest, columns=MANIFEST_COLUMNS).to_csv(tmp, index=False)
     manifest_file = manifest_path.open("a", newline="", encoding="utf-8")
     manifest_rows = csv.writer(manifest_file)
 
-    def finished(row: dict[str, Any]) -> None:
-        manifest.append(row)
-        manifest_rows.writerow([row[c] for c in MANIFEST_COLUMNS])
+    def finished(f: Path, status: str, part: str) -> None:
+        manifest_rows.writerow([str(f), status, part])
         manifest_file.flush()
 
     for i in range(cfg.workers):
@@ -359,14 +358,14 @@ def detect(
                 failure = "no audio samples"
             if failure is not None:
                 errors.append({"file": str(f), "reason": failure})
-                finished({"file": str(f), "status": "failed", "part": ""})
+                finished(f, "failed", "")
                 log.warning("skipped %s: %s", f, failure)
                 continue
             cands = _candidates(starts, np.concatenate(probs), spec.window_s, names)
             with atomic_path(parts_dir / f"{keys[f]}.parquet") as tmp:
                 cands.to_parquet(tmp, index=False)
             audio_s += starts[-1] + spec.window_s
-            finished({"file": str(f), "status": "done", "part": keys[f]})
+            finished(f, "done", keys[f])
             bar.set_postfix(
                 audio_h=f"{audio_s / 3600:.2f}", rtf=f"{audio_s / max(1e-9, time.perf_counter() - t0):.0f}"
             )
@@ -385,7 +384,7 @@ def detect(
             tables.append(sel.assign(file=str(f))[DETECTION_COLUMNS])
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=DETECTION_COLUMNS)
     events = merge_events(table, gap_s=cfg.merge_gap_s)
-    _write_outputs(out_dir, table, events, errors, manifest, cfg, spec)
+    _write_outputs(out_dir, table, events, errors, cfg, spec)
     summary: dict[str, Any] = {
         "files": len(files),
         "processed": len(todo),
@@ -425,7 +424,6 @@ def _write_outputs(
     table: pd.DataFrame,
     events: pd.DataFrame,
     errors: list[dict[str, str]],
-    manifest: list[dict[str, Any]],
     cfg: DetectConfig,
     spec: ModelSpec,
 ) -> None:
@@ -446,5 +444,3 @@ def _write_outputs(
             pd.DataFrame(errors, columns=["file", "reason"]).to_csv(tmp, index=False)
     elif err_path.exists():
         err_path.unlink()
-    with atomic_path(out_dir / "manifest.csv") as tmp:
-        pd.DataFrame(manifest, columns=MANIFEST_COLUMNS).to_csv(tmp, index=False)
