@@ -40,35 +40,20 @@ def merge_events(detections: pd.DataFrame, *, gap_s: float = 0.0) -> pd.DataFram
         ["file", "label"], sort=False
     ):
         starts, ends, scores = g["start_s"].to_numpy(), g["end_s"].to_numpy(), g["score"].to_numpy()
-        cur_s, cur_e, cur = starts[0], ends[0], [scores[0]]
-        for s, e, sc in zip(starts[1:], ends[1:], scores[1:], strict=True):
-            if s <= cur_e + gap_s:
-                cur_e = max(cur_e, e)
-                cur.append(sc)
-            else:
-                out.append(
-                    {
-                        "file": f,
-                        "start_s": cur_s,
-                        "end_s": cur_e,
-                        "label": lab,
-                        "max_score": max(cur),
-                        "mean_score": float(np.mean(cur)),
-                        "windows": len(cur),
-                    }
-                )
-                cur_s, cur_e, cur = s, e, [sc]
-        out.append(
-            {
-                "file": f,
-                "start_s": cur_s,
-                "end_s": cur_e,
-                "label": lab,
-                "max_score": max(cur),
-                "mean_score": float(np.mean(cur)),
-                "windows": len(cur),
-            }
-        )
+        # a new event wherever a window starts more than gap_s after every earlier one has ended
+        new = np.r_[True, starts[1:] > np.maximum.accumulate(ends)[:-1] + gap_s]
+        for idx in np.split(np.arange(len(starts)), np.flatnonzero(new)[1:]):
+            out.append(
+                {
+                    "file": f,
+                    "start_s": starts[idx[0]],
+                    "end_s": ends[idx].max(),
+                    "label": lab,
+                    "max_score": scores[idx].max(),
+                    "mean_score": float(scores[idx].mean()),
+                    "windows": len(idx),
+                }
+            )
     return pd.DataFrame(out, columns=EVENT_COLUMNS).sort_values(
         ["file", "start_s", "label"], ignore_index=True
     )
