@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from chirpkit.data.store import Store, prepare
     from chirpkit.demo_pipeline import demo
     from chirpkit.detection import detect
-    from chirpkit.embeddings import zero_shot
     from chirpkit.evaluation import evaluate
     from chirpkit.events import score_detections
     from chirpkit.exporting import export
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from chirpkit.profiling import profile
     from chirpkit.training import train
     from chirpkit.tuning import cross_validate, tune
+    from chirpkit.zeroshot import zero_shot
 
 __all__ = [
     "Config",
@@ -92,7 +92,7 @@ _LAZY = {
     "augment_preview": "chirpkit.preview",
     "train": "chirpkit.training",
     "baseline": "chirpkit.baselines",
-    "zero_shot": "chirpkit.embeddings",
+    "zero_shot": "chirpkit.zeroshot",
     "profile": "chirpkit.profiling",
     "cross_validate": "chirpkit.tuning",
     "tune": "chirpkit.tuning",

@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -23,9 +24,11 @@ from chirpkit.errors import MissingPathError
 
 __all__ = [
     "atomic_path",
+    "check_stop",
     "environment",
     "existing_path",
     "read_json",
+    "request_stop",
     "stable_hash",
     "write_json",
     "write_text",
@@ -142,3 +145,27 @@ def environment(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     if extra:
         env.update(extra)
     return env
+
+
+_STOP = threading.Event()
+
+
+def request_stop(signum: int | None = None, frame: Any = None) -> None:
+    """Signal handler (SIGINT, SIGTERM) of the ``chirpkit`` command: remember the request, then
+    raise :class:`KeyboardInterrupt`.
+
+    Python can lose that exception: a signal that arrives while a finaliser or weakref callback
+    runs (garbage collection between Optuna trials, say) raises it inside the callback, where it
+    is printed and ignored. Long loops therefore also call :func:`check_stop` at safe points."""
+    _STOP.set()
+    raise KeyboardInterrupt
+
+
+def check_stop() -> None:
+    """Raise :class:`KeyboardInterrupt` if a stop was requested (see :func:`request_stop`)."""
+    if _STOP.is_set():
+        raise KeyboardInterrupt
+
+
+def reset_stop() -> None:
+    _STOP.clear()

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -231,7 +233,7 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 
 
 def cmd_zero_shot(args: argparse.Namespace) -> None:
-    from chirpkit.embeddings import zero_shot
+    from chirpkit.zeroshot import zero_shot
 
     res = zero_shot(
         args.store, split=args.split, label_map=args.label_map, out=args.out, progress=not args.no_progress
@@ -710,8 +712,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
+    from chirpkit._util import request_stop, reset_stop
     from chirpkit.errors import ChirpkitError
 
+    # SIGTERM (a scheduler's stop, `kill`) stops a verb the way Ctrl-C does: outputs complete so far
+    reset_stop()
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = _unraisable
     try:
         args.fn(args)
     except ChirpkitError as exc:
@@ -723,7 +733,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sys.unraisablehook = unraisable
     return 0
+
+
+def _unraisable(info: Any) -> None:
+    """A Ctrl-C that lands in a finaliser cannot be raised there; the stop it requested is
+    remembered (chirpkit._util.check_stop), so its 'Exception ignored' traceback is noise."""
+    if not issubclass(info.exc_type, KeyboardInterrupt):
+        sys.__unraisablehook__(info)
 
 
 if __name__ == "__main__":

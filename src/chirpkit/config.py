@@ -27,6 +27,7 @@ __all__ = [
     "ModelConfig",
     "SplitConfig",
     "TrainConfig",
+    "check_accelerator",
     "load_config",
 ]
 
@@ -131,6 +132,19 @@ class ModelConfig(_Section):
     pretrained_file: str | None = Field(None, description="local weights file for pretrained (offline)")
     dropout: float = Field(0.3, ge=0, lt=1)
     params: dict[str, Any] = Field(default_factory=dict, description="extra model keyword arguments")
+    init_from: str | None = Field(
+        None,
+        description="warm start: a run folder or model.pt of the same model.name; its weights are "
+        "copied, output rows class by class (new classes start fresh)",
+    )
+    embedding_views: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="embedding models: embeddings per window, the centre and time shifts of "
+        "embedding_shift_s into the stored margin; training draws one per window and epoch",
+    )
+    embedding_shift_s: float = Field(0.5, gt=0, description="time shift between embedding views")
 
 
 class TrainConfig(_Section):
@@ -300,6 +314,21 @@ class Config(_Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def check_accelerator(accelerator: str) -> None:
+    """Raise :class:`ConfigError` when ``train.accelerator`` names hardware this machine lacks."""
+    import torch
+
+    name = accelerator.lower()
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"train.accelerator={accelerator} but no CUDA GPU is available here "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use "
+            "train.accelerator=auto (the GPU when there is one) or cpu"
+        )
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"train.accelerator={accelerator} but Apple MPS is not available; use auto or cpu")
 
 
 def _check_keys(data: Any, model: type[BaseModel], where: str) -> None:
