@@ -280,3 +280,63 @@ def test_augmenter_stretch_and_waveform_pitch() -> None:
         assert a == pytest.approx(c, abs=0.03) and b == pytest.approx(d, abs=0.03)
     power = torch.rand(2, 257, 11)  # waveform mode leaves the spectrogram stage alone
     assert torch.equal(_aug(pitch_p=1.0, pitch_mode="waveform").power(power), power)  # type: ignore[arg-type]
+
+
+# -- the random stream, pinned -------------------------------------------------------------------
+# Batches of the whole pipeline (read, waveform, mixup, power, spectrogram) for a seed, for the
+# default config and for every transform on (both pitch modes), as the single-class Augmenter gave
+# them before augmentations became separate transforms (tests/data/augment_reference.npz; on the
+# machine that wrote it the new pipeline matched bit for bit). Subsampled to keep the file small;
+# compared to float32 rounding so that another CPU's FFT does not fail it, while any change in the
+# order or number of random draws does. Rewrite (only after an intended change of the draws):
+# CHIRPKIT_UPDATE_SNAPSHOTS=1 pytest tests/test_augment.py -k reference
+REFERENCE = Path(__file__).parent / "data" / "augment_reference.npz"
+
+
+def _reference_batches(noise_dir: Path) -> dict[str, np.ndarray]:
+    from chirpkit.config import FeatureConfig, load_config
+    from chirpkit.features import build_frontend
+
+    sr, win, margin, b = 8000, 4000, 1000, 6
+    write(
+        noise_dir / "n.wav", (0.1 * np.random.default_rng(9).standard_normal(sr * 3)).astype(np.float32), sr
+    )
+    every = {
+        **{f"{k}_p": 0.7 for k in ("time_shift", "speed", "gain", "noise", "background", "stretch")},
+        **{f"{k}_p": 0.7 for k in ("pitch", "mixup", "freq_mask", "time_mask")},
+        **{"background_dir": str(noise_dir), "freq_masks": 2, "time_masks": 2},
+    }
+    cases = {
+        "default": {},
+        "all_spectrogram_pitch": every,
+        "all_waveform_pitch": {**every, "pitch_mode": "waveform"},
+    }
+    frontend = build_frontend(FeatureConfig(n_fft=512, hop_length=160, n_mels=32), sr)
+    segs = torch.from_numpy(
+        (0.1 * np.random.default_rng(0).standard_normal((2, b, win + 2 * margin))).astype(np.float32)
+    )
+    segs[:, :, 3000:3400] += torch.from_numpy(np.sin(np.arange(400) * 0.7).astype(np.float32))
+    out = {}
+    for name, kw in cases.items():
+        cfg = load_config(overrides={f"augment.{k}": v for k, v in kw.items()}).augment  # the old flat keys
+        aug = Augmenter(cfg, sample_rate=sr, window_samples=win, margin_samples=margin, seed=5)
+        for i in range(2):
+            x = aug.waveform(aug.read(segs[i]))
+            x, target = aug.mixup(x, torch.eye(3)[torch.arange(b) % 3])
+            spec = aug.spectrogram(frontend(x, aug.power))
+            out[f"{name}/{i}/x"] = x[:, ::40].numpy()
+            out[f"{name}/{i}/target"] = target.numpy()
+            out[f"{name}/{i}/spec"] = spec[:, 0, ::2, ::2].detach().numpy()
+    return out
+
+
+def test_random_stream_matches_the_reference(tmp_path: Path) -> None:
+    import os
+
+    got = _reference_batches(tmp_path / "noise")
+    if os.environ.get("CHIRPKIT_UPDATE_SNAPSHOTS"):
+        np.savez_compressed(REFERENCE, **got)
+    want = dict(np.load(REFERENCE))
+    assert sorted(got) == sorted(want)
+    for key, ref in want.items():
+        np.testing.assert_allclose(got[key], ref, rtol=1e-5, atol=1e-5, err_msg=key)
