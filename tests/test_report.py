@@ -22,7 +22,7 @@ from chirpkit.data.ingest import ingest
 from chirpkit.data.report import inspect
 from chirpkit.data.split import split
 from chirpkit.synth import colored_noise
-from tests.conftest import broken_flac, tone
+from tests.conftest import broken_flac, tone, write
 
 
 def test_dominant_frequency_ignores_rumble_when_given_the_background() -> None:
@@ -276,3 +276,16 @@ def test_inspect_counts_flacs_that_need_ffmpeg_at_decode_time(
         "b.flac",
     ]
     assert_outputs_pinned("ffmpeg_fallbacks", tmp_path / "r", tmp_path_factory.getbasetemp())
+
+
+def test_html_escapes_labels_and_file_names(tmp_path: Path) -> None:
+    evil = "<img src=x onerror=alert(1)>"
+    y = tone(1000, 1.0, 16000)
+    for label in (evil, "plain"):
+        for k in range(2):
+            write(tmp_path / "data" / label / f"{evil}{k}.wav", y, 16000)
+    cat = ingest(tmp_path / "data", progress=False)
+    inspect(cat, out=tmp_path / "r", min_count=10, audio=False, progress=False)  # rare: named in the text
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert evil not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert evil in (tmp_path / "r" / "report.md").read_text()  # markdown is text: written as is
