@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -163,5 +164,4 @@ def test_default_search_space_names_real_settings() -> None:
         values = dist if isinstance(dist, list) else [dist["low"], dist["high"]]
         for v in values:  # every end of every range is a valid config (an unknown key would raise)
             cfg = load_config(overrides={key: v})
-            section, name = key.split(".")
-            assert getattr(getattr(cfg, section), name) == v
+            assert functools.reduce(getattr, key.split("."), cfg) == v

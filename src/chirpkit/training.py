@@ -304,11 +304,7 @@ def train(
 
 
 def _check_cacheable(cfg: Config) -> None:
-    on = sorted(
-        k
-        for k, v in cfg.augment.model_dump().items()
-        if k.endswith("_p") and v > 0 and k not in ("freq_mask_p", "time_mask_p")
-    )
+    on = [f"augment.{k}.p" for k in cfg.augment.enabled() if k not in ("freq_mask", "time_mask")]
     if on:
         raise ConfigError(
             f"train.cache_features needs the waveform and pitch augmentations off: set {on} to 0 "
