@@ -46,7 +46,7 @@ def make_detect_folder(root: Path, *, seed: int = 0) -> Path:
         for start in np.arange(0.0, 19.01, 0.5):
             for label in ("low", "high"):
                 right = truth(f, start, start + 1.0, label)
-                score = float(np.clip(rng.normal(0.85 if right else 0.6, 0.12), 0.0, 1.0))
+                score = float(np.clip(rng.normal(0.9 if right else 0.62, 0.06 if right else 0.1), 0.0, 1.0))
                 if score >= 0.5:
                     rows.append((f, float(start), float(start + 1.0), label, round(score, 4)))
     rows.append((str(root / "audio" / "private.wav"), 0.0, 1.0, "low", 0.99))

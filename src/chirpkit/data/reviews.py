@@ -71,7 +71,7 @@ def reviews_to_rows(
         if isinstance(meta, str):
             skipped.append({"source": key, "reason": meta})
             continue
-        label = r["final_label"] if r["final_label"] is not None else background_label
+        label = str(r["final_label"]) if pd.notna(r["final_label"]) else background_label
         records.append(
             {
                 "source": key,

@@ -1,9 +1,12 @@
 """Calibrate per-class thresholds from reviews: P(correct | score) by logistic regression.
 
 For each class, the reviewed detections give pairs (score, correct). A logistic regression of
-correct on score — as BirdNET-Analyzer's review tab fits it (scikit-learn, ``C=55``, the raw score
-as the one feature; Wood & Kahl 2024) — turns any score into the probability that a detection
-with that score is right. Applied to *every* detection of the class (reviewed or not), it gives
+correct on the score — the model BirdNET-Analyzer's review tab fits, with the score on the logit
+scale as Wood & Kahl (2024) fit it — turns any score into the probability that a detection with
+that score is right: P(correct | s) = 1 / (1 + exp(-(a + b · logit(s)))). The fit is scikit-learn's
+on the standardised logit with a weak penalty (``C=100``) that only keeps a perfectly separated
+class finite; BirdNET's tab uses ``C=55`` on the raw score, which on scores bunched near 1 shrinks
+the slope so much that a class whose reviews are all right above 0.87 is "never 90 % right". Applied to *every* detection of the class (reviewed or not), it gives
 the expected precision of the detections kept by a threshold ``t`` (the mean probability over the
 detections scoring at least ``t``) and the expected share of the correct detections that ``t``
 keeps (recall relative to what detect already found at its ``min_score``):
@@ -39,37 +42,48 @@ __all__ = ["CorrectnessFit", "calibrate", "fit_correctness"]
 
 log = logging.getLogger("chirpkit")
 
-_C = 55.0  # BirdNET-Analyzer's review tab
+_C = 100.0  # on the standardised logit: weak, it only bounds the slope of separable reviews
+_EPS = 1e-6
+
+
+def _logit(scores: np.ndarray) -> np.ndarray:
+    s = np.clip(np.asarray(scores, dtype=float), _EPS, 1 - _EPS)
+    return np.asarray(np.log(s / (1 - s)))
 
 
 @dataclass(frozen=True)
 class CorrectnessFit:
-    """P(correct | score) = 1 / (1 + exp(-(intercept + coef · score)))."""
+    """P(correct | score) = 1 / (1 + exp(-(intercept + coef · logit(score))))."""
 
     intercept: float
     coef: float
 
     def predict(self, scores: np.ndarray) -> np.ndarray:
-        z = self.intercept + self.coef * np.asarray(scores, dtype=float)
+        z = self.intercept + self.coef * _logit(scores)
         return np.asarray(1.0 / (1.0 + np.exp(-z)))
 
     def score_at(self, p: float) -> float:
         """The score at which P(correct | score) = p (inf when the fit never gets there)."""
         if self.coef <= 0:
             return math.inf
-        return (math.log(p / (1 - p)) - self.intercept) / self.coef
+        z = (math.log(p / (1 - p)) - self.intercept) / self.coef
+        return 1.0 / (1.0 + math.exp(-z))
 
 
 def fit_correctness(scores: np.ndarray, correct: np.ndarray, *, min_each: int = 2) -> CorrectnessFit | None:
-    """Logistic regression of ``correct`` (bool) on ``scores``; None without ``min_each`` of each outcome."""
+    """Logistic regression of ``correct`` (bool) on ``logit(scores)``; None without ``min_each`` of
+    each outcome."""
     from sklearn.linear_model import LogisticRegression
 
     correct = np.asarray(correct, dtype=bool)
     if len(scores) == 0 or correct.sum() < min_each or (~correct).sum() < min_each:
         return None
+    x = _logit(scores)
+    mu, sd = float(x.mean()), float(x.std()) or 1.0
     model = LogisticRegression(C=_C)
-    model.fit(np.asarray(scores, dtype=float).reshape(-1, 1), correct.astype(int))
-    return CorrectnessFit(float(model.intercept_[0]), float(model.coef_[0, 0]))
+    model.fit(((x - mu) / sd).reshape(-1, 1), correct.astype(int))
+    coef = float(model.coef_[0, 0]) / sd
+    return CorrectnessFit(float(model.intercept_[0]) - coef * mu, coef)
 
 
 def _choose(scores: np.ndarray, p: np.ndarray, kind: str, target: float) -> tuple[float, float, float, int]:
