@@ -24,7 +24,8 @@ Rows of the table:
 2. calibrated: model A with the per-class threshold ``chirpkit calibrate --precision P`` chose from
    the reviews (no retraining);
 3. retrained: model B, ``fit`` on A's catalog plus the reviewed windows (``ingest --reviews``:
-   accepted → ``bird``, rejected → ``noise`` hard negatives), same config and seed;
+   accepted → ``bird``, rejected → ``noise`` hard negatives), same config and seed, from scratch
+   (``--warm-start``: from A's weights, with ``model.init_from``);
 4. reference: model C, ``fit`` on A's catalog plus the pool's full annotation table — what
    annotating the pool recordings by hand would give.
 
@@ -108,6 +109,33 @@ def scripted_review(det_dir: Path, pool_table: Path, budget: int | None, seed: i
     }
 
 
+def screenshot(det_dir: Path, path: Path) -> None:
+    """The review page over the reviewed pool, in the system Chromium (the README's picture)."""
+    from playwright.sync_api import sync_playwright
+
+    from chirpkit.review.serve import running
+
+    args = [
+        "--no-sandbox",
+        "--headless",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+    ]
+    with running(det_dir, reviewer="script", max_freq_hz=8000) as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        page = browser.new_page(viewport={"width": 1360, "height": 860})
+        page.goto(server.url + "/")
+        page.wait_for_selector("#queue li")
+        items = page.query_selector_all("#queue li")
+        items[min(6, len(items) - 1)].click()  # a reviewed detection
+        page.wait_for_function(
+            "document.querySelector('#spec').complete && document.querySelector('#spec').naturalWidth > 0"
+        )
+        page.screenshot(path=str(path))
+        browser.close()
+
+
 def score(det_dir: Path, test_table: Path) -> dict[str, float]:
     from chirpkit.events import score_detections
 
@@ -117,15 +145,21 @@ def score(det_dir: Path, test_table: Path) -> dict[str, float]:
 
 
 def one_seed(
-    data: Path, out: Path, seed: int, epochs: int, budget: int | None, target: float
+    data: Path,
+    out: Path,
+    seed: int,
+    epochs: int,
+    budget: int | None,
+    target: float,
+    shot: Path | None = None,
+    warm_start: bool = False,
 ) -> list[dict[str, Any]]:
     import chirpkit
     from chirpkit.config import DetectConfig, load_config
 
     ann = tables(data, out)
-    cfg = load_config(
-        overrides=[*SETTINGS, f"train.epochs={epochs}", f"train.seed={seed}", f"split.seed={seed}"]
-    )
+    base = [*SETTINGS, f"train.epochs={epochs}", f"train.seed={seed}", f"split.seed={seed}"]
+    cfg = load_config(overrides=base)
     common = {"config": cfg, "audio_dir": data / "TESTmp3", "background": BACKGROUND, "progress": False}
 
     def detect(run: Path, recs: list[str], name: str, **kw: Any) -> Path:
@@ -143,6 +177,8 @@ def one_seed(
 
     pool = detect(run_a, POOL, "pool_A", min_score=0.1, top_k=2, thresholds="none")
     review = scripted_review(pool, ann["pool"], budget, seed)
+    if shot is not None:
+        screenshot(pool, shot)
     cal = chirpkit.calibrate(pool, precision=target, apply=True, run=run_a)
     thr = cal.loc[cal["class"] == "bird", "threshold"].iloc[0]
     rows.append(
@@ -158,7 +194,10 @@ def one_seed(
         pool, merge_with=run_a / "catalog.parquet", out=out / "catalog_B.parquet"
     )
     run_b = out / "runB"
-    chirpkit.fit(merged, out=run_b, config=cfg, progress=False)
+    cfg_b = cfg
+    if warm_start:  # needs model.init_from in training (the config rejects the key where it is missing)
+        cfg_b = load_config(overrides=[*base, f"model.init_from={run_a}"])
+    chirpkit.fit(merged, out=run_b, config=cfg_b, progress=False)
     rows.append(
         {
             "stage": "retrained",
@@ -194,6 +233,8 @@ def main() -> int:
     ap.add_argument("--budget", type=int, help="most detections reviewed (default: all of the pool's)")
     ap.add_argument("--precision", type=float, default=0.9, help="calibration target (default 0.9)")
     ap.add_argument("--data", type=Path, default=DATA, help="the screaming-piha folder")
+    ap.add_argument("--screenshot", type=Path, help="PNG of the review page after the first seed's review")
+    ap.add_argument("--warm-start", action="store_true", help="B starts from A's weights (model.init_from)")
     args = ap.parse_args()
     if not args.data.is_dir():
         print(f"skipped: {args.data} not found")
@@ -204,7 +245,10 @@ def main() -> int:
     for seed in args.seeds:
         out = Path(args.out) / f"seed{seed}"
         out.mkdir(parents=True, exist_ok=True)
-        rows += one_seed(args.data, out, seed, args.epochs, args.budget, args.precision)
+        shot = args.screenshot if seed == args.seeds[0] else None
+        rows += one_seed(
+            args.data, out, seed, args.epochs, args.budget, args.precision, shot, args.warm_start
+        )
     table = pd.DataFrame(rows)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     table.to_csv(Path(args.out) / "review_loop.csv", index=False, float_format="%.4f")

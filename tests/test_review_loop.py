@@ -74,7 +74,7 @@ def test_calibrate_writes_thresholds_detect_reads(det: Path) -> None:
     for r in table.to_dict("records"):
         assert 0.5 <= r["threshold"] <= 1.0 and r["precision"] >= 0.9 - 1e-9
         assert r["threshold"] == thresholds[r["class"]]
-        assert r["reviewed_precision"] >= 0.75  # the reviews above the threshold agree
+        assert r["reviewed_precision"] == pytest.approx(r["precision"])  # all reviewed: the verdicts count
     assert (out / "reliability_high.png").read_bytes()[:4] == b"\x89PNG"
     assert pd.read_csv(out / "thresholds.csv").shape[0] == 2
     assert json.loads((out / "thresholds.json").read_text())["rule"] == "precision=0.9"
@@ -82,6 +82,24 @@ def test_calibrate_writes_thresholds_detect_reads(det: Path) -> None:
     assert (recall["recall"] >= 0.99 - 1e-9).all()
     assert (recall["threshold"] <= table.set_index("class")["threshold"]).all()  # more recall: lower
     assert (recall["kept"] >= table.set_index("class")["kept"]).all()
+
+
+def test_a_stratified_sample_estimates_the_precision_of_all_detections(det: Path) -> None:
+    from chirpkit.review.queue import review_queue
+
+    folder = load_detect_folder(det)
+    db = ReviewDB(folder.db_path)
+    sample = review_queue(folder.items, db.current(), strategy="stratified", bins=5, per_bin=6, seed=0)
+    for id_, r in sample.iterrows():  # 30 of ~70 per class
+        ok = truth(r["file"], r["start_s"], r["end_s"], r["label"])
+        db.add({"id": id_, **r.to_dict()}, "accept" if ok else "reject")
+    table = calibrate(det, precision=0.8, min_reviews=10, plots=False)
+    for r in table.to_dict("records"):
+        cls = folder.items[folder.items["label"] == r["class"]]
+        kept = cls[cls["score"] >= r["threshold"]]
+        right = [truth(k["file"], k["start_s"], k["end_s"], k["label"]) for k in kept.to_dict("records")]
+        assert r["kept"] == len(kept) and len(kept) < len(cls)
+        assert abs(r["precision"] - float(np.mean(right))) < 0.15, (r, np.mean(right))
 
 
 def test_too_few_reviews_are_reported_not_guessed(det: Path, caplog: pytest.LogCaptureFixture) -> None:

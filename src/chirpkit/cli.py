@@ -150,6 +150,7 @@ def cmd_review(args: argparse.Namespace) -> None:
         seed=args.seed,
         reviewer=args.reviewer or "",
         context_s=args.context_s,
+        max_freq_hz=args.max_freq_hz,
     )
 
 

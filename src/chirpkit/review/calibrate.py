@@ -6,10 +6,13 @@ scale as Wood & Kahl (2024) fit it — turns any score into the probability that
 that score is right: P(correct | s) = 1 / (1 + exp(-(a + b · logit(s)))). The fit is scikit-learn's
 on the standardised logit with a weak penalty (``C=100``) that only keeps a perfectly separated
 class finite; BirdNET's tab uses ``C=55`` on the raw score, which on scores bunched near 1 shrinks
-the slope so much that a class whose reviews are all right above 0.87 is "never 90 % right". Applied to *every* detection of the class (reviewed or not), it gives
-the expected precision of the detections kept by a threshold ``t`` (the mean probability over the
-detections scoring at least ``t``) and the expected share of the correct detections that ``t``
-keeps (recall relative to what detect already found at its ``min_score``):
+the slope so much that a class whose reviews are all right above 0.87 is "never 90 % right".
+
+Over *every* detection of the class — a reviewed one counts as right or wrong as its verdict
+says, any other with its fitted probability — this gives the expected precision of the detections
+kept by a threshold ``t`` (the mean over the detections scoring at least ``t``) and the expected
+share of the correct detections that ``t`` keeps (recall relative to what detect found at its
+``min_score``):
 
 * ``precision=P``: the lowest threshold whose expected precision reaches P (the most detections
   at that precision);
@@ -240,9 +243,11 @@ def calibrate(
     for cls in sorted(set(det.items["label"]) | set(reviews["detected_label"])):
         rv = reviews[reviews["detected_label"] == cls]
         s, ok = rv["score"].to_numpy(float), rv["correct"].to_numpy(bool)
-        all_scores = det.items.loc[det.items["label"] == cls, "score"].to_numpy(float)
+        cls_items = det.items[det.items["label"] == cls]
+        all_scores = cls_items["score"].to_numpy(float)
+        known = rv["correct"].reindex(cls_items.index)  # the verdict where there is one
         if not len(all_scores):
-            all_scores = s
+            all_scores, known = s, rv["correct"]
         row: dict[str, Any] = {
             "class": cls,
             "threshold": math.nan,
@@ -270,7 +275,8 @@ def calibrate(
             if fit.coef <= 0:
                 row["status"] = "score does not predict correctness (slope <= 0)"
             else:
-                thr, prec, rec, kept = _choose(all_scores, fit.predict(all_scores), kind, target)
+                p = np.where(known.notna(), known.astype(float), fit.predict(all_scores))
+                thr, prec, rec, kept = _choose(all_scores, p, kind, target)
                 row.update(threshold=thr, precision=prec, recall=rec, kept=kept, reachable=thr <= 1.0)
                 if thr > 1.0:
                     row["status"] = f"{rule} not reachable"

@@ -57,6 +57,7 @@ class DetectFolder:
         classes: the run's class names (empty when the run cannot be read).
         background: the run's background classes (never detections; the label of hard negatives).
         min_score: the detect run's ``min_score`` (no detection scores lower).
+        sample_rate: the model's sample rate (it hears up to half of it), when the run says.
     """
 
     root: Path
@@ -66,6 +67,7 @@ class DetectFolder:
     classes: list[str] = field(default_factory=list)
     background: list[str] = field(default_factory=list)
     min_score: float = 0.0
+    sample_rate: int | None = None
 
     @property
     def db_path(self) -> Path:
@@ -93,28 +95,32 @@ def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def read_run_classes(run: str | os.PathLike[str] | None) -> tuple[list[str], list[str]]:
-    """``(classes, background classes)`` of a run folder, from ``data.json`` and ``config.yaml``.
+def read_run_classes(run: str | os.PathLike[str] | None) -> tuple[list[str], list[str], int | None]:
+    """``(classes, background classes, sample rate)`` of a run folder, from ``data.json`` and
+    ``config.yaml``.
 
-    Reads no model weights (no torch). Returns empty lists when the run is missing or has neither file.
+    Reads no model weights (no torch). Returns empty lists and None when the run is missing or has
+    neither file.
     """
     if run is None:
-        return [], []
+        return [], [], None
     p = Path(run)
     root = p if p.is_dir() else p.parent
     classes: list[str] = []
     background: list[str] = []
+    rate: int | None = None
     if (root / "data.json").is_file():
         classes = [str(c) for c in read_json(root / "data.json").get("classes", [])]
     if (root / "config.yaml").is_file():
         try:
             cfg = yaml.safe_load((root / "config.yaml").read_text()) or {}
             background = [str(b) for b in (cfg.get("detect") or {}).get("background_labels", [])]
-        except yaml.YAMLError:
+            rate = int((cfg.get("audio") or {}).get("sample_rate") or 0) or None
+        except (yaml.YAMLError, TypeError, ValueError):
             background = []
     if classes:
         background = [b for b in background if b in classes]
-    return classes, background
+    return classes, background, rate
 
 
 def resolve_recording(file: str, root: Path, audio_dir: Path | None) -> Path | None:
@@ -195,7 +201,7 @@ def load_detect_folder(
             "review: the model run %s does not exist here; relabel choices are the detected labels", run_path
         )
         run_path = None
-    classes, background = read_run_classes(run_path)
+    classes, background, rate = read_run_classes(run_path)
 
     table = table.assign(
         id=[
@@ -230,4 +236,5 @@ def load_detect_folder(
         classes=classes,
         background=background,
         min_score=float(summary.get("min_score", 0.0) or 0.0),
+        sample_rate=rate,
     )

@@ -72,14 +72,19 @@ def spectrogram_png(
     width_px: int = 960,
     height_px: int = 340,
     dynamic_range_db: float = 80.0,
+    max_freq_hz: float | None = None,
 ) -> bytes:
-    """A PNG of the clip's spectrogram with the detection ``[start_s, end_s]`` boxed."""
+    """A PNG of the clip's spectrogram with the detection ``[start_s, end_s]`` boxed, from 0 Hz up to
+    ``max_freq_hz`` (default: the file's Nyquist frequency)."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    db, hop_s, _ = _stft_db(clip.y, clip.sample_rate)
-    top = float(db.max()) if db.size else 0.0
+    db, hop_s, n_fft = _stft_db(clip.y, clip.sample_rate)
     nyq_khz = clip.sample_rate / 2000
+    if max_freq_hz is not None and 0 < max_freq_hz / 1000 < nyq_khz:
+        rows = int(np.ceil(max_freq_hz / clip.sample_rate * n_fft)) + 1
+        db, nyq_khz = db[:rows], (rows - 1) * clip.sample_rate / n_fft / 1000
+    top = float(db.max()) if db.size else 0.0
     t0 = clip.offset_s
     t1 = clip.offset_s + max(clip.y.size / clip.sample_rate, hop_s)
     dpi = 100

@@ -79,7 +79,7 @@ def serve(
     """Serve the review page over a ``detect`` output folder until interrupted (Ctrl-C).
 
     ``options`` go to :func:`chirpkit.review.server.create_app` (``run``, ``audio_dir``,
-    ``strategy``, ``bins``, ``per_bin``, ``seed``, ``reviewer``, ``context_s``).
+    ``strategy``, ``bins``, ``per_bin``, ``seed``, ``reviewer``, ``context_s``, ``max_freq_hz``).
 
     Raises:
         ConfigError: a host other than loopback without a token, or a port in use.

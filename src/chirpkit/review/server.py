@@ -85,6 +85,7 @@ class ReviewState:
     seed: int = 0
     reviewer: str = ""
     context_s: float = 1.5
+    max_freq_hz: float | None = None
     _cache: OrderedDict[tuple[str, str], bytes] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -317,7 +318,8 @@ def spectrogram(request: Request) -> Response:
     def make() -> bytes:
         clip = _clip_or_error(st, it)
         title = f"{it['label']}  {it['score']:.3f}   {it['name']}  {it['start_s']:.2f}–{it['end_s']:.2f} s"
-        return spectrogram_png(clip, it["start_s"], it["end_s"], title=title)
+        fmax = st.max_freq_hz or (st.det.sample_rate / 2 if st.det.sample_rate else None)
+        return spectrogram_png(clip, it["start_s"], it["end_s"], title=title, max_freq_hz=fmax)
 
     return Response(
         st.rendered(it["id"], "png", make), media_type="image/png", headers={"Cache-Control": "max-age=3600"}
@@ -433,13 +435,15 @@ def create_app(
     seed: int = 0,
     reviewer: str = "",
     context_s: float = 1.5,
+    max_freq_hz: float | None = None,
 ) -> Starlette:
     """The review app over a ``detect`` output folder (serve it with uvicorn, or test it with
     Starlette's ``TestClient(app, base_url="http://127.0.0.1")``).
 
     ``token`` defaults to a random one (``app.state.review.token``); ``require_token`` makes every
     request need it (use it whenever ``host`` is not loopback). ``host`` joins the host names the
-    ``Host`` header may carry.
+    ``Host`` header may carry. The spectrograms go up to ``max_freq_hz`` (default: what the model
+    hears, half its sample rate, when the run says; else the file's Nyquist frequency).
     """
     if strategy not in STRATEGIES:
         raise DataError(f"strategy {strategy!r} must be one of {list(STRATEGIES)}")
@@ -461,6 +465,7 @@ def create_app(
         seed=seed,
         reviewer=reviewer,
         context_s=context_s,
+        max_freq_hz=max_freq_hz,
     )
     routes = [
         Route("/", index, methods=["GET"]),
