@@ -217,3 +217,67 @@ def test_cli_calibrate_export_and_ingest_reviews(
     assert main(["ingest", "somewhere/", "--reviews", str(det), "--out", str(out)]) == 2
     assert "--merge-with" in capsys.readouterr().err
     assert main(["calibrate", str(tmp_path / "nope")]) == 2
+
+
+def test_cli_review_refuses_an_open_host_without_token_and_a_busy_port(
+    det: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    assert main(["review", str(det), "--host", "0.0.0.0", "--no-browser"]) == 2
+    assert "--token" in capsys.readouterr().err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["review", str(det), "--port", str(port), "--no-browser"]) == 2
+        assert "pick another --port" in capsys.readouterr().err
+
+
+def test_help_lists_the_loop_without_importing_the_web_stack() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from chirpkit.cli import build_parser; p = build_parser(); "
+        "h = p.format_help(); print('review' in h and 'calibrate' in h, "
+        "any(m in sys.modules for m in ('starlette', 'uvicorn', 'torch', 'sklearn')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]
+
+
+def test_cli_review_serves_the_folder(det: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("uvicorn")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chirpkit.cli", "review", str(det), "--port", str(port), "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/session", timeout=5) as r:
+                    session = json.loads(r.read())
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    proc.stdout.read() if proc.stdout else ""
+                )
+                time.sleep(0.2)
+        assert session["detections"] > 100 and session["strategy"] == "stratified"
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0]
+    assert f"open http://127.0.0.1:{port}/" in out

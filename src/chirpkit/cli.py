@@ -735,6 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--context-s", type=float, default=1.5, help="seconds of context either side (default 1.5)"
     )
+    p.add_argument(
+        "--max-freq-hz", type=float, help="top of the spectrograms (default: half the model's sample rate)"
+    )
     p.add_argument("--audio-dir", help="where to find recordings whose paths in the table are relative")
     p.add_argument("--export", metavar="CSV", help="write the reviews to CSV (and Raven tables) and exit")
     p.add_argument("--raven", help="with --export: folder for Raven tables of right detections")
