@@ -134,6 +134,9 @@ def screenshot(det_dir: Path, path: Path) -> None:
         )
         page.screenshot(path=str(path))
         browser.close()
+    from PIL import Image  # matplotlib's dependency: 256 colours keep the picture small
+
+    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
 
 
 def score(det_dir: Path, test_table: Path) -> dict[str, float]:
@@ -254,6 +257,15 @@ def main() -> int:
     table.to_csv(Path(args.out) / "review_loop.csv", index=False, float_format="%.4f")
     cols = ["seed", "stage", "model", "thresholds", "detections", "precision", "recall", "f1"]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if len(args.seeds) > 1:
+        order = list(dict.fromkeys(table["stage"]))
+        agg = table.groupby("stage")[["precision", "recall", "f1"]].agg(["mean", "std"]).loc[order]
+        print(f"\nmean ± std over {len(args.seeds)} seeds:")
+        for stage, r in agg.iterrows():
+            cells = "  ".join(
+                f"{m} {r[(m, 'mean')]:.3f} ± {r[(m, 'std')]:.3f}" for m in ("precision", "recall", "f1")
+            )
+            print(f"  {stage:<11} {cells}")
     print(f"({time.perf_counter() - t0:.0f} s; table in {Path(args.out) / 'review_loop.csv'})")
     return 0
 

@@ -281,3 +281,46 @@ def test_cli_review_serves_the_folder(det: Path) -> None:
         proc.terminate()
         out = proc.communicate(timeout=20)[0]
     assert f"open http://127.0.0.1:{port}/" in out
+
+
+def test_the_loop_on_a_real_detect_folder(tiny_run: Path, tmp_path: Path) -> None:
+    """detect (a trained tiny model) → review over the API → calibrate → ingest --reviews → prepare."""
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from chirpkit.config import DetectConfig
+    from chirpkit.data.store import prepare
+    from chirpkit.detection import detect
+    from chirpkit.review.server import create_app
+    from tests.conftest import TINY_SR, tiny_config, tone, write
+
+    rng = np.random.default_rng(0)
+    y = 0.01 * rng.standard_normal(TINY_SR * 12).astype(np.float32)
+    calls = [(1.0, "low", 800.0), (4.0, "high", 5000.0), (8.0, "mid", 2500.0)]
+    for t, _, f in calls:
+        y[int(t * TINY_SR) : int((t + 1) * TINY_SR)] += tone(f, 1.0, TINY_SR, amp=0.4)
+    rec = write(tmp_path / "scape.wav", y, TINY_SR)
+    out = tmp_path / "det"
+    detect(tiny_run, [rec], out=out, config=DetectConfig(hop_s=0.5, min_score=0.2, top_k=2), progress=False)
+
+    client = TestClient(create_app(out, token="t"), base_url="http://127.0.0.1")
+    session = client.get("/api/session").json()
+    assert session["run"] == str(tiny_run) and set(session["label_choices"]) >= {"low", "mid", "high"}
+    items = client.get("/api/items", params={"limit": 1000}).json()["items"]
+    assert len(items) >= 6
+    for it in items:
+        right = any(lab == it["label"] and it["start_s"] < t + 1 and it["end_s"] > t for t, lab, _ in calls)
+        r = client.post(
+            "/api/reviews",
+            json={"id": it["id"], "verdict": "accept" if right else "reject"},
+            headers={"X-Chirpkit-Token": "t"},
+        )
+        assert r.status_code == 201
+    calibrate(out, min_reviews=4, plots=False)  # runs on real detect output; thresholds where the data allow
+    merged = ingest_reviews(out, merge_with=tiny_run / "catalog.parquet")
+    rev = merged[merged["annotation"].astype(str).str.startswith("review:")]
+    assert len(rev) == len(items) and set(rev["split"]) == {"train"}  # a new recording: train, whole
+    assert (rev["source"] == str(rec.resolve())).all() and rev["group"].nunique() == 1
+    store = prepare(merged, out=tmp_path / "store", config=tiny_config().audio, progress=False)
+    windows = store.index[store.index["source"] == str(rec.resolve())]
+    assert len(windows) == len(rev)  # one 1 s window per reviewed detection
