@@ -123,6 +123,7 @@ def _plot(
     row: dict[str, Any],
     fit: CorrectnessFit | None,
     all_scores: np.ndarray,
+    expected: np.ndarray | None,
 ) -> None:
     from matplotlib.figure import Figure
 
@@ -167,9 +168,10 @@ def _plot(
     if fit is not None:
         xs = np.linspace(lo, 1.0, 200)
         ax.plot(xs, fit.predict(xs), color="tab:red", label="P(correct | score), logistic fit")
-        srt = np.sort(all_scores)[::-1]
-        cum = np.cumsum(fit.predict(srt)) / np.arange(1, len(srt) + 1)
-        ax.plot(srt, cum, color="tab:orange", ls="--", label="expected precision at threshold")
+    if expected is not None:
+        order = np.argsort(-all_scores, kind="stable")
+        cum = np.cumsum(expected[order]) / np.arange(1, len(order) + 1)
+        ax.plot(all_scores[order], cum, color="tab:orange", ls="--", label="expected precision at threshold")
     thr = row.get("threshold")
     if thr is not None and not (isinstance(thr, float) and math.isnan(thr)) and thr <= 1.0:
         ax.axvline(thr, color="tab:green", ls=":", label=f"threshold {thr:.3f}")
@@ -266,6 +268,7 @@ def calibrate(
             "reviewed_precision": float(ok.mean()) if len(ok) else math.nan,
         }
         fit = fit_correctness(s, ok) if len(rv) >= min_reviews else None
+        p: np.ndarray | None = None
         if len(rv) < min_reviews:
             row["status"] = f"too few reviews ({len(rv)} < {min_reviews})"
         elif fit is None:
@@ -286,7 +289,7 @@ def calibrate(
                 row["reviewed_precision"] = float(ok[above].mean()) if above.any() else math.nan
         rows.append(row)
         if plots:
-            _plot(out_dir / f"reliability_{_safe(cls)}.png", cls, s, ok, row, fit, all_scores)
+            _plot(out_dir / f"reliability_{_safe(cls)}.png", cls, s, ok, row, fit, all_scores, p)
     table = pd.DataFrame(rows)
     save_thresholds(table, out_dir, rule=rule, split="reviews")
     fitted = table[table["reachable"]]
