@@ -29,7 +29,8 @@ Rows of the table:
 4. reference: model C, ``fit`` on A's catalog plus the pool's full annotation table — what
    annotating the pool recordings by hand would give.
 
-Everything is seeded. Skips (exit 0) when the data folder is absent. Run it under the CPU lock.
+Everything is seeded; ``OUT/seed<N>`` is cleared first (reviews or thresholds left by an earlier run
+would leak into this one). Skips (exit 0) when the data folder is absent. Run it under the CPU lock.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
 import urllib.request
@@ -247,7 +249,9 @@ def main() -> int:
     t0 = time.perf_counter()
     for seed in args.seeds:
         out = Path(args.out) / f"seed{seed}"
-        out.mkdir(parents=True, exist_ok=True)
+        if out.exists():  # a run of this script: stale reviews or thresholds would leak into this one
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
         shot = args.screenshot if seed == args.seeds[0] else None
         rows += one_seed(
             args.data, out, seed, args.epochs, args.budget, args.precision, shot, args.warm_start
