@@ -742,7 +742,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="CSV", help="write the reviews to CSV (and Raven tables) and exit")
     p.add_argument("--raven", help="with --export: folder for Raven tables of right detections")
     p.add_argument("--history", action="store_true", help="with --export: every verdict, not only the latest")
-    _common(p)
 
     p = verb(
         "calibrate", cmd_calibrate, "per-class thresholds from the reviews: P(correct | score) per class"
@@ -764,7 +763,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write thresholds.json into the model run, so the next detect uses them",
     )
     p.add_argument("--run", help="model run (default: the one named in detect_summary.json)")
-    _common(p)
 
     p = verb("export", cmd_export, "export a run's model (front-end included) to ONNX or TorchScript")
     p.add_argument("run", help="run folder")
