@@ -172,6 +172,13 @@ def test_malformed_bodies_get_4xx_json(client: TestClient, body: str, status: in
     assert client.get("/api/reviews").json()["total"] == 0
 
 
+def test_oversized_bodies_are_refused(client: TestClient) -> None:
+    good = all_items(client)[0]["id"]
+    big = {"id": good, "verdict": "relabel", "label": "x", "reviewer": "r" * 20_000}
+    assert post(client, big).status_code == 413
+    assert client.get("/api/reviews").json()["total"] == 0
+
+
 def test_queries_are_validated(client: TestClient) -> None:
     for params in (
         {"strategy": "best"},
