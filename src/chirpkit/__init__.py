@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from chirpkit.data.catalog import read_catalog, write_catalog
     from chirpkit.data.ingest import ingest
     from chirpkit.data.report import inspect
+    from chirpkit.data.reviews import ingest_reviews
     from chirpkit.data.split import split
     from chirpkit.data.store import Store, prepare
     from chirpkit.demo_pipeline import demo
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
     from chirpkit.pipeline import fit
     from chirpkit.preview import augment_preview
     from chirpkit.profiling import profile
+    from chirpkit.review.calibrate import calibrate
+    from chirpkit.review.export import export_reviews
+    from chirpkit.review.serve import serve_review
     from chirpkit.training import train
     from chirpkit.tuning import cross_validate, tune
     from chirpkit.zeroshot import zero_shot
@@ -47,14 +51,17 @@ __all__ = [
     "__version__",
     "augment_preview",
     "baseline",
+    "calibrate",
     "create_model",
     "cross_validate",
     "demo",
     "detect",
     "evaluate",
     "export",
+    "export_reviews",
     "fit",
     "ingest",
+    "ingest_reviews",
     "inspect",
     "list_models",
     "load_config",
@@ -63,6 +70,7 @@ __all__ = [
     "profile",
     "read_catalog",
     "score_detections",
+    "serve_review",
     "split",
     "train",
     "tune",
@@ -96,6 +104,10 @@ _LAZY = {
     "profile": "chirpkit.profiling",
     "cross_validate": "chirpkit.tuning",
     "tune": "chirpkit.tuning",
+    "calibrate": "chirpkit.review.calibrate",
+    "export_reviews": "chirpkit.review.export",
+    "serve_review": "chirpkit.review.serve",
+    "ingest_reviews": "chirpkit.data.reviews",
 }
 
 

@@ -207,6 +207,8 @@ def ingest(
     seed: int = 0,
     workers: int = 8,
     progress: bool = True,
+    reviews: str | os.PathLike[str] | None = None,
+    merge_with: str | os.PathLike[str] | pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Build a catalog from a folder of class sub-folders, a label CSV, or annotation tables.
 
@@ -233,6 +235,10 @@ def ingest(
         seed: seed for background sampling.
         workers: threads that probe files.
         progress: show a progress bar.
+        reviews, merge_with: a ``detect`` folder with ``reviews.db`` instead of a source: its
+            reviewed windows (accepted → the label, relabelled → the right label, rejected →
+            ``background_label``) added to the catalog ``merge_with``; see
+            :func:`chirpkit.data.reviews.ingest_reviews`.
 
     Returns:
         The catalog. ``catalog.attrs["skipped"]`` lists skipped files (``source``, ``reason``),
@@ -242,6 +248,19 @@ def ingest(
         MissingPathError: ``src``, ``audio_dir`` or a table does not exist.
         DataError: no usable audio, one class only, a label outside ``classes``, bad CSV.
     """
+    if reviews is not None:  # reviewed detections → labelled windows and hard negatives
+        from chirpkit.data.reviews import ingest_reviews
+
+        if src is not None or annotations is not None:
+            raise DataError("reviews are merged into an existing catalog: give merge_with=, not a source")
+        return ingest_reviews(
+            reviews,
+            merge_with=merge_with,
+            out=out,
+            group_by=group_by,
+            background_label=background_label,
+            audio_dir=audio_dir,
+        )
     skipped: list[dict[str, str]] = []
     anomalies = pd.DataFrame()
 
