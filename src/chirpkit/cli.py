@@ -132,6 +132,7 @@ def cmd_split(args: argparse.Namespace) -> None:
             "split.test_fraction": args.test,
             "split.min_count": args.min_count,
             "split.folds": args.folds,
+            "split.few_groups": args.few_groups,
             "split.seed": args.seed,
         },
     )
@@ -523,12 +524,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategy",
         choices=["stratified-group"],
         help="split strategy (split.strategy; stratified-group: nested StratifiedGroupKFold on "
-        "well-behaved groups, GroupKFold on groups holding problematic classes)",
+        "classes with many groups; the groups of classes with few are dealt out in turn so that each "
+        "is in train, then test, then val)",
     )
     p.add_argument(
         "--min-count", type=int, help="drop classes with fewer examples (split.min_count, default 10)"
     )
-    p.add_argument("--folds", type=int, help="K >= 2 adds a 'fold' column for K-fold CV (split.folds)")
+    p.add_argument(
+        "--folds",
+        type=int,
+        help="K >= 2 adds a 'fold' column for K-fold CV (split.folds); a class with few groups gets "
+        "one group per fold in turn, so with K + 1 groups it is in every fold",
+    )
+    p.add_argument(
+        "--few-groups",
+        type=int,
+        help="classes with fewer groups are dealt out group by group (split.few_groups; 0 = auto)",
+    )
     p.add_argument("--seed", type=int, help="split seed (split.seed)")
     _common(p)
 
