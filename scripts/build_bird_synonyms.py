@@ -1,6 +1,8 @@
 """Write src/chirpkit/data_files/bird_synonyms.csv: bird names renamed around BirdNET V2.4's list.
 
-    python scripts/build_bird_synonyms.py [--ebird ../shared/data/kenya-dekut/annotations/ebird_taxonomy_v2023.csv]
+    python scripts/build_bird_synonyms.py [--ebird PATH]   # PATH: an eBird/Clements v2023 taxonomy CSV
+
+(default ``../shared/data/kenya-dekut/annotations/ebird_taxonomy_v2023.csv``)
 
 Two kinds of rows, each a documented rename of one species (never a split or lump):
 
@@ -250,6 +252,10 @@ HEADER = """\
 """
 
 
+def _stem(name: str) -> str:
+    return name.split()[-1][:4]
+
+
 def derived(ebird: Path, labels: list[str]) -> list[tuple[str, str, str]]:
     bn = pd.DataFrame([lab.split("_", 1) for lab in labels], columns=["sci", "com"])
     tax = pd.read_csv(ebird, encoding="utf-8-sig")
@@ -257,11 +263,10 @@ def derived(ebird: Path, labels: list[str]) -> list[tuple[str, str, str]]:
     current = set(species["SCI_NAME"])
     merged = bn.merge(species[["PRIMARY_COM_NAME", "SCI_NAME"]], left_on="com", right_on="PRIMARY_COM_NAME")
     renamed = merged[merged["sci"] != merged["SCI_NAME"]]
-    stem = lambda name: name.split()[-1][:4]  # noqa: E731
     keep = renamed[
         ~renamed["sci"].isin(current)
         & ~renamed["SCI_NAME"].isin(set(bn["sci"]))
-        & (renamed["sci"].map(stem) == renamed["SCI_NAME"].map(stem))
+        & (renamed["sci"].map(_stem) == renamed["SCI_NAME"].map(_stem))
     ]
     return [(new, old, DERIVED) for old, new in zip(keep["sci"], keep["SCI_NAME"], strict=True)]
 
