@@ -220,7 +220,8 @@ def split(
         catalog: a catalog frame or path.
         out: where to write the split catalog (Parquet + CSV). Beside it:
             ``<name>.split_counts.csv`` (per class × split, and × fold), ``.json`` (the same, plus
-            excluded and problematic classes, rows and groups per split) and ``.png`` (bar chart).
+            excluded and problematic classes, rows and groups per split, and ``coverage_gaps``:
+            each class missing from a split or fold, with the reason) and ``.png`` (bar chart).
         config: :class:`chirpkit.config.SplitConfig`.
 
     Returns:
