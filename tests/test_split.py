@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from chirpkit.config import SplitConfig
 from chirpkit.data.split import check_no_group_leak, split
 from chirpkit.errors import DataError, RunError
+from tests.conftest import SHARED_DATA
 
 
 def catalog(n_groups: int, n_classes: int, rows_per_group: int, seed: int) -> pd.DataFrame:
@@ -288,3 +289,17 @@ def test_few_groups_threshold_and_cli(tmp_path: Path, capsys: pytest.CaptureFixt
     assert set(out["fold"]) == {-1, 0, 1, 2}
     assert (pd.crosstab(out["label"], out["split"])[["train", "test"]] > 0).all().all()
     assert "in 3 folds" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "xc-westcoast10").is_dir(), reason="../shared/data not present")
+@pytest.mark.parametrize("group_column", ["group", "recordist"])
+def test_xc_westcoast10_every_species_everywhere(group_column: str) -> None:
+    # 10 species x 10 recordings; by recordist a species has 3-7 groups, most shared with others
+    table = pd.read_csv(SHARED_DATA / "xc-westcoast10" / "labels.csv")
+    df = pd.DataFrame(
+        {"source": table["path"], "start_s": 0.0, "end_s": 6.0, "label": table["label"]}
+    ).assign(group=table[group_column].astype(str))
+    for folds in (0, 3):
+        out = split(df, config=SplitConfig(min_count=2, folds=folds, seed=0))
+        check_no_group_leak(out)
+        assert (pd.crosstab(out["label"], out["split"])[["train", "val", "test"]] > 0).all().all()
