@@ -28,7 +28,19 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     {"errors", "_version", "_util", "_compat", "config"},
     # review.db and review.items are the reviews' storage format, which ingest reads like any data
-    {"audio", "conditioning", "data", "synth", "plots", "metrics", "events", "thresholds", "losses"}
+    {
+        "audio",
+        "conditioning",
+        "data",
+        "synth",
+        "plots",
+        "metrics",
+        "events",
+        "thresholds",
+        "losses",
+        "taxonomy",
+    }
+    | {"_score_inputs"}
     | {"review.db", "review.items"},
     {"features", "augment", "models", "embeddings"},
     {"inputs", "task", "datamodule"},

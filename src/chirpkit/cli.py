@@ -209,6 +209,7 @@ def cmd_split(args: argparse.Namespace) -> None:
             "split.test_fraction": args.test,
             "split.min_count": args.min_count,
             "split.folds": args.folds,
+            "split.few_groups": args.few_groups,
             "split.seed": args.seed,
         },
     )
@@ -407,7 +408,14 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_score(args: argparse.Namespace) -> None:
     from chirpkit.events import score_detections
 
-    label_map = dict(item.split("=", 1) for item in args.label_map.split(",")) if args.label_map else None
+    label_map = None
+    if args.label_map:
+        pairs = [item.split("=", 1) for item in args.label_map.split(",") if item.strip()]
+        if any(len(p) != 2 or not p[0].strip() for p in pairs):
+            from chirpkit.errors import ConfigError
+
+            raise ConfigError(f"--label-map {args.label_map!r} must look like PIHA=bird,WOTH=wood_thrush")
+        label_map = {k.strip(): v.strip() for k, v in pairs}
     table = score_detections(
         args.detections,
         args.annotations,
@@ -613,12 +621,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategy",
         choices=["stratified-group"],
         help="split strategy (split.strategy; stratified-group: nested StratifiedGroupKFold on "
-        "well-behaved groups, GroupKFold on groups holding problematic classes)",
+        "classes with many groups; the groups of classes with few are dealt out in turn so that each "
+        "is in train, then test, then val)",
     )
     p.add_argument(
         "--min-count", type=int, help="drop classes with fewer examples (split.min_count, default 10)"
     )
-    p.add_argument("--folds", type=int, help="K >= 2 adds a 'fold' column for K-fold CV (split.folds)")
+    p.add_argument(
+        "--folds",
+        type=int,
+        help="K >= 2 adds a 'fold' column for K-fold CV (split.folds); a class with few groups gets "
+        "one group per fold in turn, so with K + 1 groups it is in every fold",
+    )
+    p.add_argument(
+        "--few-groups",
+        type=int,
+        help="classes with fewer groups are dealt out group by group (split.few_groups; 0 = auto)",
+    )
     p.add_argument("--seed", type=int, help="split seed (split.seed)")
     _common(p)
 
@@ -680,19 +699,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rule",
         default="overlap",
-        choices=["overlap", "onset", "iou"],
-        help="match rule (default overlap: detection overlaps the widened annotation)",
+        choices=["overlap", "onset", "onset-offset", "iou"],
+        help="match rule (default overlap: detection overlaps the widened annotation; onset: start "
+        "within the tolerance; onset-offset: DCASE's rule, start within the tolerance and end within "
+        "max(tolerance, half the annotation); iou: IoU >= --min-iou)",
     )
     p.add_argument(
-        "--tolerance-s", type=float, default=0.5, help="time tolerance for overlap/onset (default 0.5)"
+        "--tolerance-s",
+        type=float,
+        default=0.5,
+        help="time tolerance (the DCASE collar) for overlap/onset/onset-offset (default 0.5)",
     )
     p.add_argument("--min-iou", type=float, default=0.3, help="IoU needed with --rule iou (default 0.3)")
     p.add_argument(
         "--matching",
         default="one-to-one",
         choices=["one-to-one", "any"],
-        help="one-to-one (default) or any: an annotation is found if any detection matches it, and a "
-        "detection is right if it matches any annotation (dense calling, merged events)",
+        help="one-to-one (default; optimal, as sed_eval's event-based metrics) or any: an annotation is "
+        "found if any detection matches it, and a detection is right if it matches any annotation "
+        "(dense calling, merged events)",
     )
     p.add_argument(
         "--format", default="auto", choices=["auto", "points", "raven", "audacity", "kaleidoscope", "csv"]

@@ -362,6 +362,12 @@ class SplitConfig(_Section):
     test_fraction: float = Field(0.15, ge=0, lt=1)
     min_count: int = Field(10, ge=0, description="classes with fewer examples are excluded (0 keeps all)")
     folds: int = Field(0, ge=0, description="K >= 2 adds a 'fold' column for K-fold cross-validation")
+    few_groups: int = Field(
+        0,
+        ge=0,
+        description="classes with fewer groups are dealt out group by group (train, test, val, folds "
+        "in turn) instead of by stratified folds; 0 = auto (the groups the stratified folds need)",
+    )
     seed: int = 0
 
     @model_validator(mode="after")
