@@ -9,6 +9,7 @@ built-in exception that matches it, so ``except ValueError`` keeps working::
     │   └── AnnotationError  (ValueError)         an annotation table that cannot be read
     ├── AudioDecodeError     (ValueError)         a file that no decoder can read (carries the path)
     ├── MissingPathError     (FileNotFoundError)  an input path that does not exist
+    ├── OutputError          (OSError)            outputs cannot be written (disk full, permission)
     └── RunError             (RuntimeError)       a run folder or store that is incomplete/inconsistent
 
 Messages say what went wrong, where (file, row, key), the offending value, and what to do next.
@@ -23,6 +24,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "MissingPathError",
+    "OutputError",
     "RunError",
 ]
 
@@ -63,3 +65,11 @@ class MissingPathError(ChirpkitError, FileNotFoundError):
 
 class RunError(ChirpkitError, RuntimeError):
     """A run folder, checkpoint or prepared store is missing pieces or does not match."""
+
+
+class OutputError(ChirpkitError, OSError):
+    """Outputs cannot be written (disk full, permission denied, read-only, a file in the way).
+
+    A job stops with this error; it is never recorded as a bad input, and the work finished
+    before it is kept, so the same command resumes once the cause is fixed.
+    """
