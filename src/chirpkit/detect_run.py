@@ -255,11 +255,10 @@ def _consume(
     ok = finite_rows(scores)
     start_s = np.asarray(starts, dtype=np.float64)[ok] / sr
     window_s = predictor.spec.window_s
+    # the unit's share of the file: shards' windows overlap, their spans do not
+    end_s = unit.end_s if unit.stop is not None and unit.end_s is not None else starts[-1] / sr + window_s
     stats = {
-        # the unit's share of the file: shards' windows overlap, their spans do not
-        "audio_s": round(
-            (unit.end_s if unit.stop is not None else starts[-1] / sr + window_s) - unit.start_s, 3
-        ),
+        "audio_s": round(end_s - unit.start_s, 3),
         "nonfinite": nonfinite,
         "dropped": int((~ok).sum()),
         "seconds": round(time.perf_counter() - t0, 3),
