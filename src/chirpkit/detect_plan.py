@@ -297,7 +297,7 @@ def merge(
     manifest: list[dict[str, Any]] = []
     errors = [dict(p) for p in problems]
     audio_s = compute_s = 0.0
-    repaired: dict[str, int] = {}
+    repaired: dict[str, dict[str, int]] = {}
     dropped: dict[str, int] = {}
     for u in units:
         row = {"file": u.file, "start_s": u.start_s, "end_s": u.end_s, "part": ""}
@@ -306,8 +306,9 @@ def merge(
             tables.append(select(cands, settings).assign(file=u.file)[DETECTION_COLUMNS])
             audio_s += stats.get("audio_s", 0.0)
             compute_s += stats.get("seconds", 0.0)
-            if stats.get("nonfinite"):
-                repaired[u.file] = repaired.get(u.file, 0) + int(stats["nonfinite"])
+            for kind in ("nonfinite", "clipped"):
+                if stats.get(kind):
+                    repaired.setdefault(u.file, {"nonfinite": 0, "clipped": 0})[kind] += int(stats[kind])
             if stats.get("dropped"):
                 dropped[u.file] = dropped.get(u.file, 0) + int(stats["dropped"])
             manifest.append({**row, "status": "reused" if u.key in reused else "done", "part": u.key})
@@ -331,7 +332,7 @@ def merge(
             "events": len(events),
             "audio_seconds": round(audio_s, 2),
             "compute_seconds": round(compute_s, 2),
-            "nonfinite_samples_repaired": repaired,
+            "samples_repaired": repaired,
             "windows_dropped_nonfinite": dropped,
             "hop_s": settings["hop_s"],
             "shard_s": settings["shard_s"],
@@ -344,7 +345,12 @@ def merge(
         }
         write_json(out_dir / "detect_summary.json", summary)
     for f, n in repaired.items():
-        log.warning("%s: %d non-finite sample(s) (NaN/inf) were set to 0 before detection", f, n)
+        log.warning(
+            "%s: %d NaN/infinite sample(s) set to 0, %d beyond full scale clipped, before detection",
+            f,
+            n["nonfinite"],
+            n["clipped"],
+        )
     for f, n in dropped.items():
         log.warning(
             "%s: %d window(s) whose scores were not finite (audio far above full scale?) left out", f, n

@@ -183,8 +183,9 @@ def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
 
 
 class _End:
-    def __init__(self, nonfinite: int) -> None:
-        self.nonfinite = nonfinite
+    def __init__(self, span: AudioSpan) -> None:
+        self.nonfinite = span.nonfinite
+        self.clipped = span.clipped
 
 
 def _produce(
@@ -211,7 +212,7 @@ def _produce(
                 starts, batch = [], []
         if batch and not _put(q, (starts, np.stack(batch)), stop):
             return
-        _put(q, _End(span.nonfinite), stop)
+        _put(q, _End(span), stop)
     except Exception as exc:  # handed to the consumer, which records the unit as failed
         _put(q, exc, stop)
 
@@ -227,14 +228,14 @@ def _consume(
     starts: list[int] = []
     probs: list[np.ndarray] = []
     sr = predictor.spec.sample_rate
-    nonfinite = 0
+    end: _End | None = None
     while True:
         try:
             item = q.get(timeout=0.5)
         except queue.Empty:
             continue
         if isinstance(item, _End):
-            nonfinite = item.nonfinite
+            end = item
             break
         if isinstance(item, Exception):
             transient = not isinstance(item, _INPUT_ERRORS)
@@ -259,7 +260,8 @@ def _consume(
     end_s = unit.end_s if unit.stop is not None and unit.end_s is not None else starts[-1] / sr + window_s
     stats = {
         "audio_s": round(end_s - unit.start_s, 3),
-        "nonfinite": nonfinite,
+        "nonfinite": end.nonfinite if end else 0,
+        "clipped": end.clipped if end else 0,
         "dropped": int((~ok).sum()),
         "seconds": round(time.perf_counter() - t0, 3),
         "windows": len(starts),

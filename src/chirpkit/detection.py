@@ -18,6 +18,7 @@ and SIGTERM stop it within seconds with the finished units kept.
 from __future__ import annotations
 
 import csv
+import errno
 import logging
 import os
 import time
@@ -85,7 +86,11 @@ def _load(run: str | os.PathLike[str], device: str) -> Predictor:
 
 def _check_out(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"--out {out_dir} is a file; give a folder for the detection tables")
+        raise OutputError(
+            str(out_dir),
+            f"--out {out_dir} is a file, not a folder: give a folder for the detection tables",
+            errno.EEXIST,
+        )
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "plan.json").is_file():
         legacy = (out_dir / "detections.csv").is_file()
         if not legacy and not (out_dir / ".parts").is_dir():

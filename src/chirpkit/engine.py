@@ -119,8 +119,10 @@ def output_guard(
     except OSError as exc:
         hint = _OUTPUT_HINTS.get(exc.errno or 0, "check that the folder can be written")
         raise OutputError(
+            str(exc.filename or where),
             f"cannot write the outputs in {where}: {exc.strerror or exc} "
-            f"({exc.filename or where}); {hint}. Finished work is kept: {resume_hint} to go on."
+            f"({exc.filename or where}); {hint}. Finished work is kept: {resume_hint} to go on.",
+            exc.errno,
         ) from exc
 
 

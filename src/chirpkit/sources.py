@@ -9,7 +9,8 @@ files are decoded from file-like objects, so workers need no shared disk.
 output sample that lies on the resampling grid of the whole file, so that the samples it yields
 (after a short warm-up, see :data:`RESAMPLE_WARMUP_S`) equal those of a pass over the whole file:
 the basis of time shards that give the same result as one pass. Non-finite samples (NaN, inf) are
-set to 0 on the way and counted (:attr:`AudioSpan.nonfinite`).
+set to 0 and samples beyond full scale clipped on the way, and counted (the rule of
+``chirpkit.audio``'s decoders, so a store and a detection run see the same audio).
 """
 
 from __future__ import annotations
@@ -231,7 +232,8 @@ class AudioSpan:
 
     Attributes:
         start: the output sample index of the first sample yielded.
-        nonfinite: NaN/inf samples (after mixing to mono) set to 0 so far.
+        nonfinite: NaN/±inf samples (before mixing to mono) set to 0 so far.
+        clipped: samples beyond full scale (±1) clipped so far.
     """
 
     def __init__(self, source: str, *, sample_rate: int, first: int = 0, block_s: float = 60.0) -> None:
@@ -241,6 +243,7 @@ class AudioSpan:
         self.block_s = block_s
         self.start = 0
         self.nonfinite = 0
+        self.clipped = 0
 
     def __iter__(self) -> Iterator[np.ndarray]:
         try:
@@ -270,6 +273,19 @@ class AudioSpan:
             if not isinstance(handle, str):
                 handle.close()
 
+    def _repair(self, y: np.ndarray) -> np.ndarray:
+        """NaN/±inf → 0 and samples beyond ±1 clipped, before mixing (the rule ``prepare``
+        applies too, so a store and a detection run see the same audio); counted."""
+        lo, hi = (float(y.min()), float(y.max())) if y.size else (0.0, 0.0)
+        if lo >= -1.0 and hi <= 1.0:  # False for NaN too
+            return y
+        y = np.array(y, dtype=np.float32, copy=True)
+        bad = ~np.isfinite(y)
+        self.nonfinite += int(bad.sum())
+        y[bad] = 0.0
+        self.clipped += int(np.count_nonzero(np.abs(y) > 1.0))
+        return np.clip(y, -1.0, 1.0, out=y)
+
     def _aligned_start(self, src_rate: int) -> int:
         """The source frame to read from: on the resampling grid, a warm-up before ``first``."""
         g = math.gcd(src_rate, self.sample_rate)
@@ -284,11 +300,8 @@ class AudioSpan:
     ) -> Iterator[np.ndarray]:
         resampler: soxr.ResampleStream | None = None
         for block, rate in blocks:
+            block = self._repair(block)
             mono = np.ascontiguousarray(to_mono(block)[0], dtype=np.float32)
-            bad = ~np.isfinite(mono)
-            if bad.any():
-                self.nonfinite += int(bad.sum())
-                mono = np.where(bad, np.float32(0), mono)
             if rate != self.sample_rate and resampler is None:
                 resampler = soxr.ResampleStream(rate, self.sample_rate, 1, dtype="float32", quality="HQ")
             out = resampler.resample_chunk(mono, last=False) if resampler is not None else mono
