@@ -351,10 +351,8 @@ def merge(
             n["nonfinite"],
             n["clipped"],
         )
-    for f, n in dropped.items():
-        log.warning(
-            "%s: %d window(s) whose scores were not finite (audio far above full scale?) left out", f, n
-        )
+    for f, windows in dropped.items():
+        log.warning("%s: %d window(s) whose scores were not finite left out", f, windows)
     return table
 
 
