@@ -299,6 +299,7 @@ def merge(
     audio_s = compute_s = 0.0
     repaired: dict[str, dict[str, int]] = {}
     dropped: dict[str, int] = {}
+    damaged: dict[str, float] = {}
     for u in units:
         row = {"file": u.file, "start_s": u.start_s, "end_s": u.end_s, "part": ""}
         if part_path(out_dir, u).is_file():
@@ -309,6 +310,8 @@ def merge(
             for kind in ("nonfinite", "clipped"):
                 if stats.get(kind):
                     repaired.setdefault(u.file, {"nonfinite": 0, "clipped": 0})[kind] += int(stats[kind])
+            if stats.get("damaged_at_s") is not None:
+                damaged.setdefault(u.file, stats["damaged_at_s"])
             if stats.get("dropped"):
                 dropped[u.file] = dropped.get(u.file, 0) + int(stats["dropped"])
             manifest.append({**row, "status": "reused" if u.key in reused else "done", "part": u.key})
@@ -334,6 +337,7 @@ def merge(
             "compute_seconds": round(compute_s, 2),
             "samples_repaired": repaired,
             "windows_dropped_nonfinite": dropped,
+            "decoded_past_damage_from_s": damaged,
             "hop_s": settings["hop_s"],
             "shard_s": settings["shard_s"],
             "min_score": settings["min_score"],
@@ -351,6 +355,8 @@ def merge(
             n["nonfinite"],
             n["clipped"],
         )
+    for f, at in damaged.items():
+        log.warning("%s: libsndfile stopped at a damaged frame near %g s; FFmpeg decoded the rest", f, at)
     for f, windows in dropped.items():
         log.warning("%s: %d window(s) whose scores were not finite left out", f, windows)
     return table

@@ -186,6 +186,7 @@ class _End:
     def __init__(self, span: AudioSpan) -> None:
         self.nonfinite = span.nonfinite
         self.clipped = span.clipped
+        self.damaged_at_s = span.damaged_at_s
 
 
 def _produce(
@@ -262,6 +263,7 @@ def _consume(
         "audio_s": round(end_s - unit.start_s, 3),
         "nonfinite": end.nonfinite if end else 0,
         "clipped": end.clipped if end else 0,
+        "damaged_at_s": end.damaged_at_s if end else None,
         "dropped": int((~ok).sum()),
         "seconds": round(time.perf_counter() - t0, 3),
         "windows": len(starts),

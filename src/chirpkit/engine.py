@@ -201,7 +201,9 @@ def dask_client(scheduler: Any = None, *, workers: int = 2) -> Iterator[Any]:
     else:
         address = scheduler
     try:
-        client = distributed.Client(address, timeout="30s")
+        import dask
+
+        client = distributed.Client(address, timeout=dask.config.get("distributed.comm.timeouts.connect"))
     except (OSError, TimeoutError) as exc:
         if cluster is not None:
             cluster.close()

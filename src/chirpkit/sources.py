@@ -234,6 +234,7 @@ class AudioSpan:
         start: the output sample index of the first sample yielded.
         nonfinite: NaN/±inf samples (before mixing to mono) set to 0 so far.
         clipped: samples beyond full scale (±1) clipped so far.
+        damaged_at_s: where libsndfile stopped at a damaged frame and FFmpeg took over (else None).
     """
 
     def __init__(self, source: str, *, sample_rate: int, first: int = 0, block_s: float = 60.0) -> None:
@@ -244,6 +245,8 @@ class AudioSpan:
         self.start = 0
         self.nonfinite = 0
         self.clipped = 0
+        self.damaged_at_s: float | None = None
+        self._pos = 0
 
     def __iter__(self) -> Iterator[np.ndarray]:
         try:
@@ -268,10 +271,32 @@ class AudioSpan:
                 yield from self._resampled(_av_blocks(handle, self.block_s, sf_exc), None)
                 return
             with f:
-                yield from self._resampled(_sf_blocks(f, self), int(f.samplerate))
+                yield from self._resampled(self._sf_then_av(f), int(f.samplerate))
         finally:
             if not isinstance(handle, str):
                 handle.close()
+
+    def _sf_then_av(self, f: sf.SoundFile) -> Iterator[tuple[np.ndarray, int]]:
+        """libsndfile's blocks; where it stops at a damaged frame (FLACs from the field), FFmpeg
+        decodes past it, from the same sample on (:attr:`damaged_at_s` says where)."""
+        self._pos = 0
+        try:
+            yield from _sf_blocks(f, self)
+        except RuntimeError as exc:  # soundfile.LibsndfileError
+            rate = int(f.samplerate)
+            self.damaged_at_s = round(self._pos / rate, 3)
+            handle = _open(self.source)
+            try:
+                skip = self._pos
+                for block, r in _av_blocks(handle, self.block_s, exc):
+                    if skip >= block.shape[1]:
+                        skip -= block.shape[1]
+                        continue
+                    yield block[:, skip:], r
+                    skip = 0
+            finally:
+                if not isinstance(handle, str):
+                    handle.close()
 
     def _repair(self, y: np.ndarray) -> np.ndarray:
         """NaN/±inf → 0 and samples beyond ±1 clipped, before mixing (the rule ``prepare``
@@ -320,11 +345,13 @@ def _sf_blocks(f: sf.SoundFile, span: AudioSpan) -> Iterator[tuple[np.ndarray, i
         if frame >= f.frames:
             return
         f.seek(frame)
+    span._pos = frame
     block_frames = max(1024, int(span.block_s * rate))
     while True:
         y = f.read(frames=block_frames, dtype="float32", always_2d=True)
         if y.shape[0] == 0:
             return
+        span._pos += y.shape[0]
         yield np.ascontiguousarray(y.T), rate
 
 
