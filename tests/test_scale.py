@@ -261,3 +261,25 @@ def test_cli_dask_local_cluster_and_shards(
     assert_same_detections(
         read_csv(tmp_path / "s" / "detections.csv"), read_csv(reference / "detections.csv")
     )
+
+
+def test_prepare_on_dask_writes_the_same_store(cluster: object, tiny_folder: Path, tmp_path: Path) -> None:
+    from chirpkit.data.ingest import ingest
+    from chirpkit.data.store import prepare
+    from tests.conftest import tiny_config
+
+    cat = ingest(tiny_folder, out=tmp_path / "catalog.parquet", progress=False)
+    audio = tiny_config().audio
+    here = prepare(cat, out=tmp_path / "local", config=audio, progress=False)
+    there = prepare(
+        cat,
+        out=tmp_path / "dask",
+        config=audio,
+        progress=False,
+        engine="dask",
+        scheduler=cluster.scheduler_address,  # type: ignore[attr-defined]
+    )
+    assert len(there) == len(here) == 36
+    pd.testing.assert_frame_equal(there.index, here.index)
+    for part in here.index["part"].unique():
+        assert (tmp_path / "dask" / part).read_bytes() == (tmp_path / "local" / part).read_bytes()

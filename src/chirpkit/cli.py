@@ -155,7 +155,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             "audio.workers": args.workers,
         },
     )
-    store = prepare(args.catalog, out=args.out, config=cfg.audio, progress=not args.no_progress)
+    store = prepare(
+        args.catalog,
+        out=args.out,
+        config=cfg.audio,
+        progress=not args.no_progress,
+        engine=args.engine,
+        scheduler=args.scheduler,
+    )
     print(f"{len(store)} window(s) of {cfg.audio.window_s} s at {cfg.audio.sample_rate} Hz → {args.out}")
 
 
@@ -552,7 +559,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="store folder (reused as a cache)")
     p.add_argument("--sample-rate", type=int, help="target rate in Hz (audio.sample_rate, default 32000)")
     p.add_argument("--window-s", type=float, help="window length in seconds (audio.window_s, default 3)")
-    p.add_argument("--workers", type=int, help="decode threads (audio.workers; 0 = one per core)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="decode threads (audio.workers; 0 = one per core); with --engine dask: worker processes",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["local", "dask"],
+        default="local",
+        help="dask: one task per file on a Dask cluster (the store must be on a shared disk)",
+    )
+    p.add_argument(
+        "--scheduler", metavar="ADDRESS", help="with --engine dask: tcp://HOST:8786 (default: local)"
+    )
     _common(p)
 
     p = verb("train", cmd_train, "train a classifier on a prepared store")

@@ -41,7 +41,7 @@ from chirpkit.audio import decode, resample
 from chirpkit.conditioning import Conditioner, steps_from_config, steps_from_dicts, steps_to_dicts
 from chirpkit.config import AudioConfig
 from chirpkit.data.catalog import LABEL_SEP, catalog_fingerprint, read_catalog, validate_catalog
-from chirpkit.errors import AudioDecodeError, DataError, RunError
+from chirpkit.errors import AudioDecodeError, ConfigError, DataError, RunError
 
 __all__ = ["STORE_VERSION", "Store", "prepare", "window_starts"]
 
@@ -256,6 +256,8 @@ def prepare(
     out: str | os.PathLike[str],
     config: AudioConfig | None = None,
     progress: bool = True,
+    engine: str = "local",
+    scheduler: Any = None,
 ) -> Store:
     """Decode, mix to mono, resample and cut every catalog row into windows, once.
 
@@ -264,6 +266,9 @@ def prepare(
         out: the store folder (created; reused across runs as a cache).
         config: :class:`chirpkit.config.AudioConfig` (rate, window, hop, margin, dtype, workers).
         progress: show a progress bar.
+        engine: ``local`` (decode threads here) or ``dask``: one task per file on a Dask cluster
+            (a local one of ``config.workers`` processes, or ``scheduler``: an address, cluster or
+            client); the workers write the parts, so the store must be on a disk they share.
 
     Returns:
         The :class:`Store`. Files that fail to decode are skipped and listed in ``skipped.csv``.
@@ -357,7 +362,28 @@ def prepare(
     t0 = time.perf_counter()
     n_workers = min(cfg.workers or min(os.cpu_count() or 1, 8), len(todo))
     bar = tqdm(total=len(todo), desc="prepare", unit="file", disable=not progress or not todo)
-    if n_workers <= 1:
+    if engine not in ("local", "dask"):
+        raise ConfigError(f"engine={engine!r} must be 'local' or 'dask'")
+    if engine == "dask" and todo:
+        from chirpkit.engine import dask_client, run_on_dask
+
+        def finished(key: str, res: dict[str, Any]) -> None:
+            results.append(res)
+            bar.update()
+
+        def failed_task(key: str, exc: BaseException) -> None:
+            finished(key, {"key": key, "ok": False, "reason": f"{type(exc).__name__}: {exc}"})
+
+        with dask_client(scheduler, workers=max(1, cfg.workers or os.cpu_count() or 1)) as client:
+            run_on_dask(
+                client,
+                _build_part,
+                [(t["key"], (t,)) for t in todo],
+                retries=2,
+                on_result=finished,
+                on_error=failed_task,
+            )
+    elif n_workers <= 1:
         for t in todo:
             results.append(_build_part(t))
             bar.update()
