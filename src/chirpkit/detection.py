@@ -224,7 +224,7 @@ def detect(
     with interruptible():
         try:
             if engine == "dask":
-                job.run_dask(run, predictor, hop_s, cfg, device, scheduler, retries)
+                job.run_dask(run, predictor, hop_s, cfg, device, scheduler, retries, progress)
             else:
                 job.run_local(predictor, hop_s, cfg, retries, progress)
         finally:
@@ -274,6 +274,7 @@ class _Job:
         self.todo = todo
         self.audio_s = 0.0
         self.loads: dict[int, int] = {}
+        self.cluster_start_s: float | None = None
         self.t0 = time.perf_counter()
         self.wall = 0.0
         self.bar: Any = None
@@ -356,6 +357,7 @@ class _Job:
         device: str,
         scheduler: Any,
         retries: int,
+        progress: bool,
     ) -> None:
         from chirpkit.detect_run import _dask_unit, model_blob
         from chirpkit.engine import dask_client, run_on_dask
@@ -365,7 +367,8 @@ class _Job:
         by_key = {u.key: u for u in self.todo}
         threads = max(1, (os.cpu_count() or 1) // cfg.workers) if scheduler is None else None
         with dask_client(scheduler, workers=cfg.workers) as client:
-            self._open_bar(True, f"dask, {len(client.scheduler_info()['workers'])} workers")
+            self.cluster_start_s = time.perf_counter() - self.t0
+            self._open_bar(progress, f"dask, {len(client.scheduler_info()['workers'])} workers")
             (blob,) = client.scatter([model_blob(run, predictor)], broadcast=True)
 
             def on_result(key: str, result: dict[str, Any]) -> None:
@@ -411,4 +414,5 @@ class _Job:
             "device": str(device),
             "shard": f"{shard[0]}/{shard[1]}" if shard else None,
             "model_loads_per_worker": {str(k): v for k, v in sorted(self.loads.items())} or None,
+            "cluster_start_seconds": None if self.cluster_start_s is None else round(self.cluster_start_s, 3),
         }
