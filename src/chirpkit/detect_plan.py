@@ -237,8 +237,18 @@ def read_part(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     return table.to_pandas(), json.loads(meta) if meta else {}
 
 
-def is_finished(out_dir: Path, unit: WorkUnit) -> bool:
-    return part_path(out_dir, unit).is_file() or failed_path(out_dir, unit).is_file()
+class Results:
+    """Which units have a part or a failure, from one listing of ``.parts/`` (one call, not two
+    per unit: tens of thousands of units on a network file system)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        folder = out_dir / ".parts"
+        names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        self.parts = {n.removesuffix(".parquet") for n in names if n.endswith(".parquet")}
+        self.failed = {n.removesuffix(".failed.json") for n in names if n.endswith(".failed.json")}
+
+    def finished(self, unit: WorkUnit) -> bool:
+        return unit.key in self.parts or unit.key in self.failed
 
 
 # --- selection and merge -------------------------------------------------------------------------
@@ -281,7 +291,8 @@ def merge(
     """
     out_dir = Path(out)
     units, problems, settings = read_plan(out_dir)
-    missing = [u for u in units if not is_finished(out_dir, u)]
+    results = Results(out_dir)
+    missing = [u for u in units if not results.finished(u)]
     if missing and not partial:
         shards = settings.get("shards")
         hint = (
@@ -302,7 +313,7 @@ def merge(
     damaged: dict[str, float] = {}
     for u in units:
         row = {"file": u.file, "start_s": u.start_s, "end_s": u.end_s, "part": ""}
-        if part_path(out_dir, u).is_file():
+        if u.key in results.parts:
             cands, stats = read_part(part_path(out_dir, u))
             tables.append(select(cands, settings).assign(file=u.file)[DETECTION_COLUMNS])
             audio_s += stats.get("audio_s", 0.0)
@@ -315,7 +326,7 @@ def merge(
             if stats.get("dropped"):
                 dropped[u.file] = dropped.get(u.file, 0) + int(stats["dropped"])
             manifest.append({**row, "status": "reused" if u.key in reused else "done", "part": u.key})
-        elif failed_path(out_dir, u).is_file():
+        elif u.key in results.failed:
             fail = read_json(failed_path(out_dir, u))
             where = f" (from {u.start_s:g} s)" if u.first > 0 or u.stop is not None else ""
             errors.append({"file": u.file, "reason": f"{fail['reason']}{where}"})

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,8 @@ from chirpkit.sources import AudioSpan
 __all__ = ["run_units", "sliding_windows"]
 
 log = logging.getLogger("chirpkit")
+
+T = TypeVar("T")
 
 _STORED_TOP = 5  # candidates kept per window in the parts, so thresholds can change later
 
@@ -171,6 +173,20 @@ def sliding_windows(
 # --- running units ----------------------------------------------------------------------------
 
 
+def _batched(windows: Iterator[tuple[T, np.ndarray]], size: int) -> Iterator[tuple[list[T], np.ndarray]]:
+    """Group ``(start, window)`` pairs into ``(starts, (n, samples) array)`` batches."""
+    starts: list[T] = []
+    batch: list[np.ndarray] = []
+    for start, window in windows:
+        starts.append(start)
+        batch.append(window)
+        if len(batch) == size:
+            yield starts, np.stack(batch)
+            starts, batch = [], []
+    if batch:
+        yield starts, np.stack(batch)
+
+
 def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
     """Put without ever blocking for good: give up once ``stop`` is set (the consumer is gone)."""
     while not stop.is_set():
@@ -202,17 +218,9 @@ def _produce(
     outlives a consumer that stopped (Ctrl-C, a full disk)."""
     try:
         span, windows = _unit_windows(unit.file, spec, hop_s, cfg.block_s, unit.first, unit.stop)
-        starts: list[int] = []
-        batch: list[np.ndarray] = []
-        for start, window in windows:
-            starts.append(start)
-            batch.append(window)
-            if len(batch) == cfg.batch_size:
-                if not _put(q, (starts, np.stack(batch)), stop):
-                    return
-                starts, batch = [], []
-        if batch and not _put(q, (starts, np.stack(batch)), stop):
-            return
+        for item in _batched(windows, cfg.batch_size):
+            if not _put(q, item, stop):
+                return
         _put(q, _End(span), stop)
     except Exception as exc:  # handed to the consumer, which records the unit as failed
         _put(q, exc, stop)

@@ -34,9 +34,9 @@ from chirpkit.config import DetectConfig
 from chirpkit.detect_plan import (
     DETECTION_COLUMNS,
     MANIFEST_COLUMNS,
+    Results,
     WorkUnit,
     failed_path,
-    is_finished,
     merge,
     part_path,
     plan_units,
@@ -91,10 +91,6 @@ def _check_out(out_dir: Path) -> None:
             f"--out {out_dir} is a file, not a folder: give a folder for the detection tables",
             errno.EEXIST,
         )
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "plan.json").is_file():
-        legacy = (out_dir / "detections.csv").is_file()
-        if not legacy and not (out_dir / ".parts").is_dir():
-            log.info("detect: writing into %s, which already holds other files", out_dir)
 
 
 def detect(
@@ -207,7 +203,7 @@ def detect(
     if not resume:
         for u in mine:
             failed_path(out_dir, u).unlink(missing_ok=True)
-    reused = {u.key for u in mine if resume and part_path(out_dir, u).is_file()}
+    reused = {u.key for u in mine if u.key in Results(out_dir).parts} if resume else set()
     todo = [u for u in mine if u.key not in reused]
     if reused:
         log.info(
@@ -230,11 +226,12 @@ def detect(
         finally:
             job.close()
         run_info = job.run_info(engine, cfg, device, shard_of, len(reused))
-        if all(is_finished(out_dir, u) for u in units):
+        results = Results(out_dir)
+        if all(results.finished(u) for u in units):
             table = merge(out_dir, reused=reused, run_info=run_info)
             _log_done(out_dir, table, run_info)
             return table
-    left = sum(not is_finished(out_dir, u) for u in units)
+    left = sum(not results.finished(u) for u in units)
     log.info(
         "detect: shard %s done; %d work unit(s) of other shards still to go (the last shard to finish "
         "writes the tables; or run `chirpkit merge %s`)",
@@ -245,7 +242,7 @@ def detect(
     tables = [
         select(read_part(part_path(out_dir, u))[0], settings).assign(file=u.file)[DETECTION_COLUMNS]
         for u in mine
-        if part_path(out_dir, u).is_file()
+        if u.key in results.parts
     ]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=DETECTION_COLUMNS)
 
