@@ -5,9 +5,9 @@ The pieces every batch verb shares (``detect`` and ``prepare`` use them):
 * :func:`dask_client` — a ``dask.distributed`` client: to a scheduler address (``tcp://HOST:8786``),
   to a cluster object (e.g. ``dask_jobqueue.SLURMCluster``), or to a local cluster of worker
   processes started here; imported lazily (``pip install 'chirpkit[dask]'``).
-* :func:`run_on_dask` — submit one task per work unit, hand each result or failure to callbacks as
-  it arrives; failing tasks are retried by Dask (``retries``; a task whose worker dies is
-  rescheduled by the scheduler), cancelled when the caller stops.
+* :func:`run_on_dask` / :func:`map_on_dask` — one task per work unit; each result or failure is
+  handed to a callback (or yielded) as it arrives; failing tasks are retried by Dask (``retries``;
+  a task whose worker dies is rescheduled by the scheduler), cancelled when the caller stops.
 * :func:`worker_cached` — a per-process cache, so each worker loads a model once.
 * :func:`parse_shard` / :func:`assign_shards` — ``--shard I/N`` for job arrays without a scheduler:
   a deterministic, duration-balanced split of the work units.
@@ -25,8 +25,8 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Any, TypeVar
 
 from chirpkit.errors import ConfigError, OutputError, RunError
 
@@ -34,6 +34,7 @@ __all__ = [
     "assign_shards",
     "dask_client",
     "interruptible",
+    "map_on_dask",
     "output_guard",
     "parse_shard",
     "run_on_dask",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("chirpkit")
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -221,6 +225,33 @@ def dask_client(scheduler: Any = None, *, workers: int = 2) -> Iterator[Any]:
                 cluster.close(timeout=10)
 
 
+def map_on_dask(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    *,
+    key: Callable[[T], str],
+    on_error: Callable[[T, BaseException], R],
+    engine: str = "dask",
+    scheduler: Any = None,
+    workers: int = 2,
+    retries: int = 2,
+) -> Generator[R, None, None]:
+    """``fn(item)`` for each item on a Dask cluster (see :func:`dask_client`), results in the
+    order they finish; a task that failed for good gives ``on_error(item, exc)``. Closing the
+    generator (or Ctrl-C) cancels what is left and shuts a local cluster down.
+
+    Raises:
+        ConfigError: ``engine`` is not ``dask`` (what a verb's ``engine`` argument hands on).
+    """
+    if engine != "dask":
+        raise ConfigError(f"engine={engine!r} must be 'local' or 'dask'")
+    by_name = {key(item): item for item in items}
+    with dask_client(scheduler, workers=workers) as client:
+        tasks = [(name, (item,)) for name, item in by_name.items()]
+        for name, ok, value in dask_results(client, fn, tasks, retries=retries):
+            yield value if ok else on_error(by_name[name], value)
+
+
 def run_on_dask(
     client: Any,
     fn: Callable[..., Any],
@@ -233,6 +264,18 @@ def run_on_dask(
     """Run ``fn(*args)`` for each ``(name, args)`` on the cluster; call ``on_result(name, value)``
     or, once Dask's retries are spent (or the task's workers kept dying), ``on_error(name, exc)``,
     in the order tasks finish. Anything the callbacks raise (or Ctrl-C) cancels what is left."""
+    for name, ok, value in dask_results(client, fn, tasks, retries=retries):
+        if ok:
+            on_result(name, value)
+        else:
+            on_error(name, value)
+
+
+def dask_results(
+    client: Any, fn: Callable[..., Any], tasks: Sequence[tuple[str, tuple[Any, ...]]], *, retries: int
+) -> Generator[tuple[str, bool, Any], None, None]:
+    """``(name, True, result)`` or ``(name, False, exception)`` per task, as tasks finish;
+    cancels the unfinished ones when closed."""
     distributed = _distributed()
     token = uuid.uuid4().hex[:8]
     futures = {
@@ -243,9 +286,9 @@ def run_on_dask(
         for fut in distributed.as_completed(list(futures)):
             name = futures[fut]
             if fut.status == "error":
-                on_error(name, fut.exception())
+                yield name, False, fut.exception()
             else:
-                on_result(name, fut.result())
+                yield name, True, fut.result()
             fut.release()
     finally:
         pending = [f for f in futures if not f.done()]

@@ -41,7 +41,7 @@ from chirpkit.audio import decode, resample
 from chirpkit.conditioning import Conditioner, steps_from_config, steps_from_dicts, steps_to_dicts
 from chirpkit.config import AudioConfig
 from chirpkit.data.catalog import LABEL_SEP, catalog_fingerprint, read_catalog, validate_catalog
-from chirpkit.errors import AudioDecodeError, ConfigError, DataError, RunError
+from chirpkit.errors import AudioDecodeError, DataError, RunError
 
 __all__ = ["STORE_VERSION", "Store", "prepare", "window_starts"]
 
@@ -362,27 +362,21 @@ def prepare(
     t0 = time.perf_counter()
     n_workers = min(cfg.workers or min(os.cpu_count() or 1, 8), len(todo))
     bar = tqdm(total=len(todo), desc="prepare", unit="file", disable=not progress or not todo)
-    if engine not in ("local", "dask"):
-        raise ConfigError(f"engine={engine!r} must be 'local' or 'dask'")
-    if engine == "dask" and todo:
-        from chirpkit.engine import dask_client, run_on_dask
+    if engine != "local" and todo:
+        from chirpkit.engine import map_on_dask
 
-        def finished(key: str, res: dict[str, Any]) -> None:
+        running = map_on_dask(
+            _build_part,
+            todo,
+            key=lambda t: t["key"],
+            on_error=lambda t, exc: {"key": t["key"], "ok": False, "reason": f"{type(exc).__name__}: {exc}"},
+            engine=engine,
+            scheduler=scheduler,
+            workers=max(1, cfg.workers or os.cpu_count() or 1),
+        )
+        for res in running:
             results.append(res)
             bar.update()
-
-        def failed_task(key: str, exc: BaseException) -> None:
-            finished(key, {"key": key, "ok": False, "reason": f"{type(exc).__name__}: {exc}"})
-
-        with dask_client(scheduler, workers=max(1, cfg.workers or os.cpu_count() or 1)) as client:
-            run_on_dask(
-                client,
-                _build_part,
-                [(t["key"], (t,)) for t in todo],
-                retries=2,
-                on_result=finished,
-                on_error=failed_task,
-            )
     elif n_workers <= 1:
         for t in todo:
             results.append(_build_part(t))
