@@ -16,6 +16,7 @@ set to 0 and samples beyond full scale clipped on the way, and counted (the rule
 from __future__ import annotations
 
 import glob
+import io
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -183,6 +184,10 @@ def _open(source: str) -> Any:
     fs, path = _fs(source)
     if not fs.exists(path):
         raise AudioDecodeError(source, "does not exist")
+    if "memory" in fs.protocol:
+        # fsspec's memory filesystem hands every reader the same file object (one position):
+        # give each reader its own copy, as real filesystems give each its own handle
+        return io.BytesIO(fs.cat_file(path))
     return fs.open(path, "rb")
 
 
