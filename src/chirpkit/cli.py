@@ -233,7 +233,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             "audio.workers": args.workers,
         },
     )
-    store = prepare(args.catalog, out=args.out, config=cfg.audio, progress=not args.no_progress)
+    store = prepare(
+        args.catalog,
+        out=args.out,
+        config=cfg.audio,
+        progress=not args.no_progress,
+        engine=args.engine,
+        scheduler=args.scheduler,
+    )
     print(f"{len(store)} window(s) of {cfg.audio.window_s} s at {cfg.audio.sample_rate} Hz → {args.out}")
 
 
@@ -382,6 +389,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
         "detect.top_k": args.top_k,
         "detect.thresholds": args.thresholds,
         "detect.workers": args.workers,
+        "detect.shard_s": args.shard_s,
     }
     if args.format:
         extra["detect.formats"] = args.format
@@ -394,7 +402,21 @@ def cmd_detect(args: argparse.Namespace) -> None:
         device=args.device,
         resume=not args.fresh,
         progress=not args.no_progress,
+        engine=args.engine,
+        scheduler=args.scheduler,
+        shard=args.shard,
+        retries=args.retries,
     )
+    if args.shard is not None and not (Path(args.out) / "detections.csv").is_file():
+        print(f"shard {args.shard}: {len(table)} detection(s) in its parts; the last shard writes the tables")
+    else:
+        print(f"{len(table)} detection(s) → {Path(args.out) / 'detections.csv'} (events: events.csv)")
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    from chirpkit.detection import merge
+
+    table = merge(args.out, partial=args.partial)
     print(f"{len(table)} detection(s) → {Path(args.out) / 'detections.csv'} (events: events.csv)")
 
 
@@ -646,7 +668,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="store folder (reused as a cache)")
     p.add_argument("--sample-rate", type=int, help="target rate in Hz (audio.sample_rate, default 32000)")
     p.add_argument("--window-s", type=float, help="window length in seconds (audio.window_s, default 3)")
-    p.add_argument("--workers", type=int, help="decode threads (audio.workers; 0 = one per core)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="decode threads (audio.workers; 0 = one per core); with --engine dask: worker processes",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["local", "dask"],
+        default="local",
+        help="dask: one task per file on a Dask cluster (the store must be on a shared disk)",
+    )
+    p.add_argument(
+        "--scheduler", metavar="ADDRESS", help="with --engine dask: tcp://HOST:8786 (default: local)"
+    )
     _common(p)
 
     p = verb("train", cmd_train, "train a classifier on a prepared store")
@@ -688,9 +723,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra outputs (repeatable): parquet table, Raven selection tables, Audacity labels",
     )
     p.add_argument("--batch-size", type=int, help="windows per batch (detect.batch_size)")
-    p.add_argument("--workers", type=int, help="files decoded ahead of the model (detect.workers, default 2)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="local engine: work units decoded ahead of the model, in threads; dask engine without "
+        "--scheduler: worker processes of the local cluster (detect.workers, default 2)",
+    )
     p.add_argument("--fresh", action="store_true", help="ignore results of an earlier run in --out")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (dask: cuda = one GPU per worker)"
+    )
+    p.add_argument(
+        "--engine",
+        choices=["local", "dask"],
+        default="local",
+        help="local: this process (default); dask: a Dask cluster (pip install 'chirpkit[dask]')",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --engine dask: a running scheduler, tcp://HOST:8786 (default: start a local cluster "
+        "of --workers processes)",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only shard I of N (0-based) into the shared --out, e.g. a Slurm array: "
+        "--shard $SLURM_ARRAY_TASK_ID/N; the last shard to finish writes the tables",
+    )
+    p.add_argument(
+        "--shard-s",
+        type=float,
+        help="cut files longer than 1.5 × this into time shards of this many seconds "
+        "(detect.shard_s, default 1800; results identical to one pass)",
+    )
+    p.add_argument(
+        "--retries", type=int, default=2, help="further attempts of a failing work unit (default 2)"
+    )
+    _common(p)
+
+    p = verb("merge", cmd_merge, "write the tables of a detect output folder from its finished parts")
+    p.add_argument("out", help="the --out folder of detect (after --shard I/N runs)")
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="write tables from the units done so far, even if some are missing",
+    )
     _common(p)
 
     p = verb("score-detections", cmd_score, "event precision/recall/F1 per class against an annotation table")

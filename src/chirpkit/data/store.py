@@ -256,6 +256,8 @@ def prepare(
     out: str | os.PathLike[str],
     config: AudioConfig | None = None,
     progress: bool = True,
+    engine: str = "local",
+    scheduler: Any = None,
 ) -> Store:
     """Decode, mix to mono, resample and cut every catalog row into windows, once.
 
@@ -264,6 +266,9 @@ def prepare(
         out: the store folder (created; reused across runs as a cache).
         config: :class:`chirpkit.config.AudioConfig` (rate, window, hop, margin, dtype, workers).
         progress: show a progress bar.
+        engine: ``local`` (decode threads here) or ``dask``: one task per file on a Dask cluster
+            (a local one of ``config.workers`` processes, or ``scheduler``: an address, cluster or
+            client); the workers write the parts, so the store must be on a disk they share.
 
     Returns:
         The :class:`Store`. Files that fail to decode are skipped and listed in ``skipped.csv``.
@@ -357,7 +362,22 @@ def prepare(
     t0 = time.perf_counter()
     n_workers = min(cfg.workers or min(os.cpu_count() or 1, 8), len(todo))
     bar = tqdm(total=len(todo), desc="prepare", unit="file", disable=not progress or not todo)
-    if n_workers <= 1:
+    if engine != "local" and todo:
+        from chirpkit.engine import map_on_dask
+
+        running = map_on_dask(
+            _build_part,
+            todo,
+            key=lambda t: t["key"],
+            on_error=lambda t, exc: {"key": t["key"], "ok": False, "reason": f"{type(exc).__name__}: {exc}"},
+            engine=engine,
+            scheduler=scheduler,
+            workers=max(1, cfg.workers or os.cpu_count() or 1),
+        )
+        for res in running:
+            results.append(res)
+            bar.update()
+    elif n_workers <= 1:
         for t in todo:
             results.append(_build_part(t))
             bar.update()
