@@ -9,9 +9,14 @@ built-in exception that matches it, so ``except ValueError`` keeps working::
     │   └── AnnotationError  (ValueError)         an annotation table that cannot be read
     ├── AudioDecodeError     (ValueError)         a file that no decoder can read (carries the path)
     ├── MissingPathError     (FileNotFoundError)  an input path that does not exist
+    ├── OutputError          (OSError)            an output that cannot be written: disk full,
+    │                                             permission denied, read-only, a file where a
+    │                                             folder should be (carries ``.path``, ``.errno``)
     └── RunError             (RuntimeError)       a run folder or store that is incomplete/inconsistent
 
 Messages say what went wrong, where (file, row, key), the offending value, and what to do next.
+An :class:`OutputError` is never a reason to skip an input file: it stops the job, and a re-run
+picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "MissingPathError",
+    "OutputError",
     "RunError",
 ]
 
@@ -59,6 +65,22 @@ class AudioDecodeError(ChirpkitError, ValueError):
 
 class MissingPathError(ChirpkitError, FileNotFoundError):
     """An input file or folder does not exist."""
+
+
+class OutputError(ChirpkitError, OSError):
+    """An output file or folder cannot be written (disk full, permission denied, read-only, ...).
+
+    Attributes:
+        path: the output that could not be written.
+    """
+
+    def __init__(self, path: str, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = str(path)
+        self.errno = errno
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class RunError(ChirpkitError, RuntimeError):
