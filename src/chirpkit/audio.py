@@ -14,6 +14,7 @@ so that callers can report the file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -142,8 +143,13 @@ def is_audio_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
-def _short(exc: BaseException) -> str:
+def _short(exc: BaseException, path: Path | None = None) -> str:
+    """The first line of a decoder's message, without the path (the report names the file) and
+    without FFmpeg's error number."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if path is not None:
+        text = text.replace(f"Error opening '{path}': ", "").replace(f": '{path}'", "")
+    text = re.sub(r"^\[Errno -?\d+\] ", "", text)
     return text[:200]
 
 
@@ -184,6 +190,8 @@ def _av_info(path: Path) -> AudioInfo:
             raise ValueError("no audio stream")
         st = container.streams.audio[0]
         cc = st.codec_context
+        if cc is None:
+            raise ValueError("unsupported audio codec (FFmpeg has no decoder for it)")
         rate = int(cc.sample_rate or st.rate or 0)
         if rate <= 0:
             raise ValueError("unknown sample rate")
@@ -193,6 +201,8 @@ def _av_info(path: Path) -> AudioInfo:
             duration = container.duration / 1_000_000
         else:
             duration = 0.0
+        if not cc.name:
+            raise ValueError("unknown audio codec")
         codec = "mp3" if cc.name.startswith("mp3") else cc.name
         bits = cc.format.bits if cc.format is not None and codec.startswith((*_LOSSLESS_AV, "pcm")) else None
         return AudioInfo(
@@ -224,7 +234,7 @@ def info(path: str | os.PathLike[str]) -> AudioInfo:
         except Exception as av_exc:
             raise AudioDecodeError(
                 str(p),
-                f"not readable as audio (soundfile: {_short(sf_exc)}; ffmpeg: {_short(av_exc)})",
+                f"not readable as audio (soundfile: {_short(sf_exc, p)}; ffmpeg: {_short(av_exc, p)})",
             ) from av_exc
 
 
@@ -255,13 +265,37 @@ def _av_frames(path: Path, offset_s: float) -> Iterator[tuple[np.ndarray, int, f
             time_base = float(st.time_base) if st.time_base else 1e-6
             container.seek(int((offset_s - _PREROLL_S) / time_base), stream=st, backward=True)
         resampler = av.AudioResampler(format="fltp")
-        for frame in container.decode(st):
+        for frame in _av_decode(container, st):
             t = frame.time
             for out in resampler.resample(frame):
                 yield out.to_ndarray().astype(np.float32, copy=False), int(out.sample_rate), t
                 t = None
         for out in resampler.resample(None):
             yield out.to_ndarray().astype(np.float32, copy=False), int(out.sample_rate), None
+
+
+def _av_decode(container: Any, stream: Any) -> Iterator[Any]:
+    """``container.decode(stream)``, except that a file cut short (an interrupted copy or
+    download) ends at its last good frame instead of failing: once audio has been decoded, a
+    damaged packet ends the stream. The caller sees the audio end early (``prepare`` reports a
+    file shorter than its catalog entry)."""
+    import av
+
+    decoded = False
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                if decoded:
+                    return
+                raise
+            for frame in frames:
+                decoded = True
+                yield frame
+    except av.error.FFmpegError:
+        if not decoded:
+            raise
 
 
 def _av_read(path: Path, offset_s: float, duration_s: float | None) -> tuple[np.ndarray, int]:
@@ -349,7 +383,7 @@ def decode(
         except Exception as av_exc:
             raise AudioDecodeError(
                 str(p),
-                f"not readable as audio (soundfile: {_short(sf_exc)}; ffmpeg: {_short(av_exc)})",
+                f"not readable as audio (soundfile: {_short(sf_exc, p)}; ffmpeg: {_short(av_exc, p)})",
             ) from av_exc
     y, nonfinite, clipped = repair(y)
     if mono:
@@ -453,4 +487,4 @@ def stream(
     except AudioDecodeError:
         raise
     except Exception as exc:
-        raise AudioDecodeError(str(p), f"decoding failed: {_short(exc)}") from exc
+        raise AudioDecodeError(str(p), f"decoding failed: {_short(exc, p)}") from exc

@@ -70,13 +70,12 @@ class _AudioIndex:
             return (self.root / p).resolve(), False
         if p.name in self.by_name:
             return self.by_name[p.name][0], False
-        stem = (
-            p.stem
-            if p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aiff", ".aif")
-            else p.name
-        )
+        named_audio = p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aiff", ".aif")
+        stem = p.stem if named_audio else p.name
         if stem in self.by_stem:
-            return self.by_stem[stem][0], True
+            # a table that names "x.wav" where only "x.mp3" exists is worth a report line; a name
+            # without an audio ending (Raven/Audacity tables named after the recording) is not
+            return self.by_stem[stem][0], named_audio
         return None, False
 
 

@@ -133,6 +133,8 @@ def _detect(text: str) -> str:
     low = first.lower()
     if "\t" in first and "begin time (s)" in low:
         return "raven"
+    if first.startswith("\\\t"):  # an Audacity frequency line (a track that starts oddly)
+        return "audacity"
     fields = first.split("\t")
     if len(fields) >= 2 and all(re.fullmatch(r"-?\d+(\.\d*)?([eE][-+]?\d+)?", f.strip()) for f in fields[:2]):
         return "audacity"

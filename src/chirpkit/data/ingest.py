@@ -322,6 +322,8 @@ def _probe_all(sources: Sequence[str], workers: int, progress: bool) -> dict[str
             i = info(src)
         except AudioDecodeError as exc:
             return exc.reason
+        if i.channels <= 0:
+            return "no audio channels (the header says 0)"
         if i.frames <= 0 or i.duration_s <= 0:
             return "no audio samples (0 frames)"
         return i
