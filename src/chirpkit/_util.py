@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import tempfile
 import threading
@@ -73,11 +74,16 @@ _OUTPUT_TEXTS = {
 }
 
 
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
 def _errno_of(exc: BaseException) -> int | None:
     code = getattr(exc, "errno", None)
     if isinstance(code, int) and code:
         return code
     text = str(exc).lower()
+    if _SHORT_WRITE.search(text):  # numpy's tofile on a full disk: a short write, no errno
+        return errno.ENOSPC
     return next((v for k, v in _OUTPUT_TEXTS.items() if k in text), None)
 
 

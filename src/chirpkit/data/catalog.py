@@ -168,6 +168,9 @@ def write_catalog(
 ) -> Path:
     """Write the catalog as Parquet with a CSV view beside it, all or nothing.
 
+    ``path`` is the Parquet file (another ending becomes ``.parquet``), or an existing folder to
+    write ``catalog.parquet`` into.
+
     Args:
         reports: side tables written in the same commit, by suffix (e.g. ``{".skipped.csv": df}``);
             an empty or ``None`` table removes an old file of that name.
@@ -176,7 +179,9 @@ def write_catalog(
     full disk or an interrupt leaves the old catalog (or none), never a mix.
     """
     p = Path(path)
-    if p.suffix.lower() not in (".parquet", ".pq"):
+    if p.is_dir():  # `--out runs/x/`: the catalog goes inside the folder
+        p = p / "catalog.parquet"
+    elif p.suffix.lower() not in (".parquet", ".pq"):
         p = p.with_suffix(".parquet")
     out = validate_catalog(df)
     view = out.copy()
