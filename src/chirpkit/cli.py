@@ -443,9 +443,9 @@ def _annotation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--background",
         type=int,
-        default=0,
         metavar="N",
-        help="sample N background windows away from annotations",
+        help="sample N background windows away from annotations (fit: by default as many as call "
+        "windows when the tables hold a single class)",
     )
     p.add_argument("--background-label", default="noise", help="label of background windows (default noise)")
 
