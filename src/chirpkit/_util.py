@@ -35,6 +35,7 @@ __all__ = [
     "atomic_paths",
     "environment",
     "existing_path",
+    "human_size",
     "is_output_failure",
     "output_dir",
     "output_error",
@@ -73,6 +74,15 @@ _OUTPUT_TEXTS = {
     "file too large": errno.EFBIG,
 }
 
+
+def _file_mode() -> int:
+    mask = os.umask(0o022)  # read the umask (there is no other way), then put it back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+#: the mode new output files get (mkstemp's is 0600): what ``open()`` would give under the umask
+FILE_MODE = _file_mode()
 
 _SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 
@@ -162,8 +172,11 @@ def atomic_paths(paths: Sequence[str | os.PathLike[str]]) -> Iterator[list[Path]
                 fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
             except OSError as exc:
                 raise output_error(exc, target) from exc
-            os.close(fd)
             tmps.append(Path(tmp_name))
+            try:
+                os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; outputs get the usual umask mode
+            finally:
+                os.close(fd)
         try:
             yield tmps
             for tmp, target in zip(tmps, targets, strict=True):
@@ -332,6 +345,15 @@ class StopFlag:
 
     def __bool__(self) -> bool:
         return self._event.is_set()
+
+
+def human_size(n: float) -> str:
+    """``1234567`` → ``"1.2 MB"`` (decimal units, as disks are sold)."""
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
 
 
 def stable_hash(obj: Any, *, length: int = 16) -> str:

@@ -62,12 +62,12 @@ class AudioConfig(_Section):
     """How ``prepare`` turns recordings into fixed windows (these settings shape the store)."""
 
     sample_rate: int = Field(32000, gt=0, description="target sample rate in Hz (audio is resampled)")
-    window_s: float = Field(3.0, gt=0, description="window (clip) length in seconds")
+    window_s: float = Field(3.0, gt=0, le=600, description="window (clip) length in seconds")
     window_hop_s: float | None = Field(
         None, gt=0, description="hop between windows cut from long clips; default = window_s"
     )
     margin_s: float = Field(
-        0.5, ge=0, description="real audio kept on both sides of each window (room for time shifts)"
+        0.5, ge=0, le=60, description="real audio kept on both sides of each window (room for time shifts)"
     )
     dtype: Literal["int16", "float16", "float32"] = Field("int16", description="sample type on disk")
     highpass_hz: float | None = Field(None, gt=0, description="Butterworth high-pass cutoff; None = off")

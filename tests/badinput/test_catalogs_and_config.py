@@ -119,6 +119,14 @@ CONFIG_KINDS: dict[str, tuple[list[str], str]] = {
     "gain_minus_inf": (["augment.min_gain_db=-.inf"], "augment.min_gain_db: Input should be a finite number"),
     "detect_block_nan": (["detect.block_s=.nan"], "detect.block_s: Input should be a finite number"),
     "negative_window": (["audio.window_s=-3"], "audio.window_s: Input should be greater than 0"),
+    "window_of_a_day": (
+        ["audio.window_s=86400"],
+        "audio.window_s: Input should be less than or equal to 600",
+    ),
+    "margin_of_an_hour": (
+        ["audio.margin_s=3600"],
+        "audio.margin_s: Input should be less than or equal to 60",
+    ),
     "n_mfcc_above_n_mels": (["features.n_mfcc=80"], "n_mfcc=80 must be <= n_mels=64"),
     "fmax_above_nyquist": (
         ["audio.sample_rate=16000", "features.fmax_hz=12000"],

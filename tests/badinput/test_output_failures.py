@@ -62,9 +62,26 @@ def dataset(tmp_path: Path) -> Path:
     return write_catalog(pd.DataFrame(rows), tmp_path / "catalog.parquet")
 
 
+def test_prepare_refuses_a_store_that_cannot_fit(disk: Path, dataset: Path) -> None:
+    with pytest.raises(
+        OutputError, match=r"the store needs 1\.\d MB more and the disk holding .* has 1\.0 MB free"
+    ):
+        prepare(dataset, out=disk / "store", config=CFG, progress=False)
+    assert not any((disk / "store").rglob("*.npy"))
+
+
 def test_prepare_on_a_full_disk_stops_and_resumes(
-    disk: Path, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    disk: Path,
+    dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # the up-front size check aside (a disk can also fill up while prepare runs), the disk fills
+    # up half-way through
+    import chirpkit.data.store as store_module
+
+    monkeypatch.setattr(store_module, "_check_room", lambda root, todo: None)
     out = disk / "store"
     with pytest.raises(OutputError, match=r"No space left on device.*free some space"):
         prepare(dataset, out=out, config=CFG, progress=False)

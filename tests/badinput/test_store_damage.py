@@ -120,3 +120,31 @@ def test_out_is_a_file(built: tuple[pd.DataFrame, Path, Store], tmp_path: Path) 
     target.write_text("x")
     with pytest.raises(OutputError, match="is a file, not a folder"):
         prepare(cat, out=target, config=CFG, progress=False)
+
+
+def test_a_part_too_big_for_memory_is_skipped(
+    built: tuple[pd.DataFrame, Path, Store], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import chirpkit.data.parts as parts
+    from tests.badinput import encoded, signal
+
+    cat, _, _ = built
+    long = tmp_path / "long.wav"
+    long.write_bytes(encoded(signal(10.0), "WAV"))
+    cat = pd.concat([cat, cat.iloc[[0]].assign(source=str(long), end_s=10.0)], ignore_index=True)
+    # a 2 s row gives 2 windows of 1.5 s (48 kB); the 10 s row 10 windows (240 kB)
+    monkeypatch.setattr(parts, "max_part_bytes", lambda: 100_000)
+    prepare(cat, out=tmp_path / "s", config=CFG, progress=False)
+    skipped = pd.read_csv(tmp_path / "s" / "skipped.csv")
+    assert skipped["source"].tolist() == [str(long)]
+    assert "10 window(s) would take 240.0 kB in memory, more than 100.0 kB" in skipped["reason"].iloc[0]
+
+
+def test_outputs_get_the_usual_file_mode(built: tuple[pd.DataFrame, Path, Store]) -> None:
+    import os
+
+    _, root, store = built
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for path in (root / "store.json", root / "index.parquet", root / store.index["part"].iloc[0]):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path

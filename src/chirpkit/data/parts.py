@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from chirpkit._util import output_error
+from chirpkit._util import FILE_MODE, human_size, output_error
 from chirpkit.audio import decode, resample
 from chirpkit.conditioning import Conditioner, steps_from_dicts
 from chirpkit.errors import AudioDecodeError
@@ -90,6 +91,7 @@ def _write_part(path: Path, windows: np.ndarray) -> None:
     except OSError as exc:
         raise output_error(exc, path) from exc
     try:
+        os.fchmod(fd, FILE_MODE)
         with open(fd, "wb") as fh:
             np.lib.format.write_array(fh, windows, allow_pickle=False)
         Path(tmp).replace(path)
@@ -99,6 +101,15 @@ def _write_part(path: Path, windows: np.ndarray) -> None:
         if isinstance(exc, OSError):
             raise output_error(exc, path) from exc
         raise
+
+
+def max_part_bytes() -> int:
+    """The largest part built in memory: a quarter of the machine's RAM (at least 256 MB)."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    return max(256 << 20, ram // 4)
 
 
 def _cut(task: dict[str, Any]) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
@@ -122,6 +133,13 @@ def _cut(task: dict[str, Any]) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
     # without per-window normalisation, convert each decoded signal to the disk type once and
     # cut windows from it (windows with margins overlap: converting them would repeat work)
     per_window = cond.normalize is not None
+    part_bytes = len(firsts) * seg * np.dtype(np.float32 if per_window else task["dtype"]).itemsize
+    if part_bytes > max_part_bytes():
+        raise ValueError(
+            f"its {len(firsts)} window(s) would take {human_size(part_bytes)} in memory, more than "
+            f"{human_size(max_part_bytes())}: split the catalog row into shorter spans, or raise "
+            "audio.window_hop_s"
+        )
     windows = np.zeros((len(firsts), seg), dtype=np.float32 if per_window else np.dtype(task["dtype"]))
     repaired = [0, 0]
     short_at: list[float] = []

@@ -23,9 +23,11 @@ windows for the default hop. Each stored window carries ``margin_s`` of real aud
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter, OrderedDict
 from pathlib import Path
@@ -38,6 +40,7 @@ from tqdm.auto import tqdm
 from chirpkit._util import (
     atomic_paths,
     existing_path,
+    human_size,
     output_dir,
     read_json,
     stable_hash,
@@ -48,7 +51,7 @@ from chirpkit.conditioning import steps_from_config, steps_to_dicts
 from chirpkit.config import AudioConfig
 from chirpkit.data.catalog import LABEL_SEP, catalog_fingerprint, read_catalog, validate_catalog
 from chirpkit.data.parts import build_part, part_ok
-from chirpkit.errors import DataError, RunError
+from chirpkit.errors import DataError, OutputError, RunError
 
 __all__ = ["STORE_VERSION", "Store", "prepare", "window_starts"]
 
@@ -269,6 +272,24 @@ def _plan(
     return tasks, plan
 
 
+def _check_room(root: Path, todo: list[dict[str, Any]]) -> None:
+    """Stop before starting when the parts to write cannot fit on the disk holding ``root``."""
+    need = sum(len(t["starts"]) * t["segment_samples"] * np.dtype(t["dtype"]).itemsize for t in todo)
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        return
+    if need > free:
+        raise OutputError(
+            str(root),
+            f"the store needs {human_size(need)} more and the disk holding {root} has "
+            f"{human_size(free)} free: "
+            "free some space or choose another --out (check audio.window_s and audio.window_hop_s too: "
+            "a long window or a short hop multiplies the size)",
+            errno.ENOSPC,
+        )
+
+
 def _old_notes(root: Path, reused: set[str]) -> pd.DataFrame:
     """Anomaly rows of earlier runs for parts this run reuses."""
     try:
@@ -350,6 +371,7 @@ def prepare(
         log.info(
             "store %s: %d of %d file(s) already prepared, %d to go", root, len(done), len(tasks), len(todo)
         )
+    _check_room(root, todo)
     for folder in sorted({Path(t["part_path"]).parent for t in todo}):
         output_dir(folder, "store folder")
     results: list[dict[str, Any]] = []
