@@ -30,6 +30,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -160,18 +161,24 @@ def store_epoch(store_dir: Path, batch_size: int, features: bool = True) -> floa
 
 def training_share(store_dir: Path, batch_size: int, steps: int) -> dict[str, float]:
     """Data path (load + augment) vs model (features + forward + backward + step) over ``steps``."""
+
+    from chirpkit.config import Config
+    from chirpkit.trainer import training_process
+
+    cfg = Config()
+    with training_process(cfg.train):  # glibc settings as chirpkit.train uses for CPU training
+        return _training_share(store_dir, batch_size, steps, cfg)
+
+
+def _training_share(store_dir: Path, batch_size: int, steps: int, cfg: Any) -> dict[str, float]:
     import torch
     from torch.utils.data import DataLoader
 
     from chirpkit.augment import Augmenter
-    from chirpkit.config import Config
     from chirpkit.data.dataset import WindowDataset
     from chirpkit.data.store import Store
     from chirpkit.models import ClassifierNet, ModelSpec
-    from chirpkit.training import _retain_cpu_memory
 
-    _retain_cpu_memory()  # as chirpkit.train does for CPU training (train.retain_cpu_memory)
-    cfg = Config()
     st = Store(store_dir)
     ds = WindowDataset(st, np.arange(len(st)), st.classes, with_margin=True)
     spec = ModelSpec(

@@ -86,6 +86,14 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_folder: Path) -> Pat
     return out
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _chirpkit_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Caches shared across stores (embeddings) go to a temporary folder, not ~/.cache."""
+    import os
+
+    os.environ["CHIRPKIT_CACHE"] = str(tmp_path_factory.mktemp("chirpkit-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _chirpkit_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="chirpkit")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -50,6 +51,15 @@ def test_cross_validate_over_the_split_folds(fold_store: Store, tmp_path: Path) 
     res = cross_validate(fold_store, config=tiny_config(**{"train.epochs": 15}), out=tmp_path / "cv")
     assert res["folds"] == [0, 1, 2] and len(res["macro_f1"]) == 3 and res["mean"] >= 0.8
     assert (tmp_path / "cv" / "fold2" / "model.pt").is_file()
+    # pooled out-of-fold: every non-test example once, predicted by the fold that held it out
+    oof = pd.read_csv(tmp_path / "cv" / "oof_predictions.csv")
+    dev = fold_store.index[fold_store.index["split"] != "test"]
+    assert sorted(oof["row"]) == sorted(dev["row"].unique())
+    held_out = dev.groupby("row")["fold"].first()
+    assert (oof.set_index("row")["fold"] == held_out.loc[oof["row"]].to_numpy()).all()
+    assert res["oof"]["n_examples"] == len(oof) and res["oof"]["macro_f1"] >= 0.8
+    assert len(pd.read_csv(tmp_path / "cv" / "oof_per_class.csv")) == len(fold_store.classes)
+    assert (tmp_path / "cv" / "oof_confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_tune_searches_prunes_resumes_and_retrains(fold_store: Store, tmp_path: Path) -> None:
@@ -91,18 +101,23 @@ def test_sklearn_baselines(fold_store: Store, tmp_path: Path, model: str) -> Non
 
 @needs_birdnet
 def test_birdnet_head_and_zero_shot(fold_store: Store, tmp_path: Path) -> None:
-    from chirpkit.embeddings import birdnet_input, zero_shot
+    from chirpkit.embeddings import birdnet_input, cache_root
     from chirpkit.evaluation import evaluate
     from chirpkit.training import train
+    from chirpkit.zeroshot import zero_shot
 
     crops, owner = birdnet_input(np.zeros((2, 16000 * 5), np.float32), 16000)  # 5 s → two 3 s crops each
     assert crops.shape == (4, 144000) and owner.tolist() == [0, 0, 1, 1]
     train(
-        fold_store, out=tmp_path / "head", config=tiny_config(**{"model.name": "birdnet_mlp"}), progress=False
+        fold_store,
+        out=tmp_path / "head",
+        config=tiny_config(**{"model.name": "birdnet_mlp", "model.params": {}}),
+        progress=False,
     )
     m = evaluate(tmp_path / "head", split="test", progress=False)
     assert m["macro_f1"] >= 0.9
-    assert len(list((fold_store.root / "embeddings").glob("*.npy"))) == 1  # cached in the store
+    # cached once per store part (one per source file), keyed by content
+    assert len(list((cache_root() / "embeddings").rglob("*.npy"))) == fold_store.index["part"].nunique()
     res = zero_shot(
         fold_store,
         label_map={"low": "Bubo bubo", "mid": "Turdus merula", "high": "Cettia cetti"},
@@ -149,5 +164,4 @@ def test_default_search_space_names_real_settings() -> None:
         values = dist if isinstance(dist, list) else [dist["low"], dist["high"]]
         for v in values:  # every end of every range is a valid config (an unknown key would raise)
             cfg = load_config(overrides={key: v})
-            section, name = key.split(".")
-            assert getattr(getattr(cfg, section), name) == v
+            assert functools.reduce(getattr, key.split("."), cfg) == v

@@ -61,9 +61,9 @@ def test_an_embedding_head_is_not_built_as_a_waveform_network() -> None:
     from chirpkit.profiling import profile
 
     spec = ModelSpec("birdnet_linear", ["a", "b"], 16000, 1.0, FeatureConfig().model_dump(), {})
-    with pytest.raises(ConfigError, match=r"takes embeddings \(batch, 1024\), not a spectrogram"):
+    with pytest.raises(ConfigError, match=r"takes embeddings, not a spectrogram"):
         ClassifierNet(spec)
-    with pytest.raises(ConfigError, match="build, export or profile"):
+    with pytest.raises(ConfigError, match="export or profile"):
         profile("birdnet_mlp", config=tiny_config(), batch_size=2, steps=1)
 
 

@@ -12,7 +12,7 @@ import torch
 
 from chirpkit.config import DetectConfig
 from chirpkit.detection import detect, resolve_inputs, sliding_windows
-from chirpkit.errors import DataError, MissingPathError, RunError
+from chirpkit.errors import DataError, MissingPathError
 from chirpkit.evaluation import evaluate
 from chirpkit.models import load_model
 from chirpkit.training import train
@@ -135,12 +135,17 @@ def test_resolve_inputs(tmp_path: Path) -> None:
         resolve_inputs([tmp_path / "nope.wav"])
 
 
-def test_train_needs_a_split_and_resume_needs_a_checkpoint(tmp_path: Path, tiny_run: Path) -> None:
+def test_train_needs_a_split_and_resume_without_a_checkpoint_starts_over(
+    tmp_path: Path, tiny_run: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from chirpkit.data.store import prepare
 
     store = json.loads((tiny_run / "data.json").read_text())["store"]
-    with pytest.raises(RunError, match="cannot resume"):
-        train(store, out=tmp_path / "fresh", config=tiny_config(), resume=True, progress=False)
+    s = train(
+        store, out=tmp_path / "fresh", config=tiny_config(**{"train.epochs": 1}), resume=True, progress=False
+    )
+    assert s["epochs_run"] == 1 and (tmp_path / "fresh" / "model.pt").is_file()
+    assert "nothing to resume" in caplog.text
     unsplit = pd.read_parquet(tiny_run / "catalog.parquet").drop(columns="split")
     st = prepare(unsplit, out=tmp_path / "s2", config=tiny_config().audio, progress=False)
     with pytest.raises(DataError, match="no split column"):

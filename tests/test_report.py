@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +22,7 @@ from chirpkit.data.ingest import ingest
 from chirpkit.data.report import inspect
 from chirpkit.data.split import split
 from chirpkit.synth import colored_noise
-from tests.conftest import broken_flac, tone
+from tests.conftest import broken_flac, tone, write
 
 
 def test_dominant_frequency_ignores_rumble_when_given_the_background() -> None:
@@ -50,6 +55,74 @@ def test_fingerprint_matches_copies_not_different_calls() -> None:
     assert fingerprint(np.zeros(sr, np.float32), sr)[1] is None
 
 
+# -- the report's outputs, pinned ------------------------------------------------------------------
+# Every file name, the summary, the markdown, the HTML's structure and text, and every CSV, as the
+# report wrote them on these fixtures (tests/data/report/*.json); floats compared to 1e-4 relative
+# and written with their decimals masked in texts, so that a last-bit change in an FFT does not
+# fail, while any changed word, section, table, column, count or key does.
+# After an intended change of the report: CHIRPKIT_UPDATE_SNAPSHOTS=1 pytest tests/test_report.py
+SNAPSHOTS = Path(__file__).parent / "data" / "report"
+_FLOAT = re.compile(r"-?\d+\.\d+(?:e[+-]?\d+)?")
+
+
+class _Tokens(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tokens.append(f"<{tag} " + " ".join(f"{k}={v}" for k, v in sorted(attrs)) + ">")
+
+    def handle_endtag(self, tag: str) -> None:
+        self.tokens.append(f"</{tag}>")
+
+    def handle_data(self, data: str) -> None:
+        if data.strip():
+            self.tokens.append(" ".join(data.split()))
+
+
+def _outputs(out: Path, tmp_root: Path) -> dict[str, Any]:
+    def clean(text: str) -> str:
+        return re.sub(re.escape(str(tmp_root)) + r"/[^/\s,\"']*", "<tmp>", text)
+
+    parser = _Tokens()
+    parser.feed(clean((out / "index.html").read_text()))
+    return {
+        "files": sorted(p.name for p in out.iterdir()),
+        "summary": json.loads(clean((out / "summary.json").read_text())),
+        "markdown": _FLOAT.sub("<f>", clean((out / "report.md").read_text())),
+        "html": [_FLOAT.sub("<f>", t) for t in parser.tokens],
+        "csv": {p.name: clean(p.read_text()) for p in sorted(out.glob("*.csv"))},
+    }
+
+
+def _approx(value: Any) -> Any:
+    if isinstance(value, float):
+        return pytest.approx(value, rel=1e-4, abs=1e-9)
+    if isinstance(value, dict):
+        return {k: _approx(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_approx(v) for v in value]
+    return value
+
+
+def assert_outputs_pinned(name: str, out: Path, tmp_root: Path) -> None:
+    got = _outputs(out, tmp_root)
+    path = SNAPSHOTS / f"{name}.json"
+    if os.environ.get("CHIRPKIT_UPDATE_SNAPSHOTS"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(got, indent=1, ensure_ascii=False) + "\n")
+    want = json.loads(path.read_text())
+    assert got["files"] == want["files"]
+    assert got["summary"] == _approx(want["summary"])
+    assert got["markdown"] == want["markdown"]
+    assert got["html"] == want["html"]
+    assert sorted(got["csv"]) == sorted(want["csv"])
+    for csv, text in want["csv"].items():
+        a, b = pd.read_csv(io.StringIO(got["csv"][csv])), pd.read_csv(io.StringIO(text))
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-4, obj=csv)
+
+
 @pytest.fixture
 def report_catalog(soundscapes: Path) -> Path:
     audio = soundscapes / "audio"
@@ -72,7 +145,9 @@ def report_catalog(soundscapes: Path) -> Path:
     return out
 
 
-def test_inspect_writes_every_section(report_catalog: Path, tmp_path: Path) -> None:
+def test_inspect_writes_every_section(
+    report_catalog: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     out = tmp_path / "report"
     s = inspect(report_catalog, out=out, min_count=10, progress=False)
     for name in (
@@ -125,9 +200,10 @@ def test_inspect_writes_every_section(report_catalog: Path, tmp_path: Path) -> N
     overlaps = pd.read_csv(out / "overlaps.csv")
     assert ((overlaps["class"] == "highbird") & (overlaps["other"] == "lowbird")).any()
     assert s["leakage"]["groups_across_splits"] == 0 and s["leakage"]["files_across_splits"] == 0
+    assert_outputs_pinned("every_section", out, tmp_path_factory.getbasetemp())
 
 
-def test_duplicate_and_leakage_audit(tmp_path: Path) -> None:
+def test_duplicate_and_leakage_audit(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Copies (exact, Vorbis re-encode) are found across groups and splits; independent calls of the
     same types at the same times are not."""
     from chirpkit.synth import make_call, mix_at_snr
@@ -170,16 +246,22 @@ def test_duplicate_and_leakage_audit(tmp_path: Path) -> None:
     }
     assert s["duplicates"]["exact"] == 4  # the four windows of the bit-identical copy
     assert s["leakage"]["duplicates_across_splits"] == int((dup["split_a"] != dup["split_b"]).sum())
+    assert_outputs_pinned("duplicates", tmp_path / "r", tmp_path_factory.getbasetemp())
 
 
-def test_quick_report_without_audio(tiny_folder: Path, tmp_path: Path) -> None:
+def test_quick_report_without_audio(
+    tiny_folder: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     cat = ingest(tiny_folder, progress=False)
     s = inspect(cat, out=tmp_path / "r", audio=False, progress=False)
     assert s["classes"] == 3 and "frequency_band_98pct_hz" not in s
     assert "no split yet" in (tmp_path / "r" / "report.md").read_text()
+    assert_outputs_pinned("quick", tmp_path / "r", tmp_path_factory.getbasetemp())
 
 
-def test_inspect_counts_flacs_that_need_ffmpeg_at_decode_time(tmp_path: Path) -> None:
+def test_inspect_counts_flacs_that_need_ffmpeg_at_decode_time(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     broken_flac(tmp_path / "data" / "bird" / "a.flac", seed=1)
     broken_flac(tmp_path / "data" / "noise" / "b.flac", seed=2)
     sf.write(str(tmp_path / "data" / "noise" / "c.flac"), tone(500, 5.0, 16000), 16000)
@@ -193,3 +275,17 @@ def test_inspect_counts_flacs_that_need_ffmpeg_at_decode_time(tmp_path: Path) ->
         "a.flac",
         "b.flac",
     ]
+    assert_outputs_pinned("ffmpeg_fallbacks", tmp_path / "r", tmp_path_factory.getbasetemp())
+
+
+def test_html_escapes_labels_and_file_names(tmp_path: Path) -> None:
+    evil = "<img src=x onerror=alert(1)>"
+    y = tone(1000, 1.0, 16000)
+    for label in (evil, "plain"):
+        for k in range(2):
+            write(tmp_path / "data" / label / f"{evil}{k}.wav", y, 16000)
+    cat = ingest(tmp_path / "data", progress=False)
+    inspect(cat, out=tmp_path / "r", min_count=10, audio=False, progress=False)  # rare: named in the text
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert evil not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert evil in (tmp_path / "r" / "report.md").read_text()  # markdown is text: written as is

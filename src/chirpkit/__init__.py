@@ -26,11 +26,11 @@ if TYPE_CHECKING:
     from chirpkit.data.catalog import read_catalog, write_catalog
     from chirpkit.data.ingest import ingest
     from chirpkit.data.report import inspect
+    from chirpkit.data.reviews import ingest_reviews
     from chirpkit.data.split import split
     from chirpkit.data.store import Store, prepare
     from chirpkit.demo_pipeline import demo
     from chirpkit.detection import detect
-    from chirpkit.embeddings import zero_shot
     from chirpkit.evaluation import evaluate
     from chirpkit.events import score_detections
     from chirpkit.exporting import export
@@ -38,8 +38,12 @@ if TYPE_CHECKING:
     from chirpkit.pipeline import fit
     from chirpkit.preview import augment_preview
     from chirpkit.profiling import profile
+    from chirpkit.review.calibrate import calibrate
+    from chirpkit.review.export import export_reviews
+    from chirpkit.review.serve import serve_review
     from chirpkit.training import train
     from chirpkit.tuning import cross_validate, tune
+    from chirpkit.zeroshot import zero_shot
 
 __all__ = [
     "Config",
@@ -47,14 +51,17 @@ __all__ = [
     "__version__",
     "augment_preview",
     "baseline",
+    "calibrate",
     "create_model",
     "cross_validate",
     "demo",
     "detect",
     "evaluate",
     "export",
+    "export_reviews",
     "fit",
     "ingest",
+    "ingest_reviews",
     "inspect",
     "list_models",
     "load_config",
@@ -63,6 +70,7 @@ __all__ = [
     "profile",
     "read_catalog",
     "score_detections",
+    "serve_review",
     "split",
     "train",
     "tune",
@@ -92,10 +100,14 @@ _LAZY = {
     "augment_preview": "chirpkit.preview",
     "train": "chirpkit.training",
     "baseline": "chirpkit.baselines",
-    "zero_shot": "chirpkit.embeddings",
+    "zero_shot": "chirpkit.zeroshot",
     "profile": "chirpkit.profiling",
     "cross_validate": "chirpkit.tuning",
     "tune": "chirpkit.tuning",
+    "calibrate": "chirpkit.review.calibrate",
+    "export_reviews": "chirpkit.review.export",
+    "serve_review": "chirpkit.review.serve",
+    "ingest_reviews": "chirpkit.data.reviews",
 }
 
 

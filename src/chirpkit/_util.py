@@ -33,6 +33,7 @@ from chirpkit.errors import ChirpkitError, DataError, MissingPathError, OutputEr
 __all__ = [
     "atomic_path",
     "atomic_paths",
+    "check_stop",
     "environment",
     "existing_path",
     "human_size",
@@ -41,6 +42,7 @@ __all__ = [
     "output_error",
     "read_json",
     "read_text_table",
+    "request_stop",
     "stable_hash",
     "thread_map",
     "write_json",
@@ -416,3 +418,27 @@ def environment(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     if extra:
         env.update(extra)
     return env
+
+
+_STOP = threading.Event()
+
+
+def request_stop(signum: int | None = None, frame: Any = None) -> None:
+    """Signal handler (SIGINT, SIGTERM) of the ``chirpkit`` command: remember the request, then
+    raise :class:`KeyboardInterrupt`.
+
+    Python can lose that exception: a signal that arrives while a finaliser or weakref callback
+    runs (garbage collection between Optuna trials, say) raises it inside the callback, where it
+    is printed and ignored. Long loops therefore also call :func:`check_stop` at safe points."""
+    _STOP.set()
+    raise KeyboardInterrupt
+
+
+def check_stop() -> None:
+    """Raise :class:`KeyboardInterrupt` if a stop was requested (see :func:`request_stop`)."""
+    if _STOP.is_set():
+        raise KeyboardInterrupt
+
+
+def reset_stop() -> None:
+    _STOP.clear()

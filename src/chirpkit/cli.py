@@ -10,7 +10,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +38,11 @@ Step by step:
   chirpkit prepare catalog.parquet --out store/
   chirpkit train store/ --out runs/first
   chirpkit evaluate runs/first --split test
+
+The review loop:
+  chirpkit review detections/                     check detections in the browser → detections/reviews.db
+  chirpkit calibrate detections/ --precision 0.9  per-class thresholds from the reviews
+  chirpkit ingest --reviews detections/ --merge-with runs/first/catalog.parquet --out more.parquet
 
 Every verb takes --config FILE.yaml and --set section.key=value (e.g. --set train.epochs=5).
 """
@@ -71,6 +78,9 @@ def _columns(text: str | None) -> dict[str, str] | None:
 def cmd_ingest(args: argparse.Namespace) -> None:
     from chirpkit.data.ingest import ingest
 
+    if args.reviews:
+        _cmd_ingest_reviews(args)
+        return
     cfg = _config(args, {"audio.window_s": args.window_s})
     classes = None
     if args.classes:
@@ -98,6 +108,73 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     )
     n_classes, n_groups = cat["label"].nunique(), cat["group"].nunique()
     print(f"{len(cat)} example(s), {n_classes} class(es), {n_groups} group(s) → {args.out}")
+
+
+def _cmd_ingest_reviews(args: argparse.Namespace) -> None:
+    from chirpkit.data.ingest import ingest
+
+    if args.src or args.annotations:
+        from chirpkit.errors import DataError
+
+        raise DataError(
+            "--reviews adds reviewed detections to an existing catalog: build it first "
+            "(chirpkit ingest ... --out base.parquet), then --reviews DIR --merge-with base.parquet"
+        )
+    cat = ingest(
+        reviews=args.reviews,
+        merge_with=args.merge_with,
+        out=args.out,
+        group_by=args.group_by,
+        background_label=args.background_label,
+        audio_dir=args.audio_dir,
+    )
+    n_rev = int(cat["annotation"].astype(str).str.startswith("review:").sum())
+    print(f"{len(cat)} example(s) ({n_rev} from reviews), {cat['label'].nunique()} class(es) → {args.out}")
+
+
+def cmd_review(args: argparse.Namespace) -> None:
+    if args.export:
+        from chirpkit.review.export import export_reviews
+
+        table = export_reviews(args.folder, args.export, raven=args.raven, history=args.history)
+        print(f"{len(table)} review(s) → {args.export}")
+        return
+    from chirpkit.review.serve import serve
+
+    serve(
+        args.folder,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        open_browser=not args.no_browser,
+        run=args.run,
+        audio_dir=args.audio_dir,
+        strategy=args.strategy,
+        bins=args.bins,
+        per_bin=args.per_bin,
+        seed=args.seed,
+        reviewer=args.reviewer or "",
+        context_s=args.context_s,
+        max_freq_hz=args.max_freq_hz,
+    )
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from chirpkit.review.calibrate import calibrate
+
+    table = calibrate(
+        args.folder,
+        precision=args.precision,
+        recall=args.recall,
+        min_reviews=args.min_reviews,
+        out=args.out,
+        apply=args.apply,
+        run=args.run,
+    )
+    cols = ["class", "threshold", "precision", "recall", "reviews", "correct", "detections", "kept", "status"]
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    out = Path(args.out) if args.out else Path(args.folder) / "calibration"
+    print(f"thresholds → {out / 'thresholds.json'} (+ thresholds.csv, reliability_<class>.png)")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -234,7 +311,7 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 
 
 def cmd_zero_shot(args: argparse.Namespace) -> None:
-    from chirpkit.embeddings import zero_shot
+    from chirpkit.zeroshot import zero_shot
 
     res = zero_shot(
         args.store, split=args.split, label_map=args.label_map, out=args.out, progress=not args.no_progress
@@ -494,6 +571,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for background sampling")
     p.add_argument("--group-by", help="file (default), folder, or regex:PATTERN over the relative path")
     p.add_argument("--classes", help="expected classes: comma-separated or a file with one per line")
+    p.add_argument(
+        "--reviews",
+        metavar="DETECTIONS_DIR",
+        help="a detect folder reviewed with `chirpkit review`: accepted detections become labelled windows, "
+        "rejected ones hard negatives (--background-label), relabelled ones the right label",
+    )
+    p.add_argument(
+        "--merge-with",
+        "--catalog",
+        dest="merge_with",
+        metavar="CATALOG",
+        help="with --reviews: the catalog the reviewed windows are added to (groups and splits kept)",
+    )
     _common(p)
 
     p = verb(
@@ -619,6 +709,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="CSV to write the table to")
     _common(p)
 
+    p = verb(
+        "review",
+        cmd_review,
+        "check detections on a local web page (spectrogram + sound, keyboard verdicts) → reviews.db",
+    )
+    p.add_argument(
+        "folder", help="output folder of `chirpkit detect` (reviews are kept in FOLDER/reviews.db)"
+    )
+    p.add_argument("--run", help="model run that made the detections (default: from detect_summary.json)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only); any other needs --token",
+    )
+    p.add_argument(
+        "--token", help="secret every request must carry (required with a --host other than loopback)"
+    )
+    p.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
+    p.add_argument(
+        "--strategy",
+        default="stratified",
+        choices=["stratified", "uncertainty", "random", "score"],
+        help="what to review next: stratified (per class, across score bins: for thresholds, the default), "
+        "uncertainty (P(correct) nearest 0.5 first: hard examples for retraining), random (unbiased "
+        "precision), score (highest first)",
+    )
+    p.add_argument("--bins", type=int, default=10, help="score bins per class (stratified; default 10)")
+    p.add_argument("--per-bin", type=int, help="detections drawn per bin (stratified; default all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    p.add_argument("--reviewer", help="reviewer name stored with each verdict (the page can change it)")
+    p.add_argument(
+        "--context-s", type=float, default=1.5, help="seconds of context either side (default 1.5)"
+    )
+    p.add_argument(
+        "--max-freq-hz", type=float, help="top of the spectrograms (default: half the model's sample rate)"
+    )
+    p.add_argument("--audio-dir", help="where to find recordings whose paths in the table are relative")
+    p.add_argument("--export", metavar="CSV", help="write the reviews to CSV (and Raven tables) and exit")
+    p.add_argument("--raven", help="with --export: folder for Raven tables of right detections")
+    p.add_argument("--history", action="store_true", help="with --export: every verdict, not only the latest")
+
+    p = verb(
+        "calibrate", cmd_calibrate, "per-class thresholds from the reviews: P(correct | score) per class"
+    )
+    p.add_argument("folder", help="output folder of `chirpkit detect` with reviews (reviews.db)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--precision", type=float, help="target precision (default 0.9)")
+    target.add_argument("--recall", type=float, help="target share of the correct detections kept")
+    p.add_argument(
+        "--min-reviews",
+        type=int,
+        default=20,
+        help="fewest reviews to fit a class (default 20; 2 right, 2 wrong)",
+    )
+    p.add_argument("--out", help="folder for thresholds.json/.csv and the PNGs (default FOLDER/calibration)")
+    p.add_argument(
+        "--apply",
+        action="store_true",
+        help="also write thresholds.json into the model run, so the next detect uses them",
+    )
+    p.add_argument("--run", help="model run (default: the one named in detect_summary.json)")
+
     p = verb("export", cmd_export, "export a run's model (front-end included) to ONNX or TorchScript")
     p.add_argument("run", help="run folder")
     p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
@@ -713,11 +866,12 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
 
 
 def _install_signal_handlers() -> Callable[[], None]:
-    """Handle SIGTERM like Ctrl-C (a ``KeyboardInterrupt`` in the main thread); a second signal
-    while stopping exits at once. Returns a function that restores the previous handlers."""
-    import signal
-    import threading
+    """SIGTERM (a scheduler's stop, `kill`) stops a verb the way Ctrl-C does (see
+    :func:`chirpkit._util.request_stop`): outputs complete so far. A second signal while stopping
+    exits at once. Returns a function that puts the previous handlers back."""
+    from chirpkit._util import request_stop, reset_stop
 
+    reset_stop()
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     count = [0]
@@ -727,13 +881,16 @@ def _install_signal_handlers() -> Callable[[], None]:
         if count[0] > 1:
             os.write(2, b"chirpkit: interrupted again: exiting now\n")
             os._exit(128 + signum)
-        raise KeyboardInterrupt
+        request_stop(signum, frame)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = _unraisable
 
     def restore() -> None:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        sys.unraisablehook = unraisable
 
     return restore
 
@@ -805,6 +962,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         restore()
     return 0
+
+
+def _unraisable(info: Any) -> None:
+    """A Ctrl-C that lands in a finaliser cannot be raised there; the stop it requested is
+    remembered (chirpkit._util.check_stop), so its 'Exception ignored' traceback is noise."""
+    if not issubclass(info.exc_type, KeyboardInterrupt):
+        sys.__unraisablehook__(info)
 
 
 if __name__ == "__main__":

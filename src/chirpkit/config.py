@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -159,6 +160,19 @@ class ModelConfig(_Section):
     pretrained_file: str | None = Field(None, description="local weights file for pretrained (offline)")
     dropout: float = Field(0.3, ge=0, lt=1)
     params: dict[str, Any] = Field(default_factory=dict, description="extra model keyword arguments")
+    init_from: str | None = Field(
+        None,
+        description="warm start: a run folder or model.pt of the same model.name; its weights are "
+        "copied, output rows class by class (new classes start fresh)",
+    )
+    embedding_views: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="embedding models: embeddings per window, the centre and time shifts of "
+        "embedding_shift_s into the stored margin; training draws one per window and epoch",
+    )
+    embedding_shift_s: float = Field(0.5, gt=0, description="time shift between embedding views")
 
 
 class TrainConfig(_Section):
@@ -229,63 +243,168 @@ class TrainConfig(_Section):
         return value.lower()
 
 
-class AugmentConfig(_Section):
-    """Training-time augmentations (``chirpkit.augment``); every ``*_p`` is a per-example probability."""
+class _Transform(_Section):
+    """One augmentation's block: ``p`` is its per-example probability; ``min_x <= max_x``."""
 
-    time_shift_p: float = Field(0.5, ge=0, le=1)
-    max_shift_fraction: float = Field(0.3, ge=0, le=1, description="of the window; limited by audio.margin_s")
-    speed_p: float = Field(0.0, ge=0, le=1)
-    min_speed: float = Field(0.8, gt=0)
-    max_speed: float = Field(1.2, gt=0)
-    gain_p: float = Field(0.5, ge=0, le=1)
-    min_gain_db: float = -12.0
-    max_gain_db: float = 12.0
-    noise_p: float = Field(0.3, ge=0, le=1, description="pink-to-brown noise")
+    p: float = Field(0.0, ge=0, le=1, description="per-example probability")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> _Transform:
+        fields = type(self).model_fields
+        for lo in [f for f in fields if f.startswith("min_")]:
+            hi = "max_" + lo[4:]
+            if hi in fields and getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"{lo}={getattr(self, lo)} must be <= {hi}={getattr(self, hi)}")
+        return self
+
+
+class TimeShiftConfig(_Transform):
+    """Move the window by up to ±``max_fraction`` of its length, within the stored margin."""
+
+    p: float = Field(0.5, ge=0, le=1)
+    max_fraction: float = Field(0.3, ge=0, le=1, description="of the window; limited by audio.margin_s")
+
+
+class SpeedConfig(_Transform):
+    """Play faster or slower by resampling: tempo and pitch change together."""
+
+    min_rate: float = Field(0.8, gt=0, description="< 1 slower and lower, > 1 faster and higher")
+    max_rate: float = Field(1.2, gt=0)
+
+
+class GainConfig(_Transform):
+    p: float = Field(0.5, ge=0, le=1)
+    min_db: float = -12.0
+    max_db: float = 12.0
+
+
+class NoiseConfig(_Transform):
+    """Pink-to-brown noise (power ∝ 1/f^exponent) at a signal-to-noise ratio."""
+
+    p: float = Field(0.3, ge=0, le=1)
     min_snr_db: float = 3.0
     max_snr_db: float = 30.0
-    min_noise_exponent: float = Field(1.0, ge=0, le=3, description="1 = pink")
-    max_noise_exponent: float = Field(2.0, ge=0, le=3, description="2 = brown")
-    background_p: float = Field(0.0, ge=0, le=1, description="recorded noise from background_dir")
-    background_dir: str | None = None
-    background_minutes: float = Field(20.0, gt=0, description="at most this much noise is preloaded")
-    min_background_snr_db: float = 0.0
-    max_background_snr_db: float = 20.0
-    stretch_p: float = Field(0.0, ge=0, le=1, description="time-stretch: tempo changes, pitch does not")
-    min_stretch: float = Field(0.8, gt=0, description="< 1 slower (longer), > 1 faster")
-    max_stretch: float = Field(1.2, gt=0)
-    pitch_p: float = Field(0.0, ge=0, le=1)
+    min_exponent: float = Field(1.0, ge=0, le=3, description="1 = pink")
+    max_exponent: float = Field(2.0, ge=0, le=3, description="2 = brown")
+
+
+class BackgroundConfig(_Transform):
+    """Recorded noise from a folder of audio (preloaded once) at a signal-to-noise ratio."""
+
+    dir: str | None = Field(None, description="folder of noise recordings (searched recursively)")
+    minutes: float = Field(20.0, gt=0, description="at most this much noise is preloaded")
+    min_snr_db: float = 0.0
+    max_snr_db: float = 20.0
+
+
+class StretchConfig(_Transform):
+    """Time-stretch by a phase vocoder: tempo changes, pitch does not."""
+
+    min_rate: float = Field(0.8, gt=0, description="< 1 slower (longer), > 1 faster")
+    max_rate: float = Field(1.2, gt=0)
+
+
+class PitchConfig(_Transform):
+    """Pitch shift by up to ±``max_semitones``, tempo unchanged."""
+
     max_semitones: float = Field(4.0, ge=0, le=12)
-    pitch_mode: Literal["spectrogram", "waveform"] = Field(
+    mode: Literal["spectrogram", "waveform"] = Field(
         "spectrogram",
         description="spectrogram: warp the frequency axis (cheap); waveform: phase-vocoder time-stretch "
         "then resample, as librosa's pitch_shift (about 11 ms per 3 s window at 32 kHz on a CPU core)",
     )
-    mixup_p: float = Field(0.0, ge=0, le=1)
-    mixup_alpha: float = Field(0.4, gt=0)
-    freq_mask_p: float = Field(0.5, ge=0, le=1)
-    max_freq_bins: int = Field(10, ge=0)
-    freq_masks: int = Field(1, ge=0)
-    time_mask_p: float = Field(0.5, ge=0, le=1)
-    max_time_frames: int = Field(10, ge=0)
-    time_masks: int = Field(1, ge=0)
 
-    @model_validator(mode="after")
-    def _check(self) -> AugmentConfig:
-        for lo, hi in (
-            ("min_speed", "max_speed"),
-            ("min_stretch", "max_stretch"),
-            ("min_gain_db", "max_gain_db"),
-            ("min_snr_db", "max_snr_db"),
-            ("min_noise_exponent", "max_noise_exponent"),
-            ("min_background_snr_db", "max_background_snr_db"),
-        ):
-            if getattr(self, lo) > getattr(self, hi):
-                raise ValueError(f"{lo}={getattr(self, lo)} must be <= {hi}={getattr(self, hi)}")
-        return self
+
+class MixupConfig(_Transform):
+    """Mix an example with a random partner of the batch; labels are mixed alike."""
+
+    alpha: float = Field(0.4, gt=0, description="Beta(alpha, alpha) mixing weights")
+
+
+class FreqMaskConfig(_Transform):
+    p: float = Field(0.5, ge=0, le=1)
+    max_bins: int = Field(10, ge=0, description="widest mask, in frequency bins")
+    masks: int = Field(1, ge=0, description="masks per chosen example")
+
+
+class TimeMaskConfig(_Transform):
+    p: float = Field(0.5, ge=0, le=1)
+    max_frames: int = Field(10, ge=0, description="widest mask, in frames")
+    masks: int = Field(1, ge=0, description="masks per chosen example")
+
+
+class AugmentConfig(_Section):
+    """Training-time augmentations (``chirpkit.augment``): one block per transform, each with its
+    per-example probability ``p`` (0 = off) and ranges with units.
+
+    The flat keys of earlier versions (``noise_p``, ``min_snr_db``, ``pitch_mode``, ...) are
+    still accepted, in files, ``--set`` overrides and tune spaces: :data:`LEGACY_KEYS` maps them
+    to their block. Keys apply in the order given, so a later one wins.
+    """
+
+    time_shift: TimeShiftConfig = Field(default_factory=TimeShiftConfig)
+    speed: SpeedConfig = Field(default_factory=SpeedConfig)
+    stretch: StretchConfig = Field(default_factory=StretchConfig)
+    pitch: PitchConfig = Field(default_factory=PitchConfig)
+    gain: GainConfig = Field(default_factory=GainConfig)
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    background: BackgroundConfig = Field(default_factory=BackgroundConfig)
+    mixup: MixupConfig = Field(default_factory=MixupConfig)
+    freq_mask: FreqMaskConfig = Field(default_factory=FreqMaskConfig)
+    time_mask: TimeMaskConfig = Field(default_factory=TimeMaskConfig)
+
+    # fmt: off
+    LEGACY_KEYS: ClassVar[dict[str, tuple[str, str]]] = {
+        **{f"{block}_p": (block, "p") for block in (
+            "time_shift", "speed", "stretch", "pitch", "gain", "noise", "background", "mixup", "freq_mask",
+            "time_mask")},
+        "max_shift_fraction": ("time_shift", "max_fraction"),
+        "min_speed": ("speed", "min_rate"), "max_speed": ("speed", "max_rate"),
+        "min_stretch": ("stretch", "min_rate"), "max_stretch": ("stretch", "max_rate"),
+        "max_semitones": ("pitch", "max_semitones"), "pitch_mode": ("pitch", "mode"),
+        "min_gain_db": ("gain", "min_db"), "max_gain_db": ("gain", "max_db"),
+        "min_snr_db": ("noise", "min_snr_db"), "max_snr_db": ("noise", "max_snr_db"),
+        "min_noise_exponent": ("noise", "min_exponent"), "max_noise_exponent": ("noise", "max_exponent"),
+        "background_dir": ("background", "dir"), "background_minutes": ("background", "minutes"),
+        "min_background_snr_db": ("background", "min_snr_db"),
+        "max_background_snr_db": ("background", "max_snr_db"),
+        "mixup_alpha": ("mixup", "alpha"),
+        "max_freq_bins": ("freq_mask", "max_bins"), "freq_masks": ("freq_mask", "masks"),
+        "max_time_frames": ("time_mask", "max_frames"), "time_masks": ("time_mask", "masks"),
+    }
+    # fmt: on
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blocks(cls, data: Any) -> Any:
+        """Translate the flat keys into their blocks; blocks given in part are merged, in order."""
+        if not isinstance(data, dict):
+            return data
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in cls.LEGACY_KEYS:
+                block, name = cls.LEGACY_KEYS[key]
+                value = {name: value}
+            else:
+                block = key
+            if isinstance(value, BaseModel):
+                value = value.model_dump()
+            if isinstance(value, dict) and isinstance(out.get(block), dict):
+                value = {**out[block], **value}
+            out[block] = value
+        return out
+
+    def enabled(self) -> list[str]:
+        """The blocks whose ``p`` is above 0, e.g. ``["time_shift", "gain"]``."""
+        return [name for name in type(self).model_fields if getattr(self, name).p > 0]
 
     def off(self) -> AugmentConfig:
         """The same ranges with every probability set to 0."""
-        return self.model_copy(update={k: 0.0 for k in type(self).model_fields if k.endswith("_p")})
+        return self.model_copy(
+            update={
+                name: getattr(self, name).model_copy(update={"p": 0.0}) for name in type(self).model_fields
+            }
+        )
 
 
 class SplitConfig(_Section):
@@ -413,17 +532,18 @@ def _check_keys(data: Any, model: type[BaseModel], where: str) -> None:
             raise ConfigError(f"config section '{where}' must be a mapping of keys, got {data!r}")
         raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
     fields = model.model_fields
+    legacy = getattr(model, "LEGACY_KEYS", {})  # earlier flat keys a section still accepts
     for key, value in data.items():
         dotted = f"{where}.{key}" if where else str(key)
-        if key not in fields:
+        if key not in fields and key not in legacy:
             valid = sorted(fields)
-            close = difflib.get_close_matches(str(key), valid, n=1)
+            close = difflib.get_close_matches(str(key), [*valid, *legacy], n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             section = f"in '{where}'" if where else "at the top level"
             raise ConfigError(
                 f"unknown config key '{dotted}'.{hint} Valid keys {section}: {', '.join(valid)}"
             )
-        annotation = fields[key].annotation
+        annotation = fields[key].annotation if key in fields else None
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             _check_keys(value, annotation, dotted)
 
@@ -440,6 +560,31 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{item}': cannot parse value {raw!r}: {exc}") from exc
     return parts, value
+
+
+def _leaves(
+    data: dict[str, Any], model: type[BaseModel], prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[list[str], Any]]:
+    """``(key path, value)`` of a checked mapping, down to the fields of sub-models (a partial
+    section or augment block is merged key by key), earlier flat keys moved into their blocks."""
+    legacy = getattr(model, "LEGACY_KEYS", {})
+    for key, value in data.items():
+        if key in legacy:
+            yield [*prefix, *legacy[key]], value
+            continue
+        sub = model.model_fields[key].annotation
+        if isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            yield from _leaves(value, sub, (*prefix, key))
+        else:
+            yield [*prefix, key], value
+
+
+def _canonical(parts: list[str]) -> list[str]:
+    """An override's key path with an earlier flat key moved into its block
+    (``augment.noise_p`` → ``augment.noise.p``), so that overrides apply in the order given."""
+    section = Config.model_fields.get(parts[0])
+    legacy = getattr(section.annotation, "LEGACY_KEYS", {}) if section is not None else {}
+    return [parts[0], *legacy[parts[1]], *parts[2:]] if len(parts) > 1 and parts[1] in legacy else parts
 
 
 def _merge(base: dict[str, Any], parts: list[str], value: Any) -> None:
@@ -493,12 +638,8 @@ def load_config(
         if isinstance(loaded, dict):  # `audio:` with every key commented out is an empty section
             loaded = {k: ({} if v is None else v) for k, v in loaded.items()}
         _check_keys(loaded, Config, f"file {p}" if not isinstance(loaded, dict) else "")
-        for section, values in loaded.items():
-            if isinstance(values, dict):
-                for k, v in values.items():
-                    _merge(data, [section, k], v)
-            else:
-                data[section] = values
+        for parts, v in _leaves(loaded, Config):
+            _merge(data, parts, v)
     items: list[tuple[list[str], Any]] = []
     if isinstance(overrides, dict):
         items = [([p for p in k.split(".") if p], v) for k, v in overrides.items()]
@@ -508,7 +649,7 @@ def load_config(
         probe: dict[str, Any] = {}
         _merge(probe, parts, value)
         _check_keys(probe, Config, "")
-        _merge(data, parts, value)
+        _merge(data, _canonical(parts), value)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

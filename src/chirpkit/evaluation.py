@@ -16,35 +16,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    classification_report,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-)
-from tqdm.auto import tqdm
+from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
 from chirpkit._util import atomic_path, read_json, write_json, write_text
 from chirpkit.data.dataset import split_positions
 from chirpkit.data.store import Store
 from chirpkit.errors import DataError, RunError
+from chirpkit.metrics import multilabel_scores, scores
 from chirpkit.plots import save_confusion_matrix
 from chirpkit.predict import Predictor, load_predictor
 
 __all__ = ["evaluate", "scores"]
 
 log = logging.getLogger("chirpkit")
-
-
-def scores(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, float]:
-    """Macro F1 (over classes present in ``y_true``), weighted F1 and accuracy."""
-    labels = np.unique(y_true)
-    return {
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-    }
 
 
 def _open_store(run: Path, store: str | os.PathLike[str] | None) -> Store:
@@ -64,24 +48,7 @@ def _open_store(run: Path, store: str | os.PathLike[str] | None) -> Store:
 def _window_probs(
     net: Predictor, st: Store, pos: np.ndarray, batch_size: int, dev: Any, progress: bool, desc: str
 ) -> np.ndarray:
-    m, w = st.margin_samples, st.window_samples
-
-    def batches() -> Any:
-        for i in range(0, len(pos), batch_size):
-            yield st.read_many(pos[i : i + batch_size])[:, m : m + w]
-
-    n = -(-len(pos) // batch_size)
-    return np.concatenate(
-        list(
-            tqdm(
-                (net(b) for b in batches()),
-                total=n,
-                desc=desc,
-                unit="batch",
-                disable=not progress,
-            )
-        )
-    )
+    return net.on_store(st, pos, batch_size=batch_size, progress=progress, desc=desc)
 
 
 def _thresholds(
@@ -149,21 +116,6 @@ def _multi_hot(labels: Any, lookup: dict[str, int]) -> np.ndarray:
     return out
 
 
-def _multilabel_scores(y_true: np.ndarray, scores_: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score
-
-    present = y_true.any(axis=0)
-    y_pred = scores_ >= threshold
-    return {
-        "macro_f1": float(f1_score(y_true[:, present], y_pred[:, present], average="macro", zero_division=0)),
-        "weighted_f1": float(
-            f1_score(y_true[:, present], y_pred[:, present], average="weighted", zero_division=0)
-        ),
-        "accuracy": float((y_true == y_pred).all(axis=1).mean()),  # subset accuracy
-        "map": float(average_precision_score(y_true[:, present], scores_[:, present], average="macro")),
-    }
-
-
 def _evaluate_multilabel(
     net: Any,
     st: Store,
@@ -195,10 +147,10 @@ def _evaluate_multilabel(
         "level": "example",
         "task": "multilabel",
         "threshold": 0.5,
-        **_multilabel_scores(y_true, row_scores),
+        **multilabel_scores(y_true, row_scores),
         "n_examples": len(y_true),
         "n_windows": len(win_true),
-        "window": _multilabel_scores(win_true, probs),
+        "window": multilabel_scores(win_true, probs),
         "classes_evaluated": int(y_true.any(axis=0).sum()),
         "model": spec.architecture,
         "store": str(st.root),

@@ -27,7 +27,8 @@ import torch
 
 from chirpkit._util import atomic_path, write_json
 from chirpkit.errors import ConfigError, RunError
-from chirpkit.models import load_model
+from chirpkit.models import load_network, read_model_file
+from chirpkit.models.classifier import waveform_network
 
 __all__ = ["export"]
 
@@ -88,7 +89,8 @@ def export(
     if format not in ("onnx", "torchscript"):
         raise ConfigError(f"unknown export format {format!r}; use onnx or torchscript")
     run_dir = Path(run)
-    net = load_model(run_dir, optimize=True)
+    loaded, model_spec = load_network(read_model_file(run_dir))
+    net = waveform_network(loaded, model_spec).optimize_for_inference()
     spec = net.spec.to_dict()
     path = (
         Path(out)

@@ -1,9 +1,10 @@
 """Batched inference shared by evaluate and detect (no Lightning needed at prediction time).
 
 A *predictor* turns waveforms ``(n, window_samples)`` into class probabilities ``(n, classes)``
-and carries the model spec. It can be built from a run folder / ``model.pt`` (PyTorch), a
-TorchScript file (``*.ts``) or an ONNX file (``*.onnx``, through onnxruntime); the two exports
-written by ``chirpkit export`` carry the spec inside them.
+and carries the model spec. :func:`load_predictor` is the one factory: a run folder / ``model.pt``
+of any model family (the network from the spec, fed as its registry entry declares: see
+:mod:`chirpkit.inputs`), a TorchScript file (``*.ts``) or an ONNX file (``*.onnx``, through
+onnxruntime); the two exports written by ``chirpkit export`` carry the spec inside them.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from chirpkit.data.store import Store
 from chirpkit.errors import RunError
-from chirpkit.models import ClassifierNet, ModelSpec, load_model
+from chirpkit.inputs import model_input
+from chirpkit.models import ClassifierNet, ModelSpec, load_network, read_model_file
 
 __all__ = ["Predictor", "load_predictor", "pick_device", "predict_proba"]
 
@@ -53,16 +57,58 @@ def predict_proba(
 
 
 class Predictor:
-    """Callable ``waveforms (n, samples) float32 → probabilities (n, classes)`` with a ``spec``."""
+    """Callable ``waveforms (n, samples) float32 → probabilities (n, classes)`` with a ``spec``.
 
-    def __init__(self, spec: ModelSpec, fn: Any, kind: str, identity: str) -> None:
+    :meth:`on_store` scores windows of a prepared store; a head on embeddings reads the store's
+    embedding cache there instead of running the embedding model again."""
+
+    def __init__(self, spec: ModelSpec, fn: Any, kind: str, identity: str, store_logits: Any = None) -> None:
         self.spec = spec
         self._fn = fn
-        self.kind = kind  #: "torch", "torchscript" or "onnx"
+        self._store_logits = store_logits
+        self.kind = kind  #: the model's input ("spectrogram" or "embedding"), "torchscript" or "onnx"
         self.identity = identity  #: a digest of the model file (resume keys)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._fn(np.ascontiguousarray(batch, dtype=np.float32)))
+
+    def on_store(
+        self,
+        store: Store,
+        positions: np.ndarray,
+        *,
+        batch_size: int = 64,
+        progress: bool = False,
+        desc: str = "",
+    ) -> np.ndarray:
+        """Probabilities ``(len(positions), classes)`` of store windows (margins cropped)."""
+        if self._store_logits is not None:
+            return np.asarray(_activation(self.spec)(self._store_logits(store, positions, progress)))
+        m, w = store.margin_samples, store.window_samples
+        batches = (
+            self(store.read_many(positions[i : i + batch_size])[:, m : m + w])
+            for i in range(0, len(positions), batch_size)
+        )
+        n = -(-len(positions) // batch_size)
+        out = list(tqdm(batches, total=n, desc=desc or "predict", unit="batch", disable=not progress))
+        return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), np.float32)
+
+    @classmethod
+    def from_network(
+        cls, net: torch.nn.Module, spec: ModelSpec, *, device: str = "auto", identity: str = ""
+    ) -> Predictor:
+        """A predictor over an in-memory network of any family."""
+        dev = pick_device(device)
+        inp = model_input(spec)
+        logits = inp.logits_fn(net, dev)
+        act = _activation(spec)
+        return cls(
+            spec,
+            lambda x: act(logits(x)),
+            inp.kind,
+            identity,
+            lambda store, pos, progress: inp.store_logits(net, store, pos, device=dev, progress=progress),
+        )
 
 
 def _digest(path: Path) -> str:
@@ -126,18 +172,5 @@ def load_predictor(model: str | os.PathLike[str], *, device: str = "auto") -> Pr
             return np.asarray(act(ts(torch.from_numpy(x).to(dev)).float().cpu().numpy()))
 
         return Predictor(spec, run_ts, "torchscript", _digest(p))
-    from chirpkit.embeddings import EMBEDDING_MODELS, EmbeddingHead, head_predictor_fn
-    from chirpkit.models.spec import read_model_file
-
-    blob = read_model_file(p)
-    if blob["spec"]["architecture"] in EMBEDDING_MODELS:
-        spec = ModelSpec.from_dict(blob["spec"])
-        head = EmbeddingHead(
-            spec.num_classes,
-            hidden=int(spec.model_params.get("hidden", 0)),
-            dropout=float(spec.model_params.get("dropout", 0.0)),
-        )
-        head.load_state_dict(blob["state_dict"])
-        return Predictor(spec, head_predictor_fn(head.eval(), spec.sample_rate), "birdnet+head", _digest(p))
-    net = load_model(p, optimize=True).to(dev)
-    return Predictor(net.spec, lambda x: next(predict_proba(net, [x], device=dev)), "torch", _digest(p))
+    net, spec = load_network(read_model_file(p))
+    return Predictor.from_network(net, spec, device=device, identity=_digest(p))

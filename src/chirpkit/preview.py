@@ -17,18 +17,18 @@ __all__ = ["augment_preview"]
 
 log = logging.getLogger("chirpkit")
 
-_SHOWN = [
-    ("time shift", "time_shift_p"),
-    ("speed", "speed_p"),
-    ("time stretch", "stretch_p"),
-    ("gain", "gain_p"),
-    ("pink/brown noise", "noise_p"),
-    ("background noise", "background_p"),
-    ("pitch shift", "pitch_p"),  # in the configured pitch_mode
-    ("mixup", "mixup_p"),
-    ("frequency mask", "freq_mask_p"),
-    ("time mask", "time_mask_p"),
-]
+_SHOWN = {  # augment block -> panel title
+    "time_shift": "time shift",
+    "speed": "speed",
+    "stretch": "time stretch",
+    "gain": "gain",
+    "noise": "pink/brown noise",
+    "background": "background noise",
+    "pitch": "pitch shift",  # in the configured pitch.mode
+    "mixup": "mixup",
+    "freq_mask": "frequency mask",
+    "time_mask": "time mask",
+}
 
 
 def _segments(source: Path, cfg: Config) -> tuple[np.ndarray, int, int, int]:
@@ -89,16 +89,16 @@ def augment_preview(
     x = torch.from_numpy(segs)
     base = cfg.augment.off()
     panels = [("original", frontend(x[:1, margin : margin + win])[0, 0])]
-    for title, key in _SHOWN:
-        if key == "background_p" and not cfg.augment.background_dir:
+    for name, title in _SHOWN.items():
+        if name == "background" and not cfg.augment.background.dir:
             continue
-        one = base.model_copy(update={key: 1.0})
+        one = base.model_copy(update={name: getattr(base, name).model_copy(update={"p": 1.0})})
         aug = Augmenter(one, sample_rate=sr, window_samples=win, margin_samples=margin, seed=seed)
         w = aug.waveform(aug.read(x))
-        if key == "mixup_p":
+        if name == "mixup":
             w, _ = aug.mixup(w, torch.eye(2))
         feats = frontend(w, aug.power)
-        if key in ("freq_mask_p", "time_mask_p"):
+        if name in ("freq_mask", "time_mask"):
             feats = aug.spectrogram(feats - feats.amin()) + feats.amin()  # show masks at the floor
         panels.append((title, feats[0, 0]))
     cols = 3

@@ -55,10 +55,11 @@ print(json.dumps({"peak_bytes": status("VmHWM") - before}))
 def _build(model: str | os.PathLike[str], config: Config, num_classes: int) -> ClassifierNet:
     from pathlib import Path
 
-    from chirpkit.models import list_models, load_model
+    from chirpkit.models import list_models, load_network, read_model_file
+    from chirpkit.models.classifier import waveform_network
 
     if Path(model).exists():
-        return load_model(model)
+        return waveform_network(*load_network(read_model_file(model)))
     name = str(model)
     from chirpkit.errors import ConfigError
 

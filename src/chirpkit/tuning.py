@@ -29,11 +29,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from chirpkit._util import atomic_path, write_json, write_text
+from chirpkit._util import atomic_path, check_stop, write_json, write_text
 from chirpkit.config import Config, load_config
 from chirpkit.data.store import Store
-from chirpkit.errors import ConfigError, DataError
+from chirpkit.errors import ConfigError, DataError, RunError
+from chirpkit.metrics import multilabel_scores, scores
+from chirpkit.plots import save_confusion_matrix
+from chirpkit.predict import Predictor
+from chirpkit.training import checkpoint_network, train
 
 __all__ = ["DEFAULT_SPACE", "cross_validate", "fold_view", "tune"]
 
@@ -44,14 +49,14 @@ DEFAULT_SPACE: dict[str, Any] = {
     "train.weight_decay": {"low": 1e-5, "high": 1e-1, "log": True},
     "train.batch_size": [16, 32, 64],
     "model.name": ["small_cnn", "deep_cnn"],
-    "augment.noise_p": {"low": 0.0, "high": 0.6},
-    "augment.gain_p": {"low": 0.0, "high": 0.8},
-    "augment.freq_mask_p": {"low": 0.0, "high": 0.8},
-    "augment.time_mask_p": {"low": 0.0, "high": 0.8},
-    "augment.mixup_p": {"low": 0.0, "high": 0.5},
-    "augment.min_snr_db": {"low": 0.0, "high": 15.0},
-    "augment.max_freq_bins": [5, 10, 20],
-    "augment.max_time_frames": [5, 10, 20],
+    "augment.noise.p": {"low": 0.0, "high": 0.6},
+    "augment.gain.p": {"low": 0.0, "high": 0.8},
+    "augment.freq_mask.p": {"low": 0.0, "high": 0.8},
+    "augment.time_mask.p": {"low": 0.0, "high": 0.8},
+    "augment.mixup.p": {"low": 0.0, "high": 0.5},
+    "augment.noise.min_snr_db": {"low": 0.0, "high": 15.0},
+    "augment.freq_mask.max_bins": [5, 10, 20],
+    "augment.time_mask.max_frames": [5, 10, 20],
     "features.n_mels": [32, 64, 96, 128],
     "features.hop_length": [160, 320, 640],
 }
@@ -80,6 +85,61 @@ def _folds(store: Store) -> list[int]:
     return sorted(int(f) for f in store.index["fold"].unique() if f >= 0)
 
 
+def _fold_predictions(run: Path, view: Store, fold: int, names: list[str]) -> pd.DataFrame:
+    """Per-example probabilities of the fold's held-out examples, from its last epoch (nothing
+    on the fold chose those weights)."""
+    net, spec, _ = checkpoint_network(run / "checkpoints" / "last.ckpt")
+    pos = np.flatnonzero(view.index["split"].to_numpy() == "val")
+    probs = Predictor.from_network(net, spec).on_store(view, pos)
+    idx = view.index.iloc[pos].reset_index(drop=True)
+    by_row = pd.DataFrame(probs, columns=spec.class_names).groupby(idx["row"].to_numpy(), sort=True).mean()
+    first = idx.groupby("row", sort=True).first()
+    out = by_row.reindex(columns=names, fill_value=0.0)
+    out.insert(0, "fold", fold)
+    out.insert(0, "labels", [";".join(v) for v in first["labels"]])
+    out.insert(0, "true", first["label"].to_numpy())
+    out.insert(0, "source", first["source"].to_numpy())
+    out.index.name = "row"
+    return out
+
+
+def _pooled(oof: pd.DataFrame, names: list[str], root: Path | None, multilabel: bool) -> dict[str, Any]:
+    """One macro F1 and per-class figures over every example predicted out of fold."""
+    lookup = {c: i for i, c in enumerate(names)}
+    if multilabel:  # every label of an example, scores thresholded at 0.5
+        truth = np.zeros((len(oof), len(names)), dtype=bool)
+        for i, labs in enumerate(oof["labels"]):
+            for lab in labs.split(";"):
+                if lab in lookup:
+                    truth[i, lookup[lab]] = True
+        res = {**multilabel_scores(truth, oof[names].to_numpy()), "n_examples": len(oof)}
+        if root is not None:
+            with atomic_path(root / "oof_predictions.csv") as tmp:
+                oof.to_csv(tmp, float_format="%.5f")
+        return res
+    known = oof["true"].isin(names).to_numpy()
+    y_true = oof.loc[known, "true"].map(lookup).to_numpy()
+    y_pred = oof.loc[known, names].to_numpy().argmax(1)
+    res = {**scores(y_true, y_pred, len(names)), "n_examples": int(known.sum())}
+    p, r, f, sup = precision_recall_fscore_support(
+        y_true, y_pred, labels=np.arange(len(names)), zero_division=0
+    )
+    per_class = pd.DataFrame({"class": names, "precision": p, "recall": r, "f1": f, "support": sup})
+    if root is not None:
+        table = oof.assign(pred=np.array(names)[oof[names].to_numpy().argmax(1)])
+        with atomic_path(root / "oof_predictions.csv") as tmp:
+            table.to_csv(tmp, float_format="%.5f")
+        with atomic_path(root / "oof_per_class.csv") as tmp:
+            per_class.to_csv(tmp, index=False, float_format="%.4f")
+        save_confusion_matrix(
+            confusion_matrix(y_true, y_pred, labels=np.arange(len(names))),
+            names,
+            root / "oof_confusion_matrix.png",
+            title=f"out-of-fold: macro F1 {res['macro_f1']:.3f} (n={res['n_examples']})",
+        )
+    return {**res, "per_class": per_class.to_dict("records")}
+
+
 def cross_validate(
     store: Store | str | os.PathLike[str],
     *,
@@ -89,42 +149,57 @@ def cross_validate(
     progress: bool = False,
     keep_runs: bool = False,
 ) -> dict[str, Any]:
-    """Train once per fold; return ``{"folds", "macro_f1", "mean", "std", "last_macro_f1", "last_mean",
-    "last_std"}`` (also written to ``OUT/cv.json`` when ``out`` is given; ``OUT/foldK`` are the runs).
+    """Train once per fold; every non-test example is then predicted once, by the model whose
+    training never saw its group (the fold's last epoch).
+
+    Returns ``{"folds", "macro_f1", "mean", "std", "last_macro_f1", "last_mean", "last_std",
+    "oof"}``, also written to ``OUT/cv.json`` when ``out`` is given (``OUT/foldK`` are the runs;
+    ``OUT/oof_predictions.csv``, ``oof_per_class.csv`` and ``oof_confusion_matrix.png`` the pooled
+    out-of-fold predictions).
 
     ``macro_f1`` is each fold's best epoch — what model selection (and :func:`tune`) compares, but
     chosen on the fold it reports, so slightly optimistic; ``last_macro_f1`` is the final epoch's
-    score on the held-out fold, the unbiased estimate to report.
+    score on the held-out fold, and ``oof`` one macro F1 (with per-class figures) over all
+    held-out examples pooled: the unbiased estimates to report.
     """
-    from chirpkit.training import train
-
     config = config if config is not None else load_config()
     st = store if isinstance(store, Store) else Store(store)
     ids = list(folds) if folds is not None else _folds(st)
     root = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="chirpkit-cv-"))
-    scores, last = [], []
-    for f in ids:
-        run = root / f"fold{f}"
-        s = train(fold_view(st, f), out=run, config=config, progress=progress)
-        scores.append(float(s["best_val_macro_f1"]))
-        logged = pd.read_csv(run / "logs" / "metrics.csv").dropna(subset=["val_macro_f1"])
-        last.append(float(logged["val_macro_f1"].iloc[-1]))
-        if not keep_runs:
-            shutil.rmtree(run / "checkpoints", ignore_errors=True)
-    if out is None:
-        shutil.rmtree(root, ignore_errors=True)
+    scores_, last, oof = [], [], []
+    try:
+        for f in ids:
+            run = root / f"fold{f}"
+            view = fold_view(st, f)
+            s = train(view, out=run, config=config, progress=progress)
+            scores_.append(float(s["best_val_macro_f1"]))
+            logged = pd.read_csv(run / "logs" / "metrics.csv").dropna(subset=["val_macro_f1"])
+            last.append(float(logged["val_macro_f1"].iloc[-1]))
+            oof.append(_fold_predictions(run, view, f, st.classes))
+            if not keep_runs:
+                shutil.rmtree(run / "checkpoints", ignore_errors=True)
+        pooled = _pooled(
+            pd.concat(oof), st.classes, root if out is not None else None, config.train.loss == "bce"
+        )
+    finally:
+        if out is None:
+            shutil.rmtree(root, ignore_errors=True)
     res = {
         "folds": ids,
-        "macro_f1": scores,
-        "mean": float(np.mean(scores)),
-        "std": float(np.std(scores)),
+        "macro_f1": scores_,
+        "mean": float(np.mean(scores_)),
+        "std": float(np.std(scores_)),
         "last_macro_f1": last,
         "last_mean": float(np.mean(last)),
         "last_std": float(np.std(last)),
+        "oof": pooled,
     }
     log.info(
-        "cross-validation over %d fold(s): macro F1 %.4f ± %.4f (last epoch), %.4f ± %.4f (best epoch)",
+        "cross-validation over %d fold(s): out-of-fold macro F1 %.4f over %d example(s); per fold "
+        "%.4f ± %.4f (last epoch), %.4f ± %.4f (best epoch)",
         len(ids),
+        pooled["macro_f1"],
+        pooled["n_examples"],
         res["last_mean"],
         res["last_std"],
         res["mean"],
@@ -199,15 +274,13 @@ def tune(
         import optuna
     except ImportError as exc:
         raise ConfigError("chirpkit tune needs Optuna: pip install 'chirpkit[tune]'") from exc
-    from chirpkit.training import train
-
     cfg = config or Config()
     st = store if isinstance(store, Store) else Store(store)
     ids = list(folds) if folds is not None else _folds(st)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     space = dict(space or DEFAULT_SPACE)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are logged below, without tracebacks
     study = optuna.create_study(
         study_name="chirpkit",
         storage=f"sqlite:///{root / 'study.db'}",
@@ -224,7 +297,14 @@ def tune(
         scores: list[float] = []
         with tempfile.TemporaryDirectory(prefix="chirpkit-trial-") as tmp:
             for step, f in enumerate(ids):
-                s = train(fold_view(st, f), out=Path(tmp) / f"fold{f}", config=trial_cfg, progress=progress)
+                check_stop()
+                try:
+                    s = train(
+                        fold_view(st, f), out=Path(tmp) / f"fold{f}", config=trial_cfg, progress=progress
+                    )
+                except RunError as exc:
+                    log.warning("trial %d failed: %s (%s)", trial.number, exc, params)
+                    raise
                 scores.append(float(s["best_val_macro_f1"]))
                 trial.report(float(np.mean(scores)), step)
                 if trial.should_prune():
@@ -233,9 +313,18 @@ def tune(
         log.info("trial %d: CV macro F1 %.4f  %s", trial.number, float(np.mean(scores)), params)
         return float(np.mean(scores))
 
-    finished = len([t for t in study.trials if t.state.is_finished()])
+    # a failed trial (diverged, or interrupted by Ctrl-C) does not count: a resumed study runs it again
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    finished = len([t for t in study.trials if t.state in counted])
     if finished < trials:
-        study.optimize(objective, n_trials=trials - finished, timeout=timeout_s, gc_after_trial=True)
+        study.optimize(
+            objective,
+            n_trials=trials - finished,
+            timeout=timeout_s,
+            gc_after_trial=True,
+            catch=(RunError,),  # a configuration that diverges is a failed trial, not a failed study
+            callbacks=[lambda study, trial: check_stop()],  # a Ctrl-C lost in garbage collection
+        )
     table = study.trials_dataframe()
     table["state"] = table["state"].astype(str)
     with atomic_path(root / "trials.csv") as tmp:

@@ -116,7 +116,7 @@ CONFIG_KINDS: dict[str, tuple[list[str], str]] = {
     "margin_inf": (["audio.margin_s=inf"], "audio.margin_s: Input should be a finite number"),
     "hop_nan": (["audio.window_hop_s=nan"], "audio.window_hop_s: Input should be a finite number"),
     "lr_inf": (["train.lr=inf"], "train.lr: Input should be a finite number"),
-    "gain_minus_inf": (["augment.min_gain_db=-.inf"], "augment.min_gain_db: Input should be a finite number"),
+    "gain_minus_inf": (["augment.gain.min_db=-.inf"], "augment.gain.min_db: Input should be a finite number"),
     "detect_block_nan": (["detect.block_s=.nan"], "detect.block_s: Input should be a finite number"),
     "negative_window": (["audio.window_s=-3"], "audio.window_s: Input should be greater than 0"),
     "window_of_a_day": (

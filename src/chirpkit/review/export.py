@@ -1,0 +1,88 @@
+"""Reviews out of ``reviews.db``: a CSV of the current verdicts (or the whole history) and Raven
+selection tables of the detections that were right (accepted, or relabelled: with the right label)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from chirpkit._util import atomic_path
+from chirpkit.audio import info
+from chirpkit.errors import AudioDecodeError
+from chirpkit.events import write_raven
+from chirpkit.review.db import ReviewDB
+from chirpkit.review.items import load_detect_folder
+
+__all__ = ["EXPORT_COLUMNS", "export_reviews"]
+
+log = logging.getLogger("chirpkit")
+
+EXPORT_COLUMNS = [
+    "id",
+    "file",
+    "start_s",
+    "end_s",
+    "detected_label",
+    "score",
+    "verdict",
+    "label",
+    "reviewer",
+    "time",
+]
+
+
+def export_reviews(
+    folder: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    raven: str | os.PathLike[str] | None = None,
+    history: bool = False,
+) -> pd.DataFrame:
+    """Write the reviews of a detections folder to a CSV (and Raven tables).
+
+    Args:
+        folder: a ``detect`` output folder with ``reviews.db``.
+        out: the CSV: ``id, file, start_s, end_s, detected_label, score, verdict, label, reviewer,
+            time``, where ``label`` is the window's real label (the detected one when accepted,
+            the corrected one when relabelled, empty when rejected).
+        raven: folder for one Raven selection table per recording of the accepted and
+            relabelled detections (default ``raven-accepted/`` beside ``out``).
+        history: every verdict ever given (``seq`` order, ``clear`` included) instead of the
+            current ones.
+
+    Returns:
+        The exported table.
+    """
+    det = load_detect_folder(folder)
+    db = ReviewDB(det.db_path, create=False)
+    if history:
+        table = db.history().rename(columns={"item": "id"})
+    else:
+        cur = db.current()
+        table = cur.assign(label=cur["final_label"]).rename(columns={"item": "id"})[EXPORT_COLUMNS]
+        table = table.reset_index(drop=True)
+    out_path = Path(out)
+    with atomic_path(out_path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    right = db.current()
+    right = right[right["final_label"].notna()]
+    raven_dir = Path(raven) if raven is not None else out_path.parent / "raven-accepted"
+    for f, g in right.groupby("file"):
+        path = det.paths.get(str(f))
+        try:
+            high = info(path).sample_rate / 2 if path is not None else 24000.0
+        except AudioDecodeError:
+            high = 24000.0
+        events = g.assign(label=g["final_label"])[["file", "start_s", "end_s", "label", "score"]]
+        write_raven(events.sort_values("start_s"), raven_dir, high_freq_hz=high)
+    log.info(
+        "export: %d review(s) → %s; Raven tables of %d right detection(s) → %s",
+        len(table),
+        out_path,
+        len(right),
+        raven_dir,
+    )
+    return table

@@ -1,0 +1,134 @@
+"""BirdNET V2.4's own species scores on a store's windows: the zero-shot baseline.
+
+BirdNET's logits are a dense layer over its 1,024-d embedding, so they are computed from the
+embedding cache (:mod:`chirpkit.embeddings`) with the weights read from the model file: a store
+embedded once gives zero-shot scores, trained heads and prior heads without running BirdNET again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from chirpkit._util import write_json
+from chirpkit.data.dataset import split_positions
+from chirpkit.data.store import Store
+from chirpkit.embeddings import embedding_cache
+from chirpkit.errors import DataError
+from chirpkit.metrics import scores
+from chirpkit.models.birdnet import birdnet_classifier, birdnet_files
+
+__all__ = ["birdnet_labels", "class_map", "zero_shot"]
+
+log = logging.getLogger("chirpkit")
+
+
+def birdnet_labels() -> list[str]:
+    """BirdNET V2.4's 6,522 labels, ``Latin name_Common name``."""
+    _, labels = birdnet_files()
+    return [ln.strip() for ln in labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def _birdnet_names(label: str) -> set[str]:
+    latin, _, common = label.partition("_")
+    return {
+        label.lower(),
+        latin.lower(),
+        common.lower(),
+        latin.lower().replace(" ", "_"),
+        common.lower().replace(" ", "_"),
+    }
+
+
+def class_map(
+    classes: list[str], bn_labels: list[str], label_map: Mapping[str, str] | str | os.PathLike[str] | None
+) -> dict[str, int]:
+    """Dataset class → BirdNET label index."""
+    by_name: dict[str, int] = {}
+    for i, lab in enumerate(bn_labels):
+        for key in _birdnet_names(lab):
+            by_name.setdefault(key, i)
+    mapping: dict[str, str] = {}
+    if isinstance(label_map, Mapping):
+        mapping = dict(label_map)
+    elif label_map is not None:
+        table = pd.read_csv(label_map, dtype=str, keep_default_na=False)
+        cols = {c.lower(): c for c in table.columns}
+        if "species_code" in cols and "sci_name" in cols:  # an eBird taxonomy
+            mapping = dict(zip(table[cols["species_code"]], table[cols["sci_name"]], strict=True))
+        elif len(table.columns) >= 2:
+            mapping = dict(zip(table.iloc[:, 0], table.iloc[:, 1], strict=True))
+        else:
+            raise DataError(
+                f"label map {label_map} needs two columns (class, BirdNET name) or an eBird taxonomy"
+            )
+    out = {}
+    for c in classes:
+        name = mapping.get(c, c).lower()
+        for key in (name, name.replace("_", " "), name.replace(" ", "_")):
+            if key in by_name:
+                out[c] = by_name[key]
+                break
+    return out
+
+
+def zero_shot(
+    store: Store | str | os.PathLike[str],
+    *,
+    split: str = "test",
+    label_map: Mapping[str, str] | str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """BirdNET V2.4's species scores, restricted to the dataset's classes, scored on ``split``.
+
+    Only windows whose class maps to a BirdNET species are scored (the others, e.g. ``noise``,
+    are counted and listed). Scores are per example (window logits averaged).
+    """
+    st = store if isinstance(store, Store) else Store(store)
+    labels = birdnet_labels()
+    cmap = class_map(st.classes, labels, label_map)
+    if not cmap:
+        raise DataError(
+            f"none of the classes {st.classes[:8]} matches a BirdNET V2.4 species; give label_map= a CSV "
+            "(class, BirdNET Latin or common name) or an eBird taxonomy CSV (SPECIES_CODE, SCI_NAME)"
+        )
+    pos = split_positions(st, split)
+    pos = pos[st.index["label"].iloc[pos].isin(list(cmap)).to_numpy()]
+    if len(pos) == 0:
+        raise DataError(f"no '{split}' windows of a mapped class in {st.root}")
+    mapped = list(cmap)
+    weights, bias = birdnet_classifier()
+    cols = np.array([cmap[c] for c in mapped])
+    emb = embedding_cache(st, progress=progress)[pos]
+    z = emb @ weights[cols].T + bias[cols]
+    idx = st.index.iloc[pos].reset_index(drop=True)
+    rows = pd.DataFrame(z).groupby(idx["row"].to_numpy(), sort=True).mean()
+    lookup = {c: i for i, c in enumerate(mapped)}
+    y_true = idx.groupby("row", sort=True).first()["label"].map(lookup).to_numpy()
+    y_pred = rows.to_numpy().argmax(1)
+    res: dict[str, Any] = {
+        "split": split,
+        "model": "BirdNET V2.4 zero-shot",
+        **scores(y_true, y_pred, len(mapped)),
+        "n_examples": len(y_true),
+        "classes_mapped": {c: labels[i] for c, i in cmap.items()},
+        "classes_unmapped": sorted(set(st.classes) - set(cmap)),
+    }
+    if out is not None:
+        write_json(Path(out) / f"zero_shot_{split}.json", res)
+    log.info(
+        "BirdNET zero-shot on %s: macro F1 %.4f over %d example(s) of %d mapped class(es); unmapped: %s",
+        split,
+        res["macro_f1"],
+        len(y_true),
+        len(mapped),
+        res["classes_unmapped"][:10],
+    )
+    return res

@@ -1,0 +1,246 @@
+"""One protocol for every model family: layering, the run folder, failures, interrupts, warm starts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from chirpkit.config import FeatureConfig
+from chirpkit.errors import ConfigError, RunError
+from chirpkit.models import ModelSpec, build_network, model_info, save_model, warm_start
+from chirpkit.training import train
+from tests.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# layers, lowest first: a module may import its own layer and those below, never above
+LAYERS = [
+    {"errors", "_version", "_util", "_compat", "config"},
+    {"audio", "conditioning", "data", "synth", "plots", "metrics", "events", "thresholds", "losses"},
+    {"features", "augment", "models", "embeddings"},
+    {"inputs", "task", "datamodule"},
+    {"trainer", "runs", "training", "predict"},
+]
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[1] if "." in module else ""
+    for i, names in enumerate(LAYERS):
+        if top in names:
+            return i
+    return len(LAYERS)  # the verbs: everything else
+
+
+def _graph() -> dict[str, dict[str, str]]:
+    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    g: dict[str, dict[str, str]] = mod.graph(ROOT / "src" / "chirpkit")
+    assert mod.cycles(g) == [], "import cycles (function-level imports count too)"
+    return g
+
+
+def test_imports_have_no_cycles_and_run_downward() -> None:
+    upward = [
+        f"{m} -> {d}"
+        for m, deps in _graph().items()
+        for d in deps
+        if m != "chirpkit" and _layer(d) > _layer(m)
+    ]
+    assert upward == []
+
+
+def test_nothing_outside_the_registry_branches_on_a_model_name() -> None:
+    names = ("birdnet_linear", "birdnet_mlp", "EMBEDDING_MODELS")
+    offenders = []
+    for path in (ROOT / "src" / "chirpkit").rglob("*.py"):
+        if "models" in path.parts:
+            continue
+        text = path.read_text()
+        offenders += [f"{path.name}: {n}" for n in names if n in text]
+    assert offenders == []
+
+
+def _spec(arch: str, classes: list[str]) -> ModelSpec:
+    params = {"channels": [8, 16]} if model_info(arch).input == "spectrogram" else {}
+    return ModelSpec(arch, classes, 16000, 1.0, FeatureConfig(n_mels=16, n_fft=256).model_dump(), params)
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "birdnet_linear"])
+def test_warm_start_copies_weights_and_class_rows(arch: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    old_spec = _spec(arch, ["a", "b", "c"])
+    old = build_network(old_spec)
+    save_model(tmp_path / "old.pt", old, old_spec)
+    new_spec = _spec(arch, ["c", "new", "a"])  # reordered, one class gone, one new
+    torch.manual_seed(1)
+    new = build_network(new_spec)
+    fresh = {k: v.clone() for k, v in new.state_dict().items()}
+    rep = warm_start(new, new_spec, tmp_path / "old.pt")
+    assert rep["new_classes"] == ["new"] and rep["class_rows"] and rep["copied"]
+    o, n = old.state_dict(), new.state_dict()
+    for name in rep["class_rows"]:  # c ← row 2, a ← row 0, the new row keeps its initialisation
+        assert torch.equal(n[name][0], o[name][2]) and torch.equal(n[name][2], o[name][0])
+        assert torch.equal(n[name][1], fresh[name][1])
+    for name, value in n.items():
+        if name not in rep["class_rows"] and value.is_floating_point():
+            assert torch.equal(value, o[name]), name
+    with pytest.raises(RunError, match="architecture"):
+        other = "birdnet_linear" if arch == "small_cnn" else "small_cnn"
+        warm_start(build_network(_spec(other, ["a"])), _spec(other, ["a"]), tmp_path / "old.pt")
+
+
+def _store(tiny_run: Path) -> str:
+    return str(json.loads((tiny_run / "data.json").read_text())["store"])
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [({"model.name": "no_such_model"}, "unknown model"), ({"model.params": {"wings": 2}}, "wings")],
+)
+def test_a_failed_train_leaves_no_run_folder(
+    tiny_run: Path, tmp_path: Path, override: dict[str, object], error: str
+) -> None:
+    with pytest.raises(ConfigError, match=error):
+        train(_store(tiny_run), out=tmp_path / "run", config=tiny_config(**override), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_divergence_stops_training_and_the_run_says_so(tiny_run: Path, tmp_path: Path) -> None:
+    from chirpkit.predict import load_predictor
+
+    run = tmp_path / "run"
+    cfg = tiny_config(**{"train.lr": 1e30, "train.epochs": 3, "train.warmup_epochs": 0})
+    with pytest.raises(RunError, match=r"became (nan|inf|-inf|non-finite)|non-finite"):
+        train(_store(tiny_run), out=run, config=cfg, progress=False)
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+    assert not (run / "model.pt").exists()
+    with pytest.raises(RunError, match="did not finish"):
+        load_predictor(run)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "empty", "other_pickle"])
+def test_a_damaged_model_file_is_a_clear_error(tiny_run: Path, tmp_path: Path, damage: str) -> None:
+    from chirpkit.predict import load_predictor
+
+    path = tmp_path / "model.pt"
+    good = (tiny_run / "model.pt").read_bytes()
+    data = {
+        "truncated": good[: len(good) // 2],
+        "random": np.random.default_rng(0).bytes(4096),
+        "empty": b"",
+    }.get(damage)
+    if data is None:
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        path.write_bytes(data)
+    with pytest.raises(RunError, match=str(path)):
+        load_predictor(path)
+
+
+def _cli(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "chirpkit.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str], timeout_s: float = 120) -> None:
+    t0 = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() - t0 < timeout_s, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_train_stops_on_a_signal_and_resumes(tiny_run: Path, tmp_path: Path, sig: signal.Signals) -> None:
+    run = tmp_path / "run"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_config(**{"train.epochs": 400}).to_yaml())
+    proc = _cli("train", _store(tiny_run), "--out", str(run), "--config", str(config), "--no-progress")
+    _wait_for(run / "checkpoints" / "last.ckpt", proc)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10, out
+    assert proc.returncode == 130, out
+    assert "interrupted" in out and "Traceback" not in out
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    assert not (run / "model.pt").exists()
+    done = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"]
+    s = train(
+        _store(tiny_run),
+        out=run,
+        config=tiny_config(**{"train.epochs": done + 2}),
+        resume=True,
+        progress=False,
+    )
+    assert s["epochs_run"] == done + 2 and (run / "model.pt").is_file()
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+
+
+def test_a_fresh_train_replaces_an_earlier_run(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"stale")  # must not survive into the new run
+    train(_store(tiny_run), out=run, config=tiny_config(**{"train.epochs": 1}), progress=False)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0  # one epoch
+    assert json.loads((run / "train_summary.json").read_text())["epochs_run"] == 1
+
+
+def test_tune_stops_on_ctrl_c_and_resumes(tiny_run: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    from chirpkit.config import SplitConfig
+    from chirpkit.data.split import split
+    from chirpkit.data.store import prepare
+    from chirpkit.tuning import tune
+
+    pytest.importorskip("optuna")
+    cat = split(tiny_run / "catalog.parquet", config=SplitConfig(folds=2, test_fraction=0.25, min_count=0))
+    store = prepare(cat, out=tmp_path / "store", config=tiny_config().audio, progress=False)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_config().to_yaml())
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {low: 0.001, high: 0.005, log: true}\n")
+    study = tmp_path / "study"
+    args = ["--trials", "50", "--epochs", "2", "--space", str(space), "--config", str(config)]
+    proc = _cli("tune", str(store.root), "--out", str(study), *args, "--no-progress")
+
+    def complete() -> int:
+        try:
+            with sqlite3.connect(study / "study.db") as db:
+                return int(db.execute("select count(*) from trials where state='COMPLETE'").fetchone()[0])
+        except sqlite3.Error:
+            return 0
+
+    t0 = time.monotonic()
+    while complete() < 1:
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() - t0 < 180
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in out, out
+    done = complete()
+    space_ = {"train.lr": {"low": 0.001, "high": 0.005, "log": True}}
+    s = tune(store, out=study, config=tiny_config(), trials=done + 1, epochs=2, space=space_)
+    assert s["completed"] == done + 1  # the interrupted trial did not count; one more ran
