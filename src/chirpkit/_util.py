@@ -318,6 +318,7 @@ def thread_map(
     if workers <= 1:
         for item in items:
             yield fn(item)
+            check_stop()
         return
     pool = ThreadPoolExecutor(max_workers=workers)
     pending: deque[Future[R]] = deque()
@@ -327,6 +328,7 @@ def thread_map(
             pending.append(pool.submit(fn, item))
         while pending:
             result = pending.popleft().result()
+            check_stop()  # a Ctrl-C that Python lost in a finaliser still stops here
             for item in itertools.islice(source, 1):
                 pending.append(pool.submit(fn, item))
             yield result
@@ -334,19 +336,6 @@ def thread_map(
         for fut in pending:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-class StopFlag:
-    """A flag worker threads poll to stop early (set when the main thread is interrupted)."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def __bool__(self) -> bool:
-        return self._event.is_set()
 
 
 def human_size(n: float) -> str:

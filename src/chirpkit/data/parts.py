@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from chirpkit.audio import decode, resample
 from chirpkit.conditioning import Conditioner, steps_from_dicts
 from chirpkit.errors import AudioDecodeError
 
-__all__ = ["build_part", "part_ok"]
+__all__ = ["build_part", "part_ok", "release_scratch"]
 
 # Long files whose windows cover less than this share are read span by span instead of whole.
 _PARTIAL_READ_SHARE = 0.5
@@ -29,17 +30,45 @@ _PARTIAL_READ_MIN_S = 120.0
 _EDGE_S = 0.05  # extra audio read around partial spans so the resampler has context
 
 
-def _to_disk(y: np.ndarray, dtype: str) -> np.ndarray:
+def _to_disk(y: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
     """Samples as stored: int16 (×32767, rounded, clipped), float16 or float32.
 
-    ``y`` (float32, owned by the caller and not used afterwards) is scaled in place.
+    ``y`` (float32, owned by the caller and not used afterwards) is scaled in place; ``out``, when
+    given, receives the int16 samples (a reused buffer).
     """
     if dtype == "int16":
         np.multiply(y, 32767.0, out=y)
         np.rint(y, out=y)
         np.clip(y, -32768, 32767, out=y)
-        return y.astype(np.int16)
+        if out is None:
+            return y.astype(np.int16)
+        np.copyto(out, y, casting="unsafe")
+        return out
     return y.astype(dtype, copy=False)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, n: int, dtype: np.dtype[Any] | str) -> np.ndarray:
+    """``n`` elements of a buffer that this thread reuses from file to file.
+
+    A fresh array of a few hundred kB per file costs page faults on every file (a large
+    allocation is mapped anew and zero-filled by the kernel; in a virtual machine that costs about
+    as much as writing the part); a reused buffer stays mapped. Worker threads end with their
+    pool, and their buffers with them; :func:`release_scratch` frees the calling thread's.
+    """
+    buf = getattr(_SCRATCH, name, None)
+    if buf is None or buf.size < n or buf.dtype != np.dtype(dtype):
+        buf = np.empty(n, dtype)
+        setattr(_SCRATCH, name, buf)
+    return buf[:n]
+
+
+def release_scratch() -> None:
+    """Free the calling thread's reused buffers (prepare runs files in the caller's thread when
+    it uses one worker)."""
+    _SCRATCH.__dict__.clear()
 
 
 def _place(dst: np.ndarray, y: np.ndarray, first: int) -> None:
@@ -87,7 +116,11 @@ def part_ok(task: dict[str, Any]) -> bool:
 def _write_part(path: Path, windows: np.ndarray) -> None:
     """Write ``windows`` as ``path`` atomically; any failure is an :class:`OutputError`."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        except FileNotFoundError:  # the part's sub-folder is made by the first part that needs it
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     except OSError as exc:
         raise output_error(exc, path) from exc
     try:
@@ -140,12 +173,18 @@ def _cut(task: dict[str, Any]) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
             f"{human_size(max_part_bytes())}: split the catalog row into shorter spans, or raise "
             "audio.window_hop_s"
         )
-    windows = np.zeros((len(firsts), seg), dtype=np.float32 if per_window else np.dtype(task["dtype"]))
+    if per_window:
+        windows = np.zeros((len(firsts), seg), dtype=np.float32)
+    else:
+        windows = _scratch("windows", len(firsts) * seg, task["dtype"]).reshape(len(firsts), seg)
+        windows.fill(0)
     repaired = [0, 0]
     short_at: list[float] = []
+    decoder = ["soundfile"]
 
     def read(offset: float, length: float) -> np.ndarray:
         d = decode(source, offset_s=offset, duration_s=length)
+        decoder[0] = d.decoder
         repaired[0] += d.nonfinite
         repaired[1] += d.clipped
         got_end = offset + d.y.shape[1] / d.sample_rate
@@ -156,9 +195,12 @@ def _cut(task: dict[str, Any]) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
         if cond.file_steps:
             cond.reset()
             y = cond.block(y)
-        return y if per_window else _to_disk(y, task["dtype"])
+        if per_window:
+            return y
+        return _to_disk(
+            y, task["dtype"], _scratch("samples", y.size, "int16") if task["dtype"] == "int16" else None
+        )
 
-    decoder = "soundfile"
     if duration > _PARTIAL_READ_MIN_S and len(firsts) * seg / sr < _PARTIAL_READ_SHARE * duration:
         # sparse windows in a long file: read each window's span, not the whole file
         for i, first in enumerate(firsts):
@@ -190,7 +232,7 @@ def _cut(task: dict[str, Any]) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
                 "re-run ingest to update the catalog",
             )
         )
-    return windows, decoder, notes
+    return windows, decoder[0], notes
 
 
 def build_part(task: dict[str, Any]) -> dict[str, Any]:

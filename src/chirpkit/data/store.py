@@ -24,6 +24,7 @@ windows for the default hop. Each stored window carries ``margin_s`` of real aud
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -50,7 +51,7 @@ from chirpkit._version import __version__
 from chirpkit.conditioning import steps_from_config, steps_to_dicts
 from chirpkit.config import AudioConfig
 from chirpkit.data.catalog import LABEL_SEP, catalog_fingerprint, read_catalog, validate_catalog
-from chirpkit.data.parts import build_part, part_ok
+from chirpkit.data.parts import build_part, part_ok, release_scratch
 from chirpkit.errors import DataError, OutputError, RunError
 
 __all__ = ["STORE_VERSION", "Store", "prepare", "window_starts"]
@@ -219,13 +220,27 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
+def _canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def _part_key(audio_json: str, ident: dict[str, Any], starts: list[float]) -> str:
+    """``stable_hash({"v", "file", "audio", "starts"}, length=24)``, with the settings serialised
+    once per run instead of once per file (the same text, so the same key)."""
+    blob = (
+        f'{{"audio":{audio_json},"file":{_canonical_json(ident)},"starts":{_canonical_json(starts)},'
+        f'"v":{STORE_VERSION}}}'
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
 def _plan(
     df: pd.DataFrame, cfg: AudioConfig, root: Path, steps: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """One task per source file (all its windows: one part) and the window plan, in catalog order."""
     sr = cfg.sample_rate
     win, margin = round(cfg.window_s * sr), round(cfg.margin_s * sr)
-    shaping = cfg.shaping()
+    audio_json = _canonical_json(cfg.shaping())
     codes, uniques = pd.factorize(df["source"], sort=False)
     order = np.argsort(codes, kind="stable")
     groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1) if len(order) else []
@@ -242,8 +257,7 @@ def _plan(
             s = window_starts(float(starts_a[i]), float(ends_a[i]), window_s=cfg.window_s, hop_s=cfg.hop_s)
             starts.extend(round(x, 6) for x in s.tolist())
             owners.extend([int(labels_a[i])] * len(s))
-        ident = _file_identity(src)
-        key = stable_hash({"v": STORE_VERSION, "file": ident, "audio": shaping, "starts": starts}, length=24)
+        key = _part_key(audio_json, _file_identity(src), starts)
         rel = f"parts/{key[:2]}/{key}.npy"
         d = dur_a[g[0]]
         tasks.append(
@@ -347,7 +361,7 @@ def prepare(
     old = _read_meta(meta_path) if meta_path.is_file() else None
     if meta_path.is_file() and old is None:
         log.warning("store %s: store.json is damaged; the index is rebuilt (finished parts are reused)", root)
-    done = {t["key"] for t in tasks if part_ok(t)}
+    done = {t["key"] for t in tasks if part_ok(t)} if (root / "parts").is_dir() else set()
     if (
         old is not None
         and old.get("version") == STORE_VERSION
@@ -372,8 +386,6 @@ def prepare(
             "store %s: %d of %d file(s) already prepared, %d to go", root, len(done), len(tasks), len(todo)
         )
     _check_room(root, todo)
-    for folder in sorted({Path(t["part_path"]).parent for t in todo}):
-        output_dir(folder, "store folder")
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     n_workers = min(cfg.workers or min(os.cpu_count() or 1, 8), len(todo))
@@ -388,6 +400,7 @@ def prepare(
     finally:
         running.close()  # an interrupt or a write failure: drop what is queued, keep what is written
         bar.close()
+        release_scratch()
 
     failed = {r["key"]: r["reason"] for r in results if not r["ok"]}
     decoders = Counter(r.get("decoder", "?") for r in results if r["ok"])
