@@ -299,6 +299,7 @@ def _training_share(store_dir: Path, batch_size: int, steps: int, cfg: Any) -> d
 
 
 def main() -> int:
+    global DATA
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench-out/data_path")
     ap.add_argument("--long-minutes", type=float, default=10.0)
@@ -308,7 +309,6 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
     ap.add_argument("--only-prepare", action="store_true", help="only the ESC-50 prepare-vs-floor pairs")
     args = ap.parse_args()
-    global DATA
     DATA = args.data
     if not DATA.is_dir():
         print(f"skipped: {DATA} not found (benchmark data is not shipped with chirpkit)")

@@ -148,3 +148,17 @@ def test_outputs_get_the_usual_file_mode(built: tuple[pd.DataFrame, Path, Store]
     os.umask(mask)
     for path in (root / "store.json", root / "index.parquet", root / store.index["part"].iloc[0]):
         assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
+
+
+def test_parts_of_the_older_layout_are_moved_not_rebuilt(built: tuple[pd.DataFrame, Path, Store]) -> None:
+    cat, root, store = built
+    before = store.read_many(np.arange(len(store)))
+    for part in sorted((root / "parts").glob("*.npy")):  # as stores before the flat layout kept them
+        (part.parent / part.name[:2]).mkdir(exist_ok=True)
+        part.replace(part.parent / part.name[:2] / part.name)
+    (root / "store.json").unlink()
+    stamps = {p.name: p.stat().st_mtime_ns for p in (root / "parts").rglob("*.npy")}
+    again = prepare(cat, out=root, config=CFG, progress=False)
+    np.testing.assert_array_equal(again.read_many(np.arange(len(again))), before)
+    assert {p.name: p.stat().st_mtime_ns for p in (root / "parts").glob("*.npy")} == stamps
+    assert not [d for d in (root / "parts").iterdir() if d.is_dir()]

@@ -7,7 +7,7 @@ Layout of a store folder::
       index.parquet     one row per window: row, source, start_s, end_s, label(s), group, split,
                         part, part_row (+ index.csv, a view)
       skipped.csv       files that could not be decoded (source, reason), if any
-      parts/ab/<key>.npy  the windows of one source file, ``(n_windows, samples)``, int16/float16/float32
+      parts/<key>.npy   the windows of one source file, ``(n_windows, samples)``, int16/float16/float32
 
 A part's key hashes the file's identity (path, size, modification time), the window spans taken
 from it and the settings that shape samples, so a second ``prepare`` with the same catalog and
@@ -23,6 +23,7 @@ windows for the default hop. Each stored window carries ``margin_s`` of real aud
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -258,7 +259,7 @@ def _plan(
             starts.extend(round(x, 6) for x in s.tolist())
             owners.extend([int(labels_a[i])] * len(s))
         key = _part_key(audio_json, _file_identity(src), starts)
-        rel = f"parts/{key[:2]}/{key}.npy"
+        rel = f"parts/{key}.npy"
         d = dur_a[g[0]]
         tasks.append(
             {
@@ -284,6 +285,23 @@ def _plan(
     plan = pd.DataFrame(cols)
     plan.insert(2, "end_s", plan["start_s"] + cfg.window_s)
     return tasks, plan
+
+
+def _adopt_legacy_parts(root: Path, tasks: list[dict[str, Any]]) -> set[str]:
+    """Keys of the tasks whose part is already there whole. Parts of stores written before parts
+    lay flat (``parts/ab/<key>.npy``: a folder per key prefix, which cost as much to create as the
+    parts themselves) are moved to ``parts/<key>.npy`` rather than rebuilt."""
+    done = {t["key"] for t in tasks if part_ok(t)}
+    for t in tasks:
+        if t["key"] in done:
+            continue
+        legacy = root / "parts" / t["key"][:2] / f"{t['key']}.npy"
+        if legacy.is_file() and part_ok({**t, "part_path": str(legacy)}):
+            legacy.replace(t["part_path"])
+            done.add(t["key"])
+            with contextlib.suppress(OSError):
+                legacy.parent.rmdir()  # once its last part has moved
+    return done
 
 
 def _check_room(root: Path, todo: list[dict[str, Any]]) -> None:
@@ -361,7 +379,7 @@ def prepare(
     old = _read_meta(meta_path) if meta_path.is_file() else None
     if meta_path.is_file() and old is None:
         log.warning("store %s: store.json is damaged; the index is rebuilt (finished parts are reused)", root)
-    done = {t["key"] for t in tasks if part_ok(t)} if (root / "parts").is_dir() else set()
+    done = _adopt_legacy_parts(root, tasks) if (root / "parts").is_dir() else set()
     if (
         old is not None
         and old.get("version") == STORE_VERSION
