@@ -108,8 +108,9 @@ def is_output_failure(exc: BaseException) -> bool:
     return _errno_of(exc) in _OUTPUT_ERRNOS
 
 
-def output_error(exc: BaseException, path: str | os.PathLike[str]) -> OutputError:
-    """An :class:`OutputError` for ``exc``, naming ``path`` and what to do about it."""
+def output_error(exc: BaseException, path: str | os.PathLike[str], action: str = "write") -> OutputError:
+    """An :class:`OutputError` for ``exc``, naming ``path`` and what to do about it (``action``:
+    "write", or "access" where it is not known whether the path was read or written)."""
     if isinstance(exc, OutputError):
         return exc
     code = _errno_of(exc)
@@ -127,7 +128,7 @@ def output_error(exc: BaseException, path: str | os.PathLike[str]) -> OutputErro
         fix = "a folder stands where a file is needed: give a file name"
     else:
         fix = "check the disk and the path, then re-run"
-    return OutputError(p, f"cannot write {p}: {reason}; {fix}", code)
+    return OutputError(p, f"cannot {action} {p}: {reason}; {fix}", code)
 
 
 def _is_ours(exc: OSError, paths: Iterable[Path]) -> bool:

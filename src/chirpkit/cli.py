@@ -902,9 +902,12 @@ def _report(verb: str, exc: BaseException, debug: bool) -> int:
 
     if debug:
         traceback.print_exception(exc)
-    if isinstance(exc, OutputError) or (not isinstance(exc, ChirpkitError) and is_output_failure(exc)):
-        path = getattr(exc, "path", None) or getattr(exc, "filename", None) or "an output"
-        print(f"chirpkit {verb}: error: {output_error(exc, path)}", file=sys.stderr)
+    if isinstance(exc, OutputError):
+        print(f"chirpkit {verb}: error: {exc}", file=sys.stderr)
+        return 1
+    if not isinstance(exc, ChirpkitError) and is_output_failure(exc):  # not converted where raised
+        path = getattr(exc, "filename", None) or "a file"
+        print(f"chirpkit {verb}: error: {output_error(exc, path, 'access')}", file=sys.stderr)
         return 1
     if isinstance(exc, ChirpkitError):
         print(f"chirpkit {verb}: error: {exc}", file=sys.stderr)

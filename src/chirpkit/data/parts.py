@@ -22,7 +22,7 @@ from chirpkit.audio import decode, resample
 from chirpkit.conditioning import Conditioner, steps_from_dicts
 from chirpkit.errors import AudioDecodeError
 
-__all__ = ["build_part", "part_ok", "release_scratch"]
+__all__ = ["build_part", "is_lossless", "part_ok", "release_scratch"]
 
 # Long files whose windows cover less than this share are read span by span instead of whole.
 _PARTIAL_READ_SHARE = 0.5
@@ -136,6 +136,18 @@ def _write_part(path: Path, windows: np.ndarray) -> None:
         raise
 
 
+_LOSSLESS = ("pcm", "flac", "alac", "wavpack", "ape", "tta", "float", "double")
+_LOSSY_ENDINGS = (".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".webm", ".mp4")
+
+
+def is_lossless(codec: str, source: str) -> bool:
+    """Whether a file's header duration is exact (lossless codecs count samples); the file
+    ending decides when the catalog has no codec."""
+    if codec and codec not in ("nan", "None"):
+        return codec.lower().startswith(_LOSSLESS)
+    return not source.lower().endswith(_LOSSY_ENDINGS)
+
+
 def max_part_bytes() -> int:
     """The largest part built in memory: a quarter of the machine's RAM (at least 256 MB)."""
     try:
@@ -161,6 +173,8 @@ def _cut(task: dict[str, Any]) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
     core = slice(round(margin_s * sr), round(margin_s * sr) + task["window_samples"])
     duration = float(task["duration_s"])
     known = duration < 1e11
+    # a lossless header counts its samples; a lossy one (MP3 without a Xing header) estimates
+    slack = max(0.1, 0.01 * duration) if task.get("exact_duration", True) else max(0.5, 0.05 * duration)
     lo_s = max(0.0, min(task["starts"]) - margin_s)
     hi_s = max(task["starts"]) - margin_s + seg / sr
     # without per-window normalisation, convert each decoded signal to the disk type once and
@@ -189,7 +203,7 @@ def _cut(task: dict[str, Any]) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
         repaired[1] += d.clipped
         got_end = offset + d.y.shape[1] / d.sample_rate
         want_end = min(offset + length, duration)
-        if known and got_end < want_end - max(0.1, 0.01 * duration):
+        if known and got_end < want_end - slack:
             short_at.append(got_end)
         y = resample(d.y, orig_sr=d.sample_rate, target_sr=sr)[0]
         if cond.file_steps:
@@ -228,8 +242,8 @@ def _cut(task: dict[str, Any]) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
             (
                 "shorter_than_catalog",
                 f"the audio ends at {min(short_at):.2f} s but the catalog says the file lasts "
-                f"{duration:.2f} s (changed after ingest?); windows past the end are zero-padded: "
-                "re-run ingest to update the catalog",
+                f"{duration:.2f} s (the file is cut short, or changed after ingest); windows past "
+                "the end are zero-padded: re-run ingest to update the catalog",
             )
         )
     return windows, decoder[0], notes

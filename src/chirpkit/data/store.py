@@ -52,7 +52,7 @@ from chirpkit._version import __version__
 from chirpkit.conditioning import steps_from_config, steps_to_dicts
 from chirpkit.config import AudioConfig
 from chirpkit.data.catalog import LABEL_SEP, catalog_fingerprint, read_catalog, validate_catalog
-from chirpkit.data.parts import build_part, part_ok, release_scratch
+from chirpkit.data.parts import build_part, is_lossless, part_ok, release_scratch
 from chirpkit.errors import DataError, OutputError, RunError
 
 __all__ = ["STORE_VERSION", "Store", "prepare", "window_starts"]
@@ -247,6 +247,7 @@ def _plan(
     groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1) if len(order) else []
     starts_a, ends_a = df["start_s"].to_numpy(float), df["end_s"].to_numpy(float)
     dur_a = df["duration_s"].to_numpy(float) if "duration_s" in df.columns else np.full(len(df), np.nan)
+    codec_a = df["codec"].astype(str).to_numpy() if "codec" in df.columns else np.full(len(df), "")
     labels_a = df.index.to_numpy()
     tasks: list[dict[str, Any]] = []
     cols: dict[str, list[Any]] = {"row": [], "start_s": [], "part": [], "part_row": [], "key": []}
@@ -275,6 +276,7 @@ def _plan(
                 "part_path": str(root / rel),
                 "part": rel,
                 "duration_s": float(d) if np.isfinite(d) else 1e12,
+                "exact_duration": is_lossless(str(codec_a[g[0]]), src),
             }
         )
         cols["row"] += owners
