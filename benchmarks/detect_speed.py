@@ -93,7 +93,7 @@ def run_chirpkit(model: Path, files: list[Path], hop_s: float, out: Path, thread
 
 
 def run_birdnet(files: list[Path], threads: int) -> float:
-    from chirpkit.detection import _batched, sliding_windows
+    from chirpkit.detect_run import _batched, sliding_windows
     from chirpkit.models.birdnet import BirdNET
 
     net = BirdNET(num_threads=threads)

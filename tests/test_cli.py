@@ -55,6 +55,7 @@ def test_public_api_is_pinned() -> None:
         "list_models",
         "load_config",
         "load_model",
+        "merge",
         "prepare",
         "profile",
         "read_catalog",

@@ -67,7 +67,7 @@ def test_detections_events_and_formats(tiny_run: Path, scapes: list[Path], tmp_p
 def test_a_killed_run_resumes_without_duplicates(
     tiny_run: Path, scapes: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import chirpkit.detection as det_mod
+    import chirpkit.detect_run as det_mod
 
     cfg = DetectConfig(hop_s=0.5, min_score=0.6)
     full = detect(tiny_run, scapes[:2], out=tmp_path / "ref", config=cfg, progress=False)

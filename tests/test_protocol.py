@@ -26,8 +26,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # layers, lowest first: a module may import its own layer and those below, never above
 LAYERS = [
-    {"errors", "_version", "_util", "_compat", "config"},
-    {"audio", "conditioning", "data", "synth", "plots", "metrics", "events", "thresholds", "losses"},
+    {"errors", "_version", "_util", "_compat", "config", "engine"},
+    # review.db and review.items are the reviews' storage format, which ingest reads like any data
+    {
+        "audio",
+        "conditioning",
+        "data",
+        "synth",
+        "plots",
+        "metrics",
+        "events",
+        "thresholds",
+        "losses",
+        "taxonomy",
+    }
+    | {"_score_inputs", "sources"}
+    | {"review.db", "review.items"},
     {"features", "augment", "models", "embeddings"},
     {"inputs", "task", "datamodule"},
     {"trainer", "runs", "training", "predict"},
@@ -35,10 +49,12 @@ LAYERS = [
 
 
 def _layer(module: str) -> int:
-    top = module.split(".")[1] if "." in module else ""
-    for i, names in enumerate(LAYERS):
-        if top in names:
-            return i
+    parts = module.split(".")[1:]
+    for depth in (2, 1):  # the most specific entry first: "review.db" before "review"
+        name = ".".join(parts[:depth])
+        for i, names in enumerate(LAYERS):
+            if len(parts) >= depth and name in names:
+                return i
     return len(LAYERS)  # the verbs: everything else
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from chirpkit.data.split import split
     from chirpkit.data.store import Store, prepare
     from chirpkit.demo_pipeline import demo
-    from chirpkit.detection import detect
+    from chirpkit.detection import detect, merge
     from chirpkit.evaluation import evaluate
     from chirpkit.events import score_detections
     from chirpkit.exporting import export
@@ -66,6 +66,7 @@ __all__ = [
     "list_models",
     "load_config",
     "load_model",
+    "merge",
     "prepare",
     "profile",
     "read_catalog",
@@ -90,6 +91,7 @@ _LAZY = {
     "prepare": "chirpkit.data.store",
     "demo": "chirpkit.demo_pipeline",
     "detect": "chirpkit.detection",
+    "merge": "chirpkit.detection",
     "evaluate": "chirpkit.evaluation",
     "export": "chirpkit.exporting",
     "score_detections": "chirpkit.events",

@@ -212,6 +212,7 @@ def cmd_split(args: argparse.Namespace) -> None:
             "split.test_fraction": args.test,
             "split.min_count": args.min_count,
             "split.folds": args.folds,
+            "split.few_groups": args.few_groups,
             "split.seed": args.seed,
         },
     )
@@ -235,7 +236,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             "audio.workers": args.workers,
         },
     )
-    store = prepare(args.catalog, out=args.out, config=cfg.audio, progress=not args.no_progress)
+    store = prepare(
+        args.catalog,
+        out=args.out,
+        config=cfg.audio,
+        progress=not args.no_progress,
+        engine=args.engine,
+        scheduler=args.scheduler,
+    )
     print(f"{len(store)} window(s) of {cfg.audio.window_s} s at {cfg.audio.sample_rate} Hz → {args.out}")
 
 
@@ -384,6 +392,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
         "detect.top_k": args.top_k,
         "detect.thresholds": args.thresholds,
         "detect.workers": args.workers,
+        "detect.shard_s": args.shard_s,
     }
     if args.format:
         extra["detect.formats"] = args.format
@@ -396,7 +405,21 @@ def cmd_detect(args: argparse.Namespace) -> None:
         device=args.device,
         resume=not args.fresh,
         progress=not args.no_progress,
+        engine=args.engine,
+        scheduler=args.scheduler,
+        shard=args.shard,
+        retries=args.retries,
     )
+    if args.shard is not None and not (Path(args.out) / "detections.csv").is_file():
+        print(f"shard {args.shard}: {len(table)} detection(s) in its parts; the last shard writes the tables")
+    else:
+        print(f"{len(table)} detection(s) → {Path(args.out) / 'detections.csv'} (events: events.csv)")
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    from chirpkit.detection import merge
+
+    table = merge(args.out, partial=args.partial)
     print(f"{len(table)} detection(s) → {Path(args.out) / 'detections.csv'} (events: events.csv)")
 
 
@@ -410,7 +433,14 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_score(args: argparse.Namespace) -> None:
     from chirpkit.events import score_detections
 
-    label_map = dict(item.split("=", 1) for item in args.label_map.split(",")) if args.label_map else None
+    label_map = None
+    if args.label_map:
+        pairs = [item.split("=", 1) for item in args.label_map.split(",") if item.strip()]
+        if any(len(p) != 2 or not p[0].strip() for p in pairs):
+            from chirpkit.errors import ConfigError
+
+            raise ConfigError(f"--label-map {args.label_map!r} must look like PIHA=bird,WOTH=wood_thrush")
+        label_map = {k.strip(): v.strip() for k, v in pairs}
     table = score_detections(
         args.detections,
         args.annotations,
@@ -619,12 +649,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategy",
         choices=["stratified-group"],
         help="split strategy (split.strategy; stratified-group: nested StratifiedGroupKFold on "
-        "well-behaved groups, GroupKFold on groups holding problematic classes)",
+        "classes with many groups; the groups of classes with few are dealt out in turn so that each "
+        "is in train, then test, then val)",
     )
     p.add_argument(
         "--min-count", type=int, help="drop classes with fewer examples (split.min_count, default 10)"
     )
-    p.add_argument("--folds", type=int, help="K >= 2 adds a 'fold' column for K-fold CV (split.folds)")
+    p.add_argument(
+        "--folds",
+        type=int,
+        help="K >= 2 adds a 'fold' column for K-fold CV (split.folds); a class with few groups gets "
+        "one group per fold in turn, so with K + 1 groups it is in every fold",
+    )
+    p.add_argument(
+        "--few-groups",
+        type=int,
+        help="classes with fewer groups are dealt out group by group (split.few_groups; 0 = auto)",
+    )
     p.add_argument("--seed", type=int, help="split seed (split.seed)")
     _common(p)
 
@@ -633,7 +674,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="store folder (reused as a cache)")
     p.add_argument("--sample-rate", type=int, help="target rate in Hz (audio.sample_rate, default 32000)")
     p.add_argument("--window-s", type=float, help="window length in seconds (audio.window_s, default 3)")
-    p.add_argument("--workers", type=int, help="decode threads (audio.workers; 0 = one per core)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="decode threads (audio.workers; 0 = one per core); with --engine dask: worker processes",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["local", "dask"],
+        default="local",
+        help="dask: one task per file on a Dask cluster (the store must be on a shared disk)",
+    )
+    p.add_argument(
+        "--scheduler", metavar="ADDRESS", help="with --engine dask: tcp://HOST:8786 (default: local)"
+    )
     _common(p)
 
     p = verb("train", cmd_train, "train a classifier on a prepared store")
@@ -675,9 +729,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra outputs (repeatable): parquet table, Raven selection tables, Audacity labels",
     )
     p.add_argument("--batch-size", type=int, help="windows per batch (detect.batch_size)")
-    p.add_argument("--workers", type=int, help="files decoded ahead of the model (detect.workers, default 2)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="local engine: work units decoded ahead of the model, in threads; dask engine without "
+        "--scheduler: worker processes of the local cluster (detect.workers, default 2)",
+    )
     p.add_argument("--fresh", action="store_true", help="ignore results of an earlier run in --out")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (dask: cuda = one GPU per worker)"
+    )
+    p.add_argument(
+        "--engine",
+        choices=["local", "dask"],
+        default="local",
+        help="local: this process (default); dask: a Dask cluster (pip install 'chirpkit[dask]')",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --engine dask: a running scheduler, tcp://HOST:8786 (default: start a local cluster "
+        "of --workers processes)",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only shard I of N (0-based) into the shared --out, e.g. a Slurm array: "
+        "--shard $SLURM_ARRAY_TASK_ID/N; the last shard to finish writes the tables",
+    )
+    p.add_argument(
+        "--shard-s",
+        type=float,
+        help="cut files longer than 1.5 × this into time shards of this many seconds "
+        "(detect.shard_s, default 1800; results identical to one pass)",
+    )
+    p.add_argument(
+        "--retries", type=int, default=2, help="further attempts of a failing work unit (default 2)"
+    )
+    _common(p)
+
+    p = verb("merge", cmd_merge, "write the tables of a detect output folder from its finished parts")
+    p.add_argument("out", help="the --out folder of detect (after --shard I/N runs)")
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="write tables from the units done so far, even if some are missing",
+    )
     _common(p)
 
     p = verb("score-detections", cmd_score, "event precision/recall/F1 per class against an annotation table")
@@ -686,19 +783,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rule",
         default="overlap",
-        choices=["overlap", "onset", "iou"],
-        help="match rule (default overlap: detection overlaps the widened annotation)",
+        choices=["overlap", "onset", "onset-offset", "iou"],
+        help="match rule (default overlap: detection overlaps the widened annotation; onset: start "
+        "within the tolerance; onset-offset: DCASE's rule, start within the tolerance and end within "
+        "max(tolerance, half the annotation); iou: IoU >= --min-iou)",
     )
     p.add_argument(
-        "--tolerance-s", type=float, default=0.5, help="time tolerance for overlap/onset (default 0.5)"
+        "--tolerance-s",
+        type=float,
+        default=0.5,
+        help="time tolerance (the DCASE collar) for overlap/onset/onset-offset (default 0.5)",
     )
     p.add_argument("--min-iou", type=float, default=0.3, help="IoU needed with --rule iou (default 0.3)")
     p.add_argument(
         "--matching",
         default="one-to-one",
         choices=["one-to-one", "any"],
-        help="one-to-one (default) or any: an annotation is found if any detection matches it, and a "
-        "detection is right if it matches any annotation (dense calling, merged events)",
+        help="one-to-one (default; optimal, as sed_eval's event-based metrics) or any: an annotation is "
+        "found if any detection matches it, and a detection is right if it matches any annotation "
+        "(dense calling, merged events)",
     )
     p.add_argument(
         "--format", default="auto", choices=["auto", "points", "raven", "audacity", "kaleidoscope", "csv"]

@@ -415,6 +415,12 @@ class SplitConfig(_Section):
     test_fraction: float = Field(0.15, ge=0, lt=1)
     min_count: int = Field(10, ge=0, description="classes with fewer examples are excluded (0 keeps all)")
     folds: int = Field(0, ge=0, description="K >= 2 adds a 'fold' column for K-fold cross-validation")
+    few_groups: int = Field(
+        0,
+        ge=0,
+        description="classes with fewer groups are dealt out group by group (train, test, val, folds "
+        "in turn) instead of by stratified folds; 0 = auto (the groups the stratified folds need)",
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -438,7 +444,9 @@ def _csv_only() -> list[DetectFormat]:
 class DetectConfig(_Section):
     """Detection over long recordings (``chirpkit detect``)."""
 
-    hop_s: float | None = Field(None, gt=0, description="hop between windows; default = window / 2")
+    hop_s: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="hop between windows; default = window / 2"
+    )
     min_score: float = Field(
         0.5, ge=0, le=1, description="lowest score kept when no per-class thresholds apply"
     )
@@ -452,11 +460,29 @@ class DetectConfig(_Section):
     )
     formats: list[DetectFormat] = Field(default_factory=_csv_only, description="outputs besides events.csv")
     merge_gap_s: float = Field(
-        0.0, ge=0, description="windows of one label at most this far apart form one event"
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="windows of one label at most this far apart form one event",
     )
-    workers: int = Field(2, ge=1, description="files decoded ahead of the model, in threads")
+    workers: int = Field(
+        2,
+        ge=1,
+        description="engine local: work units decoded ahead of the model, in threads; engine dask: "
+        "worker processes of the local cluster",
+    )
     block_s: float = Field(
-        60.0, gt=0, description="decode block length; memory stays flat whatever the file length"
+        60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="decode block length; memory stays flat whatever the file length",
+    )
+    shard_s: float | None = Field(
+        1800.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="files longer than 1.5 × this are cut into time shards (work units) of this "
+        "length, with results identical to one pass; null keeps every file whole",
     )
 
 

@@ -5,10 +5,12 @@
 * :func:`write_raven` / :func:`write_audacity` — one table per recording, loadable in Raven Pro /
   Audacity next to the recording.
 * :func:`score_detections` — event-level precision, recall and F1 per class against an annotation
-  table (every format of :mod:`chirpkit.data.annotations`), with greedy one-to-one matching by
-  score under a time rule: ``overlap`` (detection overlaps the annotation widened by
-  ``tolerance_s``), ``onset`` (|detection start − annotation start| ≤ ``tolerance_s``) or ``iou``
-  (intersection over union ≥ ``min_iou``).
+  table (every format of :mod:`chirpkit.data.annotations`), with optimal one-to-one matching
+  (:func:`optimal_matching`: the most pairs, as sed_eval's event-based metrics, then the best total
+  IoU) under a time rule: ``overlap`` (detection overlaps the annotation widened by
+  ``tolerance_s``), ``onset`` (|detection start − annotation start| ≤ ``tolerance_s``),
+  ``onset-offset`` (DCASE: onset within the collar, offset within max(collar, half the length)) or
+  ``iou`` (intersection over union ≥ ``min_iou``).
 """
 
 from __future__ import annotations
@@ -22,9 +24,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chirpkit._score_inputs import read_annotation_tables, read_detections, scanned_recordings
 from chirpkit._util import atomic_path
+from chirpkit.errors import (
+    ConfigError,
+    RunError,
+)
 
-__all__ = ["EVENT_COLUMNS", "merge_events", "score_detections", "write_audacity", "write_raven"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "RULES",
+    "merge_events",
+    "optimal_matching",
+    "score_detections",
+    "write_audacity",
+    "write_raven",
+]
 
 log = logging.getLogger("chirpkit")
 
@@ -109,14 +124,95 @@ def write_audacity(events: pd.DataFrame, folder: str | os.PathLike[str]) -> list
     return paths
 
 
-def _matches(d_s: float, d_e: float, a_s: float, a_e: float, rule: str, tol: float, min_iou: float) -> bool:
-    if rule == "onset":
-        return abs(d_s - a_s) <= tol
-    if rule == "iou":
-        inter = max(0.0, min(d_e, a_e) - max(d_s, a_s))
-        union = max(d_e, a_e) - min(d_s, a_s)
-        return union > 0 and inter / union >= min_iou
-    return d_s <= a_e + tol and d_e >= a_s - tol  # overlap
+RULES = ("overlap", "onset", "onset-offset", "iou")
+
+
+def _pairs(
+    d_s: np.ndarray,
+    d_e: np.ndarray,
+    a_s: np.ndarray,
+    a_e: np.ndarray,
+    *,
+    rule: str,
+    tolerance_s: float,
+    min_iou: float,
+    offset_share: float = 0.5,
+    chunk: int = 2048,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (detection, annotation) pair that matches under ``rule``, with a quality in [0, 1].
+
+    Quality (the tie-break among equally large matchings): IoU for ``overlap`` and ``iou``,
+    ``1 / (1 + |Δonset| [+ |Δoffset|])`` for the onset rules. Computed in chunks of detections, so
+    memory stays flat on long recordings.
+
+    Returns:
+        ``(detection index, annotation index, quality)`` arrays.
+    """
+    out_d, out_a, out_q = [], [], []
+    a_s_, a_e_ = a_s[None, :], a_e[None, :]
+    for lo in range(0, len(d_s), chunk):
+        ds, de = d_s[lo : lo + chunk, None], d_e[lo : lo + chunk, None]
+        inter = np.clip(np.minimum(de, a_e_) - np.maximum(ds, a_s_), 0.0, None)
+        union = np.maximum(de, a_e_) - np.minimum(ds, a_s_)
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        d_on = np.abs(ds - a_s_)
+        if rule == "onset":
+            hit, quality = d_on <= tolerance_s, 1.0 / (1.0 + d_on)
+        elif rule == "onset-offset":  # DCASE / sed_eval: offset within max(collar, share of length)
+            d_off = np.abs(de - a_e_)
+            hit = (d_on <= tolerance_s) & (d_off <= np.maximum(tolerance_s, offset_share * (a_e_ - a_s_)))
+            quality = 1.0 / (1.0 + d_on + d_off)
+        elif rule == "iou":
+            hit, quality = (union > 0) & (iou >= min_iou), iou
+        else:  # overlap with the annotation widened by the tolerance
+            hit, quality = (ds <= a_e_ + tolerance_s) & (de >= a_s_ - tolerance_s), iou
+        di, ai = np.nonzero(hit)
+        out_d.append(di + lo)
+        out_a.append(ai)
+        out_q.append(quality[di, ai])
+    if not out_d:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(out_d), np.concatenate(out_a), np.concatenate(out_q)
+
+
+def optimal_matching(
+    n_det: int, n_ann: int, det: np.ndarray, ann: np.ndarray, quality: np.ndarray
+) -> list[tuple[int, int]]:
+    """A one-to-one matching with the most pairs, and among those the highest total quality.
+
+    ``linear_sum_assignment`` on weights ``K + quality`` (``K`` larger than any sum of qualities,
+    so one more pair always wins), solved per connected component of the match graph: events far
+    apart in time never compete, so the problems stay small on long recordings.
+
+    Returns:
+        the matched ``(detection, annotation)`` index pairs, sorted.
+    """
+    from scipy.optimize import linear_sum_assignment
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if len(det) == 0:
+        return []
+    n = n_det + n_ann
+    graph = coo_matrix((np.ones(len(det)), (det, n_det + ann)), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    edge_comp = comp[det]
+    order = np.argsort(edge_comp, kind="stable")
+    bounds = np.flatnonzero(np.diff(edge_comp[order])) + 1
+    pairs: list[tuple[int, int]] = []
+    for edges in np.split(order, bounds):
+        rows, r_idx = np.unique(det[edges], return_inverse=True)
+        cols, c_idx = np.unique(ann[edges], return_inverse=True)
+        if len(edges) == 1:
+            pairs.append((int(rows[0]), int(cols[0])))
+            continue
+        big = min(len(rows), len(cols)) + 1.0
+        weight = np.zeros((len(rows), len(cols)))
+        weight[r_idx, c_idx] = big + quality[edges]
+        for r, c in zip(*linear_sum_assignment(weight, maximize=True), strict=True):
+            if weight[r, c] > 0:
+                pairs.append((int(rows[r]), int(cols[c])))
+    return sorted(pairs)
 
 
 def score_detections(
@@ -136,53 +232,57 @@ def score_detections(
 ) -> pd.DataFrame:
     """Event-level precision / recall / F1 per class (and ``all``) against annotations.
 
-    Files are matched by stem (``x.wav`` annotations score detections on ``x.mp3``). Each
-    annotation can be matched by one detection and vice versa, best scores first. Only the
-    recordings that were scanned count: ``recordings``, else the finished files of the
-    ``manifest.csv`` beside a detections file from :func:`chirpkit.detect`, else every
-    annotated recording (annotations of recordings left out are logged, not counted as misses).
+    Files are matched by stem (``x.wav`` annotations score detections on ``x.mp3``). One-to-one
+    matching is optimal, as in sed_eval's event-based metrics: the most (detection, annotation)
+    pairs, then the highest total IoU (or onset closeness); it does not depend on the order or
+    the scores of the rows. Only the recordings that were scanned count: ``recordings``, else
+    the finished files of the ``manifest.csv`` beside a detections file from
+    :func:`chirpkit.detect`, else every annotated recording (annotations of recordings left out
+    are logged, not counted as misses).
 
     Args:
-        detections: a detections or events table (``file, start_s, end_s, label`` + a score).
+        detections: a detections or events table (``file, start_s, end_s, label``; a score is
+            optional and not used for matching).
         annotations: annotation table(s) in any supported format, or a frame with the columns of
             :func:`chirpkit.data.annotations.read_annotations`.
-        rule: ``overlap`` (default), ``onset`` or ``iou``.
-        matching: ``one-to-one`` (default; DCASE-style event scores) or ``any``: recall is the share
-            of annotations that any detection matches, precision the share of detections that
-            match any annotation; for dense calling, where one merged event spans several calls
-            or several overlapping windows cover one call.
+        rule: ``overlap`` (default: the detection overlaps the annotation widened by
+            ``tolerance_s``), ``onset`` (``|Δonset| <= tolerance_s``), ``onset-offset`` (DCASE's
+            event-based rule: onset within the collar ``tolerance_s`` and offset within
+            ``max(tolerance_s, half the annotation's length)``) or ``iou`` (``>= min_iou``).
+        matching: ``one-to-one`` (default; DCASE/sed_eval event-based scores) or ``any``: recall
+            is the share of annotations that any detection matches, precision the share of
+            detections that match any annotation; for dense calling, where one merged event spans
+            several calls or several overlapping windows cover one call.
         label_map: rename annotation labels to model labels (e.g. ``{"PIHA": "bird"}``).
-        out: CSV to write the table to.
+        out: CSV to write the table to (atomically; nothing is written when the inputs are bad).
 
     Returns:
         One row per class: ``class, annotations, detections, tp, fp, fn, precision, recall, f1``.
-    """
-    from chirpkit.data.annotations import read_annotations
 
-    if rule not in ("overlap", "onset", "iou"):
-        raise ValueError(f"rule={rule!r} must be overlap, onset or iou")
+    Raises:
+        MissingPathError: a detections file or annotation table does not exist.
+        DataError: a detections table is empty, unreadable, lacks columns or has a bad row.
+        AnnotationError: an annotation table cannot be read or has a bad row.
+        ConfigError: an unknown rule or matching, or a negative tolerance.
+    """
+    if rule not in RULES:
+        raise ConfigError(f"rule={rule!r} must be one of {', '.join(RULES)}")
     if matching not in ("one-to-one", "any"):
-        raise ValueError(f"matching={matching!r} must be one-to-one or any")
-    det = pd.read_csv(detections) if not isinstance(detections, pd.DataFrame) else detections.copy()
-    if isinstance(annotations, pd.DataFrame):
-        ann = annotations.copy()
-    else:
-        tables = [annotations] if isinstance(annotations, (str, os.PathLike)) else list(annotations)
-        ann = pd.concat(
-            [read_annotations(t, format=format, label_column=label_column, columns=columns) for t in tables],
-            ignore_index=True,
-        )
-    ann = ann[ann["label"].astype(str).str.strip() != ""]
+        raise ConfigError(f"matching={matching!r} must be one-to-one or any")
+    if not (np.isfinite(tolerance_s) and tolerance_s >= 0):
+        raise ConfigError(f"tolerance_s={tolerance_s} must be a finite number of seconds >= 0")
+    if not (0 < min_iou <= 1):
+        raise ConfigError(f"min_iou={min_iou} must be in (0, 1]")
+    if out is not None and Path(out).is_dir():
+        raise ConfigError(f"out={out} is a folder; give a CSV file name")
+    det, det_path = read_detections(detections)
+    ann = read_annotation_tables(annotations, format=format, label_column=label_column, columns=columns)
     if label_map:
         ann["label"] = ann["label"].map(lambda v: label_map.get(v, v))
-    score_col = "max_score" if "max_score" in det else "score"
     det["_stem"] = det["file"].map(lambda f: Path(str(f)).stem)
     ann["_stem"] = ann["file"].map(lambda f: Path(str(f)).stem)
-    if recordings is None and not isinstance(detections, pd.DataFrame):
-        manifest = Path(detections).parent / "manifest.csv"
-        if manifest.is_file():
-            done = pd.read_csv(manifest)
-            recordings = done.loc[done["status"].isin(["done", "reused"]), "file"].astype(str).tolist()
+    if recordings is None:
+        recordings = scanned_recordings(det_path)
     if recordings is not None:
         scanned = {Path(str(f)).stem for f in recordings}
         outside = ~ann["_stem"].isin(scanned)
@@ -194,38 +294,38 @@ def score_detections(
             )
         ann = ann[~outside]
         det = det[det["_stem"].isin(scanned)]
-    ann_lo = np.minimum(ann["start_s"], ann["end_s"])
-    ann_hi = np.maximum(ann["start_s"], ann["end_s"])
-    ann = ann.assign(start_s=ann_lo, end_s=ann_hi)
-    classes = sorted(set(det["label"]) | set(ann["label"]))
+    if det.empty or ann.empty:
+        log.warning("score-detections: %d detection(s), %d annotation(s) to score", len(det), len(ann))
+    ann = ann.assign(
+        start_s=np.minimum(ann["start_s"], ann["end_s"]), end_s=np.maximum(ann["start_s"], ann["end_s"])
+    )
+    det_groups = dict(list(det.groupby(["label", "_stem"], sort=False)))
+    ann_groups = dict(list(ann.groupby(["label", "_stem"], sort=False)))
     rows = []
-    for c in classes:
+    for c in sorted(set(det["label"]) | set(ann["label"])):
         n_det = n_ann = ann_hit = det_hit = 0
-        for stem in sorted(set(det["_stem"]) | set(ann["_stem"])):
-            d = det[(det["label"] == c) & (det["_stem"] == stem)].sort_values(score_col, ascending=False)
-            a = ann[(ann["label"] == c) & (ann["_stem"] == stem)]
-            n_det += len(d)
-            n_ann += len(a)
-            a_s, a_e = a["start_s"].to_numpy(), a["end_s"].to_numpy()
-            if matching == "any":  # an annotation is found if any detection matches it, and vice versa
-                hits = np.array(
-                    [
-                        [_matches(ds, de, a_s[j], a_e[j], rule, tolerance_s, min_iou) for j in range(len(a))]
-                        for ds, de in zip(d["start_s"], d["end_s"], strict=True)
-                    ],
-                    dtype=bool,
-                ).reshape(len(d), len(a))
-                ann_hit += int(hits.any(axis=0).sum())
-                det_hit += int(hits.any(axis=1).sum())
+        for key in sorted({k for k in (*det_groups, *ann_groups) if k[0] == c}):
+            d, a = det_groups.get(key), ann_groups.get(key)
+            n_d, n_a = (0 if d is None else len(d)), (0 if a is None else len(a))
+            n_det, n_ann = n_det + n_d, n_ann + n_a
+            if d is None or a is None:
                 continue
-            free = np.ones(len(a), dtype=bool)
-            for ds, de in zip(d["start_s"], d["end_s"], strict=True):
-                for j in np.flatnonzero(free):
-                    if _matches(ds, de, a_s[j], a_e[j], rule, tolerance_s, min_iou):
-                        free[j] = False
-                        ann_hit += 1
-                        det_hit += 1
-                        break
+            di, ai, q = _pairs(
+                d["start_s"].to_numpy(float),
+                d["end_s"].to_numpy(float),
+                a["start_s"].to_numpy(float),
+                a["end_s"].to_numpy(float),
+                rule=rule,
+                tolerance_s=tolerance_s,
+                min_iou=min_iou,
+            )
+            if matching == "any":  # an annotation is found if any detection matches it, and vice versa
+                ann_hit += len(np.unique(ai))
+                det_hit += len(np.unique(di))
+            else:
+                n_pairs = len(optimal_matching(n_d, n_a, di, ai, q))
+                ann_hit += n_pairs
+                det_hit += n_pairs
         rows.append(_prf(c, n_ann, n_det, ann_hit, det_hit))
     rows.append(
         _prf(
@@ -238,8 +338,11 @@ def score_detections(
     )
     table = pd.DataFrame(rows)
     if out is not None:
-        with atomic_path(out) as tmp:
-            table.to_csv(tmp, index=False, float_format="%.4f")
+        try:
+            with atomic_path(out) as tmp:
+                table.to_csv(tmp, index=False, float_format="%.4f")
+        except OSError as exc:
+            raise RunError(f"cannot write {out}: {exc}") from exc
     return table
 
 

@@ -208,13 +208,15 @@ class EmbeddingInput(ModelInput):
         return EmbeddingDataset(self._embeddings, positions, targets, random_view=training)
 
     def logits_fn(self, net: nn.Module, device: torch.device) -> LogitsFn:
-        model = embedder(self.embedding)
+        model: list[Any] = []  # the embedding model loads on first use (scoring a store needs none)
         net = net.eval().to(device)
         sample_rate = self.spec.sample_rate
 
         @torch.inference_mode()
         def run(x: np.ndarray) -> np.ndarray:
-            emb = torch.from_numpy(embed_windows(model, x, sample_rate)).to(device)
+            if not model:
+                model.append(embedder(self.embedding))
+            emb = torch.from_numpy(embed_windows(model[0], x, sample_rate)).to(device)
             return net(emb).float().cpu().numpy()
 
         return run

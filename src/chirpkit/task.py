@@ -2,10 +2,14 @@
 
 The network comes from the spec (:func:`chirpkit.models.build_network`), and how batches reach it
 from the model's input (:mod:`chirpkit.inputs`): a spectrogram CNN, a timm backbone and a head on
-cached embeddings differ in nothing else. Targets travel as probability rows: one-hot
-(single-label; mixup mixes them) or multi-hot (``train.loss: bce``, multi-label). The best epoch is
-chosen on validation macro F1 (ties to the lower validation loss); a loss that becomes NaN or
-infinite stops training with an error rather than producing a model of non-finite weights.
+cached embeddings differ in nothing else. A network may offer two hooks: ``init_from_spec(spec)``,
+called once on a fresh network (a head copies a pretrained classifier's rows), and
+``regularization()``, a penalty added to the training loss (that head's pull towards them).
+
+Targets travel as probability rows: one-hot (single-label; mixup mixes them) or multi-hot
+(``train.loss: bce``, multi-label). The best epoch is chosen on validation macro F1 (ties to the
+lower validation loss); a loss that becomes NaN or infinite stops training with an error rather
+than producing a model of non-finite weights.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class ClassifierTask(L.LightningModule):
         init = getattr(self.net, "init_from_spec", None)
         if callable(init):  # e.g. a head that starts from a pretrained model's own classifier
             init(self.spec)
+        reg = getattr(self.net, "regularization", None)
+        self._regularization = reg if callable(reg) else None
         self.input: ModelInput = model_input(
             self.spec, margin_samples=margin_samples, cached_features=cached_features, views=embedding_views
         )
@@ -105,6 +111,8 @@ class ClassifierTask(L.LightningModule):
         x, y = batch
         logits, target = self.input.train_logits(self.net, x, self._target(y), self.augmenter)
         loss = self.loss_fn(logits, target)
+        if self._regularization is not None:  # e.g. a head's pull towards a pretrained classifier
+            loss = loss + self._regularization()
         if not torch.isfinite(loss):
             raise RunError(
                 f"the training loss became {float(loss.detach())} at epoch {self.current_epoch}, step "

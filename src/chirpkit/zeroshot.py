@@ -22,60 +22,12 @@ from chirpkit.data.store import Store
 from chirpkit.embeddings import embedding_cache
 from chirpkit.errors import DataError
 from chirpkit.metrics import scores
-from chirpkit.models.birdnet import birdnet_classifier, birdnet_files
+from chirpkit.models.birdnet import birdnet_classifier, birdnet_labels
+from chirpkit.taxonomy import match_classes
 
-__all__ = ["birdnet_labels", "class_map", "zero_shot"]
+__all__ = ["zero_shot"]
 
 log = logging.getLogger("chirpkit")
-
-
-def birdnet_labels() -> list[str]:
-    """BirdNET V2.4's 6,522 labels, ``Latin name_Common name``."""
-    _, labels = birdnet_files()
-    return [ln.strip() for ln in labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
-
-
-def _birdnet_names(label: str) -> set[str]:
-    latin, _, common = label.partition("_")
-    return {
-        label.lower(),
-        latin.lower(),
-        common.lower(),
-        latin.lower().replace(" ", "_"),
-        common.lower().replace(" ", "_"),
-    }
-
-
-def class_map(
-    classes: list[str], bn_labels: list[str], label_map: Mapping[str, str] | str | os.PathLike[str] | None
-) -> dict[str, int]:
-    """Dataset class → BirdNET label index."""
-    by_name: dict[str, int] = {}
-    for i, lab in enumerate(bn_labels):
-        for key in _birdnet_names(lab):
-            by_name.setdefault(key, i)
-    mapping: dict[str, str] = {}
-    if isinstance(label_map, Mapping):
-        mapping = dict(label_map)
-    elif label_map is not None:
-        table = pd.read_csv(label_map, dtype=str, keep_default_na=False)
-        cols = {c.lower(): c for c in table.columns}
-        if "species_code" in cols and "sci_name" in cols:  # an eBird taxonomy
-            mapping = dict(zip(table[cols["species_code"]], table[cols["sci_name"]], strict=True))
-        elif len(table.columns) >= 2:
-            mapping = dict(zip(table.iloc[:, 0], table.iloc[:, 1], strict=True))
-        else:
-            raise DataError(
-                f"label map {label_map} needs two columns (class, BirdNET name) or an eBird taxonomy"
-            )
-    out = {}
-    for c in classes:
-        name = mapping.get(c, c).lower()
-        for key in (name, name.replace("_", " "), name.replace(" ", "_")):
-            if key in by_name:
-                out[c] = by_name[key]
-                break
-    return out
 
 
 def zero_shot(
@@ -93,12 +45,16 @@ def zero_shot(
     """
     st = store if isinstance(store, Store) else Store(store)
     labels = birdnet_labels()
-    cmap = class_map(st.classes, labels, label_map)
+    match = match_classes(st.classes, labels, label_map)
+    cmap = match.mapping
     if not cmap:
         raise DataError(
-            f"none of the classes {st.classes[:8]} matches a BirdNET V2.4 species; give label_map= a CSV "
-            "(class, BirdNET Latin or common name) or an eBird taxonomy CSV (SPECIES_CODE, SCI_NAME)"
+            f"none of the classes matches a BirdNET V2.4 species: {match.describe_unmatched()}. Give "
+            "label_map= a CSV (class, BirdNET Latin or common name) or an eBird taxonomy CSV "
+            "(SPECIES_CODE, SCI_NAME)"
         )
+    if match.unmatched:
+        log.info("zero-shot: classes with no BirdNET species: %s", match.describe_unmatched())
     pos = split_positions(st, split)
     pos = pos[st.index["label"].iloc[pos].isin(list(cmap)).to_numpy()]
     if len(pos) == 0:
@@ -118,8 +74,10 @@ def zero_shot(
         "model": "BirdNET V2.4 zero-shot",
         **scores(y_true, y_pred, len(mapped)),
         "n_examples": len(y_true),
-        "classes_mapped": {c: labels[i] for c, i in cmap.items()},
-        "classes_unmapped": sorted(set(st.classes) - set(cmap)),
+        "classes_mapped": match.names,
+        "matched_via": match.via,
+        "classes_unmapped": sorted(match.unmatched),
+        "suggestions": match.unmatched,
     }
     if out is not None:
         write_json(Path(out) / f"zero_shot_{split}.json", res)

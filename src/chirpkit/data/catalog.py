@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ __all__ = [
     "LABEL_SEP",
     "catalog_fingerprint",
     "class_counts",
+    "group_rule",
     "read_catalog",
     "validate_catalog",
     "write_catalog",
@@ -220,3 +222,43 @@ def class_counts(df: pd.DataFrame, by: str = "split") -> pd.DataFrame:
     table["total"] = table.sum(axis=1)
     table.columns.name = None
     return table.sort_index()
+
+
+def group_rule(rule: str, root: Path | None = None) -> Callable[[Path], str]:
+    """Return a function ``path -> group`` for a rule.
+
+    Rules: ``file`` (the file itself), ``folder`` (the file's parent folder), or
+    ``regex:PATTERN`` searched in the path relative to ``root`` (the first capture group, or the
+    whole match) — e.g. ``regex:^\\d+_([a-z]+)_`` takes the speaker out of ``3_theo_12.wav``.
+    """
+
+    def rel(p: Path) -> str:
+        if root is not None:
+            try:
+                return p.relative_to(root).as_posix()
+            except ValueError:
+                pass
+        return p.as_posix()
+
+    if rule == "file":
+        return lambda p: rel(p)
+    if rule == "folder":
+        return lambda p: rel(p.parent)
+    if rule.startswith("regex:"):
+        try:
+            pattern = re.compile(rule[len("regex:") :])
+        except re.error as exc:
+            raise DataError(f"group rule {rule!r} is not a valid regular expression: {exc}") from exc
+
+        def by_regex(p: Path) -> str:
+            text = rel(p)
+            m = pattern.search(text) or pattern.search(p.name)
+            if m is None:
+                raise DataError(
+                    f"group rule {rule!r} does not match {text!r}; fix the pattern or use "
+                    "group_by='file' / 'folder'"
+                )
+            return m.group(1) if m.groups() else m.group(0)
+
+        return by_regex
+    raise DataError(f"unknown group rule {rule!r}; use 'file', 'folder' or 'regex:PATTERN'")

@@ -18,7 +18,7 @@ import io
 import logging
 import os
 import re
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,15 @@ from tqdm.auto import tqdm
 
 from chirpkit._util import existing_path, read_text_table, thread_map
 from chirpkit.audio import AudioInfo, info
-from chirpkit.data.catalog import CORE_COLUMNS, LABEL_SEP, META_COLUMNS, validate_catalog, write_catalog
+from chirpkit.data.catalog import (
+    CORE_COLUMNS,
+    LABEL_SEP,
+    META_COLUMNS,
+    group_rule,
+    validate_catalog,
+    write_catalog,
+)
+from chirpkit.data.reviews import ingest_reviews
 from chirpkit.errors import AudioDecodeError, DataError
 
 __all__ = ["group_rule", "ingest", "read_label_table"]
@@ -39,46 +47,6 @@ _PATH_COLS = ("path", "file", "filename", "filepath", "source", "audio", "file_p
 _LABEL_COLS = ("label", "labels", "class", "category", "species", "target_name")
 _GROUP_COLS = ("group", "recording", "site", "speaker", "src_file")
 _IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
-
-
-def group_rule(rule: str, root: Path | None = None) -> Callable[[Path], str]:
-    """Return a function ``path -> group`` for a rule.
-
-    Rules: ``file`` (the file itself), ``folder`` (the file's parent folder), or
-    ``regex:PATTERN`` searched in the path relative to ``root`` (the first capture group, or the
-    whole match) — e.g. ``regex:^\\d+_([a-z]+)_`` takes the speaker out of ``3_theo_12.wav``.
-    """
-
-    def rel(p: Path) -> str:
-        if root is not None:
-            try:
-                return p.relative_to(root).as_posix()
-            except ValueError:
-                pass
-        return p.as_posix()
-
-    if rule == "file":
-        return lambda p: rel(p)
-    if rule == "folder":
-        return lambda p: rel(p.parent)
-    if rule.startswith("regex:"):
-        try:
-            pattern = re.compile(rule[len("regex:") :])
-        except re.error as exc:
-            raise DataError(f"group rule {rule!r} is not a valid regular expression: {exc}") from exc
-
-        def by_regex(p: Path) -> str:
-            text = rel(p)
-            m = pattern.search(text) or pattern.search(p.name)
-            if m is None:
-                raise DataError(
-                    f"group rule {rule!r} does not match {text!r}; fix the pattern or use "
-                    "group_by='file' / 'folder'"
-                )
-            return m.group(1) if m.groups() else m.group(0)
-
-        return by_regex
-    raise DataError(f"unknown group rule {rule!r}; use 'file', 'folder' or 'regex:PATTERN'")
 
 
 def _pick(columns: Iterable[str], names: Sequence[str]) -> str | None:
@@ -417,8 +385,6 @@ def ingest(
         OutputError: the catalog cannot be written (disk full, permission denied); nothing is.
     """
     if reviews is not None:  # reviewed detections → labelled windows and hard negatives
-        from chirpkit.data.reviews import ingest_reviews
-
         if src is not None or annotations is not None:
             raise DataError("reviews are merged into an existing catalog: give merge_with=, not a source")
         return ingest_reviews(

@@ -25,8 +25,14 @@ import pandas as pd
 
 from chirpkit._util import atomic_path
 from chirpkit.audio import info
-from chirpkit.data.catalog import CORE_COLUMNS, META_COLUMNS, read_catalog, validate_catalog, write_catalog
-from chirpkit.data.ingest import group_rule
+from chirpkit.data.catalog import (
+    CORE_COLUMNS,
+    META_COLUMNS,
+    group_rule,
+    read_catalog,
+    validate_catalog,
+    write_catalog,
+)
 from chirpkit.errors import AudioDecodeError, DataError
 from chirpkit.review.db import ReviewDB, check_label
 from chirpkit.review.items import load_detect_folder, resolve_recording
@@ -106,7 +112,7 @@ def ingest_reviews(
         out: where to write the catalog (Parquet + CSV view; ``.skipped.csv`` lists reviews whose
             recording could not be read).
         group_by: group rule for recordings the base does not hold (``file``, the default, or
-            ``folder`` / ``regex:PATTERN``, see :func:`chirpkit.data.ingest.group_rule`).
+            ``folder`` / ``regex:PATTERN``, see :func:`chirpkit.data.catalog.group_rule`).
         background_label: the label of rejected detections (hard negatives).
         audio_dir: where to look for recordings named by relative paths.
 

@@ -1,19 +1,25 @@
 """Seeded, leakage-free splits for imbalanced data with recording groups.
 
-The strategy (``stratified-group``), as in the practitioners' notes chirpkit was designed from:
+The strategy (``stratified-group``) follows the practitioners' notes chirpkit was designed from,
+with a label-aware rotation for classes that have few groups (the few-shot case):
 
 1. classes with fewer than ``min_count`` examples are excluded (``split = "excluded"``, listed);
-2. *problematic* classes are those with too few distinct groups to appear in every split (3 for
-   train/val/test, 1 + K with K folds);
-3. groups are partitioned: *problematic* groups hold at least one example of a problematic class,
+2. *few-group* (problematic) classes are those with fewer than ``split.few_groups`` distinct
+   groups (auto: as many as the stratified folds need to reach every split reliably, see
+   :func:`few_groups_threshold`);
+3. groups are partitioned: *problematic* groups hold at least one example of a few-group class,
    *stratifiable* groups hold only well-behaved classes;
-4. the stratifiable part is split with nested ``StratifiedGroupKFold`` (test, then val);
-5. the problematic part is split with nested ``GroupKFold`` (group integrity first);
-6. the two are combined.
+4. the stratifiable part is split with nested ``StratifiedGroupKFold`` (test, then val or folds);
+5. the problematic part is dealt out class by class (:mod:`chirpkit.data.rotation`): one group
+   → train, two → train + test, three or more → train + val + test; with ``K`` folds the non-test
+   groups of each class go round the folds from a rotating start (leave one group per class out
+   per fold); multi-label groups go where their rarest class needs them;
+6. a repair pass moves single groups to close any remaining gap without opening another; the
+   classes still missing from a split or fold are reported with the reason.
 
 Splits are made over whole groups, so no group can be in two splits. With ``folds=K`` the
-non-test groups also get a ``fold`` (0..K-1, the same two-part procedure); ``val`` is then fold 0
-and the test rows have fold -1.
+non-test groups also get a ``fold`` (0..K-1); ``val`` is then fold 0 and the test rows have
+fold -1.
 """
 
 from __future__ import annotations
@@ -31,31 +37,31 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 from chirpkit._util import atomic_path, write_json
 from chirpkit.config import SplitConfig
 from chirpkit.data.catalog import SPLITS, class_counts, read_catalog, validate_catalog, write_catalog
+from chirpkit.data.rotation import TEST, Layout, assign, coverage_gaps
 from chirpkit.errors import DataError, RunError
 
-__all__ = ["check_no_group_leak", "split", "split_summary"]
+__all__ = ["check_no_group_leak", "few_groups_threshold", "split", "split_summary"]
 
 log = logging.getLogger("chirpkit")
 
 EXCLUDED = "excluded"
 
 
-def _folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int, stratify: bool) -> list[np.ndarray]:
-    """The test indices of each of ``k`` group folds (stratified when asked and possible)."""
+def _folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """The test indices of each of ``k`` group folds (stratified when possible)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class has N members"
-        if stratify:
-            try:
-                sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-                return [t for _, t in sgkf.split(np.zeros(len(y)), y, groups)]
-            except ValueError:  # no class has k members: groups only
-                pass
+        try:
+            sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+            return [t for _, t in sgkf.split(np.zeros(len(y)), y, groups)]
+        except ValueError:  # no class has k members: groups only
+            pass
         gkf = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
         return [t for _, t in gkf.split(np.zeros(len(y)), y, groups)]
 
 
 def _pick_fold(
-    y: np.ndarray, groups: np.ndarray, fraction: float, seed: int, *, stratify: bool, tries: int = 8
+    y: np.ndarray, groups: np.ndarray, fraction: float, seed: int, *, tries: int = 8
 ) -> np.ndarray:
     """Boolean mask of one group fold holding about ``fraction`` of the rows.
 
@@ -73,12 +79,12 @@ def _pick_fold(
     target = fraction * len(y)
     best_key: tuple[int, float, float] | None = None
     best = np.zeros(0, dtype=np.int64)
-    for t in range(tries if stratify else 1):
-        for idx in _folds(y, groups, k, seed + 7919 * t, stratify):
+    for t in range(tries):
+        for idx in _folds(y, groups, k, seed + 7919 * t):
             counts = np.bincount(y_idx[idx], minlength=len(classes))
             key = (
-                int((counts == 0).sum()) if stratify else 0,
-                float(np.abs(counts / max(1, len(idx)) - overall).sum()) if stratify else 0.0,
+                int((counts == 0).sum()),
+                float(np.abs(counts / max(1, len(idx)) - overall).sum()),
                 abs(len(idx) - target) / len(y),
             )
             if best_key is None or key < best_key:
@@ -87,7 +93,7 @@ def _pick_fold(
     return mask
 
 
-def _assign_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int, *, stratify: bool) -> np.ndarray:
+def _assign_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Fold number (0..k-1) per row; every group in exactly one fold."""
     fold = np.zeros(len(y), dtype=np.int64)
     uniq = np.unique(groups)
@@ -96,9 +102,64 @@ def _assign_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int, *, strat
         for f, gi in enumerate(order):
             fold[groups == uniq[gi]] = f % k
         return fold
-    for f, idx in enumerate(_folds(y, groups, k, seed, stratify)):
+    for f, idx in enumerate(_folds(y, groups, k, seed)):
         fold[idx] = f
     return fold
+
+
+def _group_classes(kept: pd.DataFrame) -> dict[str, list[str]]:
+    """Classes per group: every row's ``label`` and the kept classes among its ``labels``."""
+    known = set(kept["label"])
+    out: dict[str, set[str]] = {}
+    for g, lab, labs in zip(kept["group"], kept["label"], kept["labels"], strict=True):
+        out.setdefault(str(g), set()).update([lab, *(x for x in labs if x in known)])
+    return {g: sorted(v) for g, v in out.items()}
+
+
+def _stratified_slots(y: np.ndarray, groups: np.ndarray, part: np.ndarray, cfg: SplitConfig) -> np.ndarray:
+    """Slot per row of ``part`` (-1 test; val 0 / train 1, or folds 0..K-1) by the notes' nested
+    ``StratifiedGroupKFold``; rows outside ``part`` keep -2."""
+    slot = np.full(len(y), -2, dtype=np.int64)
+    idx = np.flatnonzero(part)
+    if len(idx) == 0:
+        return slot
+    slot[idx] = 1
+    rest = np.ones(len(idx), dtype=bool)
+    if cfg.test_fraction > 0:
+        test = _pick_fold(y[idx], groups[idx], cfg.test_fraction, cfg.seed)
+        slot[idx[test]] = TEST
+        rest = ~test
+    ridx = idx[rest]
+    if len(ridx) == 0:
+        return slot
+    if cfg.folds >= 2:
+        slot[ridx] = _assign_folds(y[ridx], groups[ridx], cfg.folds, cfg.seed + 1)
+    elif cfg.val_fraction > 0:
+        share = min(0.99, cfg.val_fraction / (1.0 - cfg.test_fraction))
+        val = _pick_fold(y[ridx], groups[ridx], share, cfg.seed + 1)
+        slot[ridx[val]] = 0
+    return slot
+
+
+def few_groups_threshold(config: SplitConfig) -> int:
+    """Groups a class needs for the stratified part; classes with fewer are dealt by rotation.
+
+    ``split.few_groups`` when set; else as many groups as the stratified pick of test needs folds
+    (``floor(1 / test_fraction)``), and one more than the folds of val (``floor(1 / val share)``)
+    or of cross-validation (``K``), and at least one per split.
+    """
+    cfg = config
+    if cfg.few_groups:
+        return cfg.few_groups
+    has_test = cfg.test_fraction > 0
+    k_test = max(2, int(1.0 / cfg.test_fraction + 1e-9)) if has_test else 0
+    if cfg.folds >= 2:
+        k_val = cfg.folds
+    elif cfg.val_fraction > 0:
+        k_val = max(2, int(1.0 / min(0.99, cfg.val_fraction / (1.0 - cfg.test_fraction)) + 1e-9))
+    else:
+        k_val = 1
+    return max(k_test, k_val + has_test)
 
 
 def check_no_group_leak(df: pd.DataFrame) -> None:
@@ -159,7 +220,8 @@ def split(
         catalog: a catalog frame or path.
         out: where to write the split catalog (Parquet + CSV). Beside it:
             ``<name>.split_counts.csv`` (per class × split, and × fold), ``.json`` (the same, plus
-            excluded and problematic classes, rows and groups per split) and ``.png`` (bar chart).
+            excluded and problematic classes, rows and groups per split, and ``coverage_gaps``:
+            each class missing from a split or fold, with the reason) and ``.png`` (bar chart).
         config: :class:`chirpkit.config.SplitConfig`.
 
     Returns:
@@ -195,7 +257,6 @@ def split(
     groups = kept["group"].to_numpy()
     y = kept["label"].to_numpy()
     n_splits = 1 + (cfg.val_fraction > 0 or cfg.folds >= 2) + (cfg.test_fraction > 0)
-    n_needed = (cfg.folds if cfg.folds >= 2 else n_splits - (cfg.test_fraction > 0)) + (cfg.test_fraction > 0)
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
         raise DataError(
@@ -204,61 +265,57 @@ def split(
             "group rule (ingest --group-by)"
         )
 
-    # 2-3. problematic classes and the group partition
+    # 2-3. few-group (problematic) classes and the group partition
+    threshold = few_groups_threshold(cfg)
     groups_per_class = kept.groupby("label")["group"].nunique()
-    problematic = sorted(groups_per_class.index[groups_per_class < n_needed].tolist())
+    problematic = sorted(groups_per_class.index[groups_per_class < threshold].tolist())
     bad_groups = set(kept.loc[kept["label"].isin(problematic), "group"])
     in_bad = np.isin(groups, list(bad_groups))
     if problematic:
         log.info(
-            "%d problematic class(es) with fewer than %d groups (their %d group(s) are split by "
-            "group only): %s",
+            "%d class(es) with fewer than %d groups (split.few_groups): their %d group(s) are dealt "
+            "out class by class: %s",
             len(problematic),
-            n_needed,
+            threshold,
             len(bad_groups),
             problematic[:20],
         )
 
-    # 4-6. nested split of each part, combined
-    split_col = np.full(len(kept), "train", dtype=object)
-    fold_col = np.full(len(kept), -1, dtype=np.int64)
-    for part, stratify in ((~in_bad, True), (in_bad, False)):
-        idx = np.flatnonzero(part)
-        if len(idx) == 0:
-            continue
-        rest = np.ones(len(idx), dtype=bool)
-        if cfg.test_fraction > 0:
-            test = _pick_fold(y[idx], groups[idx], cfg.test_fraction, cfg.seed, stratify=stratify)
-            split_col[idx[test]] = "test"
-            rest = ~test
-        ridx = idx[rest]
-        if len(ridx) == 0:
-            continue
-        if cfg.folds >= 2:
-            folds = _assign_folds(y[ridx], groups[ridx], cfg.folds, cfg.seed + 1, stratify=stratify)
-            fold_col[ridx] = folds
-            split_col[ridx] = np.where(folds == 0, "val", "train")
-        elif cfg.val_fraction > 0:
-            share = min(0.99, cfg.val_fraction / (1.0 - cfg.test_fraction))
-            val = _pick_fold(y[ridx], groups[ridx], share, cfg.seed + 1, stratify=stratify)
-            split_col[ridx[val]] = "val"
+    # 4. nested stratified split of the well-behaved part, as slots (-1 test, val 0 / train 1, folds)
+    layout = Layout(cfg.test_fraction, cfg.val_fraction if cfg.folds < 2 else 0.0, cfg.folds)
+    slot = _stratified_slots(y, groups, ~in_bad, cfg)
+    fixed = {str(g): int(s) for g, s in zip(groups[~in_bad], slot[~in_bad], strict=True)}
+    # 5-6. the few-group part by rotation, then repair over everything
+    group_classes = _group_classes(kept)
+    by_group = assign(group_classes, layout, seed=cfg.seed + 2, fixed=fixed)
+    slot = np.array([by_group[str(g)] for g in groups], dtype=np.int64)
+    gaps = coverage_gaps(by_group, group_classes, layout)
 
     df["split"] = EXCLUDED
-    df.loc[keep, "split"] = split_col
+    df.loc[keep, "split"] = [layout.split_of(int(s)) for s in slot]
     if cfg.folds >= 2:
         df["fold"] = -1
-        df.loc[keep, "fold"] = fold_col
+        df.loc[keep, "fold"] = slot
     check_no_group_leak(df)
 
     info = {
         "excluded_classes": excluded,
         "problematic_classes": problematic,
         "problematic_groups": sorted(map(str, bad_groups)),
+        "few_groups_threshold": threshold,
+        "coverage_gaps": gaps,
     }
     summary = split_summary(df, cfg, info)
     for s, missing in summary["classes_missing"].items():
         if missing:
             log.warning("split %s lacks %d class(es) (too few groups): %s", s, len(missing), missing[:10])
+    conflicts = {c: g["reason"] for c, g in gaps.items() if "no placement" in str(g["reason"])}
+    if conflicts:
+        log.warning(
+            "%d class(es) with enough groups could not be placed in every split (shared groups): %s",
+            len(conflicts),
+            dict(list(conflicts.items())[:5]),
+        )
     log.info(
         "split: %s rows, %s groups",
         ", ".join(f"{k}={v}" for k, v in summary["rows"].items()),

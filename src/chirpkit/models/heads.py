@@ -1,4 +1,5 @@
-"""Heads on pretrained embeddings: ``birdnet_linear`` and ``birdnet_mlp`` (BirdNET V2.4, 1,024-d).
+"""Heads on pretrained embeddings (BirdNET V2.4, 1,024-d): ``birdnet_linear``, ``birdnet_mlp`` and
+``birdnet_prior`` (BirdNET's own classifier + a learned residual).
 
 They are registered like every other model, with ``input="embedding"``: they take an embedding
 batch ``(batch, 1024)`` instead of a spectrogram. Training one (``chirpkit train --model
@@ -8,14 +9,18 @@ through the same task as every other model.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from chirpkit.models._registry import register_model
 
-__all__ = ["BIRDNET_EMBEDDING", "EMBEDDING_DIM", "EmbeddingHead"]
+__all__ = ["BIRDNET_EMBEDDING", "EMBEDDING_DIM", "EmbeddingHead", "PriorHead"]
+
+log = logging.getLogger("chirpkit")
 
 EMBEDDING_DIM = 1024
 BIRDNET_EMBEDDING = "birdnet-v2.4"
@@ -64,3 +69,95 @@ for _name, _hidden in (("birdnet_linear", 0), ("birdnet_mlp", 256)):
         input="embedding",
         embedding=BIRDNET_EMBEDDING,
     )(_factory(_hidden))
+
+
+class PriorHead(nn.Module):
+    """BirdNET's own classifier for the classes it knows, plus a learned residual.
+
+    ``logits = s · (x @ Wᵀ + b) + (x @ Vᵀ + d)``, where ``W, b`` are BirdNET V2.4's dense-layer rows
+    of the dataset's classes (zero rows for classes BirdNET does not know), ``s`` a learned weight
+    of BirdNET's own scores (1 at the start) and ``V, d`` a residual that starts at zero. So with no
+    training the head *is* BirdNET's zero-shot classifier over the dataset's classes; training
+    moves it only where the data says so, held back by an L2 pull of ``V`` towards zero
+    (``l2`` for known classes, ``l2_new`` for new ones, which have no prior to stay near).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        dim: int = EMBEDDING_DIM,
+        dropout: float = 0.0,
+        l2: float = 1e-2,
+        l2_new: float = 1e-4,
+        learn_prior_weight: bool = True,
+        label_map: dict[str, str] | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_features = dim
+        self.l2, self.l2_new = float(l2), float(l2_new)
+        self.prior_weight: torch.Tensor
+        self.prior_bias: torch.Tensor
+        self.known: torch.Tensor
+        self.label_map = label_map
+        self.register_buffer("prior_weight", torch.zeros(num_classes, dim))
+        self.register_buffer("prior_bias", torch.zeros(num_classes))
+        self.register_buffer("known", torch.zeros(num_classes, dtype=torch.bool))
+        self.prior_scale = nn.Parameter(torch.ones(()), requires_grad=learn_prior_weight)
+        self.dropout = nn.Dropout(dropout)
+        self.residual = nn.Linear(dim, num_classes)
+        nn.init.zeros_(self.residual.weight)
+        nn.init.zeros_(self.residual.bias)
+
+    def init_from_spec(self, spec: Any) -> None:
+        """Copy BirdNET's classifier rows of the classes that name a BirdNET species (through
+        :mod:`chirpkit.taxonomy`: names, synonyms, ``label_map``); the others start from zero."""
+        from chirpkit.models.birdnet import birdnet_classifier, birdnet_labels
+        from chirpkit.taxonomy import match_classes
+
+        match = match_classes(spec.class_names, birdnet_labels(), self.label_map)
+        weight, bias = birdnet_classifier()
+        with torch.no_grad():
+            for i, c in enumerate(spec.class_names):
+                j = match.mapping.get(c)
+                if j is not None:
+                    self.prior_weight[i] = torch.from_numpy(weight[j])
+                    self.prior_bias[i] = float(bias[j])
+                    self.known[i] = True
+        log.info(
+            "birdnet_prior: %d of %d class(es) start from BirdNET's classifier%s",
+            len(match.mapping),
+            len(spec.class_names),
+            f"; new: {match.describe_unmatched()}" if match.unmatched else "",
+        )
+
+    def prior(self, x: torch.Tensor) -> torch.Tensor:
+        """BirdNET's own logits of the known classes (0 for new ones)."""
+        return x @ self.prior_weight.T + self.prior_bias
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if pre_logits:
+            return x
+        return self.prior_scale * self.prior(x) + self.residual(self.dropout(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(x)
+
+    def regularization(self) -> torch.Tensor:
+        """The L2 pull towards BirdNET's classifier, added to the training loss."""
+        w2 = self.residual.weight.pow(2).sum(dim=1)
+        return self.l2 * w2[self.known].sum() + self.l2_new * w2[~self.known].sum()
+
+
+@register_model(
+    "birdnet_prior",
+    description="BirdNET V2.4's own classifier + a residual learned from your data (zero-shot "
+    "with no data; new classes get new rows)",
+    input="embedding",
+    embedding=BIRDNET_EMBEDDING,
+)
+def birdnet_prior(num_classes: int, in_chans: int = 1, dropout: float = 0.0, **kwargs: Any) -> nn.Module:
+    return PriorHead(num_classes, dropout=dropout, **kwargs)
