@@ -117,7 +117,7 @@ def output_error(exc: BaseException, path: str | os.PathLike[str], action: str =
     p = str(path)
     reason = os.strerror(code) if code else (str(exc) or type(exc).__name__)
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        fix = "free some space (or write to another disk) and re-run: finished outputs are kept"
+        fix = "free some space (or write to another disk)"
     elif code in (errno.EACCES, errno.EPERM):
         fix = "choose a folder you can write to, or fix its permissions"
     elif code == errno.EROFS:
@@ -127,8 +127,10 @@ def output_error(exc: BaseException, path: str | os.PathLike[str], action: str =
     elif code == errno.EISDIR:
         fix = "a folder stands where a file is needed: give a file name"
     else:
-        fix = "check the disk and the path, then re-run"
-    return OutputError(p, f"cannot {action} {p}: {reason}; {fix}", code)
+        fix = "check the disk and the path"
+    return OutputError(
+        p, f"cannot {action} {p}: {reason}; {fix}. Finished work is kept: run the same command again", code
+    )
 
 
 def _is_ours(exc: OSError, paths: Iterable[Path]) -> bool:

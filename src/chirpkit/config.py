@@ -144,7 +144,7 @@ class FeatureConfig(_Section):
             raise ValueError(f"win_length={self.win_length} must be <= n_fft={self.n_fft}")
         if self.fmax_hz is not None and self.fmax_hz <= self.fmin_hz:
             raise ValueError(f"fmax_hz={self.fmax_hz} must be greater than fmin_hz={self.fmin_hz}")
-        if self.n_mfcc > self.n_mels:
+        if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
             raise ValueError(
                 f"n_mfcc={self.n_mfcc} must be <= n_mels={self.n_mels} (MFCCs are taken from the mel bands): "
                 "lower features.n_mfcc or raise features.n_mels"

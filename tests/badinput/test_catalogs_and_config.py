@@ -127,7 +127,7 @@ CONFIG_KINDS: dict[str, tuple[list[str], str]] = {
         ["audio.margin_s=3600"],
         "audio.margin_s: Input should be less than or equal to 60",
     ),
-    "n_mfcc_above_n_mels": (["features.n_mfcc=80"], "n_mfcc=80 must be <= n_mels=64"),
+    "n_mfcc_above_n_mels": (["features.kind=mfcc", "features.n_mfcc=80"], "n_mfcc=80 must be <= n_mels=64"),
     "fmax_above_nyquist": (
         ["audio.sample_rate=16000", "features.fmax_hz=12000"],
         "above the Nyquist frequency 8000",

@@ -54,7 +54,16 @@ BAD = {
     "inspect_empty_catalog": (["inspect", "{d}/empty.parquet", "--out", "{d}/r"], "has no rows"),
     "split_empty_catalog": (["split", "{d}/empty.parquet"], "cannot split an empty catalog"),
     "n_mfcc_above_n_mels": (
-        ["prepare", "{d}/nan.parquet", "--out", "{d}/s", "--set", "features.n_mfcc=99"],
+        [
+            "prepare",
+            "{d}/nan.parquet",
+            "--out",
+            "{d}/s",
+            "--set",
+            "features.kind=mfcc",
+            "--set",
+            "features.n_mfcc=99",
+        ],
         "n_mfcc=99",
     ),
     "missing_catalog": (["split", "{d}/nope.parquet"], "catalog not found"),
