@@ -165,3 +165,20 @@ def test_default_search_space_names_real_settings() -> None:
         for v in values:  # every end of every range is a valid config (an unknown key would raise)
             cfg = load_config(overrides={key: v})
             assert functools.reduce(getattr, key.split("."), cfg) == v
+
+
+@needs_birdnet
+def test_embeddings_on_a_dask_cluster_equal_a_local_pass(
+    fold_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("distributed")
+    from chirpkit.embeddings import EmbeddingCache, embed
+
+    monkeypatch.setenv("CHIRPKIT_CACHE", str(tmp_path / "dask"))
+    res = embed(fold_store, views=3, engine="dask", workers=2, progress=False)
+    assert res["computed"] == 3 * fold_store.index["part"].nunique() and res["cached"] == 0
+    on_dask = EmbeddingCache(fold_store, views=3).load(progress=False)
+    assert embed(fold_store, views=3, progress=False)["computed"] == 0  # all cached now
+    monkeypatch.setenv("CHIRPKIT_CACHE", str(tmp_path / "local"))
+    local = EmbeddingCache(fold_store, views=3).load(progress=False)
+    np.testing.assert_allclose(on_dask, local, rtol=0, atol=1e-5)

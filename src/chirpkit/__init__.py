@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from chirpkit.data.store import Store, prepare
     from chirpkit.demo_pipeline import demo
     from chirpkit.detection import detect, merge
+    from chirpkit.distill import distill
     from chirpkit.evaluation import evaluate
     from chirpkit.events import score_detections
     from chirpkit.exporting import export
@@ -56,6 +57,7 @@ __all__ = [
     "cross_validate",
     "demo",
     "detect",
+    "distill",
     "evaluate",
     "export",
     "export_reviews",
@@ -90,6 +92,7 @@ _LAZY = {
     "Store": "chirpkit.data.store",
     "prepare": "chirpkit.data.store",
     "demo": "chirpkit.demo_pipeline",
+    "distill": "chirpkit.distill",
     "detect": "chirpkit.detection",
     "merge": "chirpkit.detection",
     "evaluate": "chirpkit.evaluation",

@@ -4,7 +4,9 @@ Features per window (centre crop): ``mfcc`` (20 MFCCs, mean and standard deviati
 numbers), ``logmel`` (64 log-mel bands, mean and standard deviation: 128) or ``birdnet`` (the
 1,024-d BirdNET V2.4 embedding). Models: ``knn`` (5 neighbours), ``tree`` (decision tree),
 ``logreg`` (logistic regression) and ``mlp`` (one hidden layer of 256, early stopping), each after
-standardisation; class-balanced where scikit-learn allows it.
+standardisation; class-balanced where scikit-learn allows it; logistic regression chooses its
+regularisation ``C`` from :data:`LOGREG_C` by the grouped cross-validation below. ``prototype`` is
+nearest-class-mean probing: cosine similarity to each class's mean L2-normalised feature.
 
 Cross-validation runs over the train and val windows, grouped: the store's ``fold`` column
 (``split.folds``) when there is one, else ``GroupKFold`` over groups. The model is then refit on
@@ -31,7 +33,35 @@ __all__ = ["BASELINE_FEATURES", "BASELINE_MODELS", "baseline", "pooled_features"
 
 log = logging.getLogger("chirpkit")
 
-BASELINE_MODELS = ("knn", "tree", "logreg", "mlp")
+BASELINE_MODELS = ("knn", "tree", "logreg", "mlp", "prototype")
+#: the inverse regularisation strengths logistic regression chooses from, by grouped CV
+LOGREG_C = (0.001, 0.01, 0.1, 1.0, 10.0)
+
+
+class Prototype:
+    """Nearest class mean by cosine similarity (prototype probing): each class is the mean of its
+    L2-normalised training rows; scores are a softmax over the similarities (scikit-learn API)."""
+
+    def __init__(self, temperature: float = 0.05) -> None:
+        self.temperature = temperature
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> Prototype:
+        xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        self.classes_ = np.unique(y)
+        means = np.stack([xn[y == c].mean(axis=0) for c in self.classes_])
+        self.means_ = means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        z = xn @ self.means_.T / self.temperature
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.classes_[self.predict_proba(x).argmax(axis=1)])
+
+
 BASELINE_FEATURES = ("mfcc", "logmel", "birdnet")
 
 
@@ -55,7 +85,7 @@ def pooled_features(store: Store, kind: str, *, batch_size: int = 64, progress: 
     return np.concatenate(out)
 
 
-def _model(name: str, seed: int) -> Any:
+def _model(name: str, seed: int, c: float = 1.0) -> Any:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.neural_network import MLPClassifier
@@ -66,11 +96,13 @@ def _model(name: str, seed: int) -> Any:
     models = {
         "knn": lambda: KNeighborsClassifier(n_neighbors=5),
         "tree": lambda: DecisionTreeClassifier(class_weight="balanced", random_state=seed),
-        "logreg": lambda: LogisticRegression(class_weight="balanced", max_iter=3000, C=1.0),
+        "logreg": lambda: LogisticRegression(class_weight="balanced", max_iter=3000, C=c),
         "mlp": lambda: MLPClassifier(
             hidden_layer_sizes=(256,), early_stopping=True, max_iter=500, random_state=seed
         ),
     }
+    if name == "prototype":
+        return Prototype()
     if name not in models:
         raise ConfigError(f"unknown baseline model {name!r}; use one of {BASELINE_MODELS}")
     return make_pipeline(StandardScaler(), models[name]())
@@ -123,10 +155,16 @@ def baseline(
         n = min(folds, idx["group"].nunique())
         splits = list(GroupKFold(n_splits=n).split(np.zeros(len(y)), y, idx["group"].to_numpy()))
         how = f"GroupKFold({n}) over groups"
-    cv = []
-    for tr, va in splits:
-        clf = _model(model, seed).fit(x_all[dev[tr]], y[tr])
-        cv.append(_example_scores(clf, x_all[dev[va]], idx.iloc[va], lookup)["macro_f1"])
+    # logistic regression chooses its regularisation by the same grouped CV; the others have one
+    grid = LOGREG_C if model == "logreg" else (1.0,)
+    by_c: dict[float, list[float]] = {}
+    for c in grid:
+        by_c[c] = []
+        for tr, va in splits:
+            clf = _model(model, seed, c).fit(x_all[dev[tr]], y[tr])
+            by_c[c].append(_example_scores(clf, x_all[dev[va]], idx.iloc[va], lookup)["macro_f1"])
+    best_c = max(grid, key=lambda c: (np.mean(by_c[c]), -abs(np.log10(c))))  # ties: nearest to C=1
+    cv = by_c[best_c]
     result: dict[str, Any] = {
         "model": model,
         "features": features,
@@ -135,9 +173,12 @@ def baseline(
         "cv_mean": float(np.mean(cv)),
         "cv_std": float(np.std(cv)),
     }
+    if model == "logreg":
+        result["C"] = best_c
+        result["cv_mean_by_C"] = {str(c): float(np.mean(v)) for c, v in by_c.items()}
     test = np.flatnonzero(st.index["split"].to_numpy() == "test")
     if len(test):
-        clf = _model(model, seed).fit(x_all[dev], y)
+        clf = _model(model, seed, best_c).fit(x_all[dev], y)
         result["test"] = _example_scores(clf, x_all[test], st.index.iloc[test].reset_index(drop=True), lookup)
     if out is not None:
         write_json(Path(out) / f"baseline_{model}_{features}.json", result)

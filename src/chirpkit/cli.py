@@ -281,6 +281,46 @@ def cmd_cv(args: argparse.Namespace) -> None:
     _print_json(res)
 
 
+def cmd_embed(args: argparse.Namespace) -> None:
+    from chirpkit.embeddings import embed
+
+    cfg = _config(args)
+    res = embed(
+        args.store,
+        views=cfg.model.embedding_views,
+        shift_s=cfg.model.embedding_shift_s,
+        engine=args.engine,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{res['windows']} window(s) × {res['views']} view(s): {res['computed']} part file(s) embedded, "
+        f"{res['cached']} already cached"
+    )
+
+
+def cmd_distill(args: argparse.Namespace) -> None:
+    from chirpkit.distill import distill
+
+    cfg = _config(args, _train_overrides(args))
+    res = distill(
+        args.store,
+        out=args.out,
+        teacher=args.teacher,
+        unlabelled=args.unlabelled or (),
+        config=cfg,
+        rounds=args.rounds,
+        finetune_epochs=args.finetune_epochs,
+        progress=not args.no_progress,
+    )
+    last = res["rounds"][-1]["student"]
+    print(
+        f"student after {len(res['rounds'])} round(s): best val macro F1 {last['best_val_macro_f1']}; "
+        f"{res['unlabelled_windows']} unlabelled window(s) → {res['run']}"
+    )
+
+
 def cmd_tune(args: argparse.Namespace) -> None:
     import yaml
 
@@ -896,6 +936,40 @@ def build_parser() -> argparse.ArgumentParser:
     _train_flags(p)
     _common(p)
 
+    p = verb(
+        "embed",
+        cmd_embed,
+        "compute a store's BirdNET embeddings once (here or on a Dask cluster) for heads and zero-shot",
+    )
+    p.add_argument("store", help="prepared store")
+    p.add_argument(
+        "--engine", choices=["local", "dask"], default="local", help="where to run (default local)"
+    )
+    p.add_argument("--scheduler", help="Dask scheduler address tcp://HOST:8786 (default: a local cluster)")
+    p.add_argument("--workers", type=int, default=2, help="processes of a local Dask cluster (default 2)")
+    _common(p)
+
+    p = verb(
+        "distill",
+        cmd_distill,
+        "a fast student learns a teacher's scores on labelled and unlabelled audio, then the labels",
+    )
+    p.add_argument("store", help="prepared store (after split) with the labelled windows")
+    p.add_argument("--out", required=True, help="the student's run folder")
+    p.add_argument("--teacher", required=True, help="run folder or model file that knows every class")
+    p.add_argument(
+        "--unlabelled",
+        nargs="+",
+        metavar="AUDIO",
+        help="recordings without labels: files, folders, @list.txt",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=1, help="distil + fine-tune cycles (self-training, default 1)"
+    )
+    p.add_argument("--finetune-epochs", type=int, help="epochs on the labels after distilling (default half)")
+    _train_flags(p)
+    _common(p)
+
     p = verb("tune", cmd_tune, "Optuna search with grouped k-fold CV, median pruning, resumable (SQLite)")
     p.add_argument("store", help="prepared store whose catalog was split with split.folds=K")
     p.add_argument(
@@ -911,7 +985,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("baseline", cmd_baseline, "scikit-learn baseline on pooled features, grouped CV + test")
     p.add_argument("store", help="prepared store (after split)")
-    p.add_argument("--model", default="logreg", choices=["knn", "tree", "logreg", "mlp"])
+    p.add_argument("--model", default="logreg", choices=["knn", "tree", "logreg", "mlp", "prototype"])
     p.add_argument("--features", default="mfcc", choices=["mfcc", "logmel", "birdnet"])
     p.add_argument("--folds", type=int, default=5, help="GroupKFold folds when the split has no fold column")
     p.add_argument("--seed", type=int, default=0)

@@ -219,6 +219,20 @@ class TrainConfig(_Section):
         description="CPU training on Linux/glibc: keep freed blocks in the heap (mallopt) instead of "
         "unmapping them; measured 1.6x faster steps, about 1.5x the peak memory",
     )
+    teacher: str | None = Field(
+        None,
+        description="distillation: a run folder or model file whose scores on every training window "
+        "are soft targets (any model family; it must know every class of the store)",
+    )
+    distill_weight: float = Field(
+        0.5, ge=0, le=1, description="share of the loss on the teacher's soft targets (the rest on labels)"
+    )
+    distill_temperature: float = Field(2.0, gt=0, description="softens teacher and student scores")
+    unlabelled: list[str] = Field(
+        default_factory=list,
+        description="prepared stores of unlabelled audio, trained on the teacher's soft targets only "
+        "(chirpkit distill prepares them from folders of recordings)",
+    )
 
     @field_validator("precision", mode="before")
     @classmethod

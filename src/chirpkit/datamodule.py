@@ -2,12 +2,14 @@
 
 What a batch holds (waveform windows, cached features or cached embeddings) is the model input's
 business (:mod:`chirpkit.inputs`); this module picks the windows, their targets, the sampler and the
-loaders.
+loaders. For distillation, training items also carry a teacher's class probabilities
+(:class:`SoftTargets`), and windows of unlabelled audio join the labelled ones.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 from chirpkit._compat import ensure_torchvision_importable
@@ -17,14 +19,40 @@ ensure_torchvision_importable()  # before Lightning imports torchvision (see chi
 import lightning.pytorch as L  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch.utils.data import DataLoader, WeightedRandomSampler  # noqa: E402
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler  # noqa: E402
 
 from chirpkit.config import TrainConfig  # noqa: E402
 from chirpkit.data.dataset import split_positions, targets_of  # noqa: E402
 from chirpkit.data.store import Store  # noqa: E402
 from chirpkit.inputs import ModelInput  # noqa: E402
 
-__all__ = ["StoreDataModule", "class_weights", "num_workers"]
+__all__ = ["SoftTargets", "StoreDataModule", "class_weights", "num_workers"]
+
+
+@dataclass
+class SoftTargets:
+    """A teacher's class probabilities for distillation: ``train`` rows follow the store's train
+    positions; each ``unlabelled`` entry is ``(store, positions, probabilities)``."""
+
+    train: np.ndarray
+    unlabelled: list[tuple[Store, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+class _WithTeacher(Dataset[tuple[Any, ...]]):
+    """``(x, target, teacher probabilities, labelled)`` items; unlabelled items have target −1
+    (or an all-zero row, multi-label) and ``labelled = False``."""
+
+    def __init__(self, base: Dataset[tuple[torch.Tensor, Any]], soft: np.ndarray, labelled: bool) -> None:
+        self.base = base
+        self.soft = np.asarray(soft, dtype=np.float32)
+        self.labelled = labelled
+
+    def __len__(self) -> int:
+        return len(self.soft)
+
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
+        x, target = self.base[i]
+        return x, target, torch.from_numpy(self.soft[i]), self.labelled
 
 
 def class_weights(targets: np.ndarray, num_classes: int) -> list[float]:
@@ -57,9 +85,12 @@ class StoreDataModule(L.LightningDataModule):
         *,
         multilabel: bool = False,
         progress: bool = True,
+        soft: SoftTargets | None = None,
     ) -> None:
         super().__init__()
         self.store = store
+        self.soft = soft
+        self.multilabel = multilabel
         self.input = model_input
         self.cfg = config
         self.train_pos = split_positions(store, "train")
@@ -72,6 +103,8 @@ class StoreDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.input.cache(self.store, progress=self.progress)
+        for st, _, _ in self.soft.unlabelled if self.soft is not None else []:
+            self.input.cache(st, progress=self.progress)
 
     def class_weights(self) -> list[float] | None:
         if self.cfg.class_weights != "balanced":
@@ -86,15 +119,35 @@ class StoreDataModule(L.LightningDataModule):
             "pin_memory": torch.cuda.is_available(),
         }
 
+    def _train_dataset(self) -> tuple[Dataset[Any], np.ndarray]:
+        """The training items, and the class index of each (−1 where unknown: unlabelled audio)."""
+        ds: Dataset[Any] = self.input.dataset(self.store, self.train_pos, self.train_targets, training=True)
+        t = self.train_targets if self.train_targets.ndim == 1 else self.train_targets.argmax(1)
+        if self.soft is None:
+            return ds, t
+        parts: list[Dataset[Any]] = [_WithTeacher(ds, self.soft.train, labelled=True)]
+        index = [t]
+        for st, pos, probs in self.soft.unlabelled:
+            none = (
+                np.zeros((len(pos), self.num_classes), np.float32)
+                if self.multilabel
+                else np.full(len(pos), -1, np.int64)
+            )
+            parts.append(
+                _WithTeacher(self.input.dataset(st, pos, none, training=True), probs, labelled=False)
+            )
+            index.append(np.full(len(pos), -1, np.int64))
+        return ConcatDataset(parts), np.concatenate(index)
+
     def train_dataloader(self) -> DataLoader[Any]:
-        ds = self.input.dataset(self.store, self.train_pos, self.train_targets, training=True)
+        ds, t = self._train_dataset()
         sampler = None
         if self.cfg.sampler == "weighted":  # count(label)^-power per window: 0.5 = square-root balancing
-            t = self.train_targets if self.train_targets.ndim == 1 else self.train_targets.argmax(1)
             counts = np.bincount(t[t >= 0], minlength=self.num_classes)
             per_window = np.maximum(counts[np.maximum(t, 0)], 1.0) ** -self.cfg.sampler_power
+            per_window[t < 0] = per_window[t >= 0].mean() if (t >= 0).any() else 1.0  # unlabelled audio
             sampler = WeightedRandomSampler(
-                per_window.tolist(), num_samples=len(self.train_pos), replacement=True, generator=self._gen
+                per_window.tolist(), num_samples=len(t), replacement=True, generator=self._gen
             )
         return DataLoader(
             ds,
@@ -102,7 +155,7 @@ class StoreDataModule(L.LightningDataModule):
             shuffle=sampler is None,
             sampler=sampler,
             generator=self._gen,
-            drop_last=len(self.train_pos) > self.cfg.batch_size,
+            drop_last=len(t) > self.cfg.batch_size,
             **self._loader_kw(),
         )
 

@@ -18,6 +18,8 @@ BirdNET is CC BY-NC-SA 4.0: models and scores built on it inherit the non-commer
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import logging
 import os
@@ -31,6 +33,7 @@ from tqdm.auto import tqdm
 from chirpkit._util import atomic_path, stable_hash
 from chirpkit.audio import resample
 from chirpkit.data.store import Store
+from chirpkit.engine import map_on_dask, worker_cached
 from chirpkit.errors import ConfigError, RunError
 from chirpkit.models.birdnet import BIRDNET_SAMPLE_RATE, BIRDNET_WINDOW_SAMPLES, BirdNET
 from chirpkit.models.heads import BIRDNET_EMBEDDING, EMBEDDING_DIM
@@ -40,6 +43,7 @@ __all__ = [
     "PartJob",
     "birdnet_input",
     "cache_root",
+    "embed",
     "embed_windows",
     "embedder",
     "embedding_cache",
@@ -185,9 +189,24 @@ class EmbeddingCache:
         with atomic_path(job.path) as tmp, open(tmp, "wb") as fh:
             np.save(fh, emb.astype(np.float32))
 
-    def load(self, *, progress: bool = True) -> np.ndarray:
-        """``(windows, views, dim)`` for every store window, computing what is not cached yet."""
-        jobs = self.jobs()
+    def fill(
+        self,
+        *,
+        engine: str = "local",
+        scheduler: Any = None,
+        workers: int = 2,
+        progress: bool = True,
+        jobs: list[PartJob] | None = None,
+    ) -> dict[str, int]:
+        """Compute every part file not cached yet, here (``engine="local"``) or as one task per
+        part on a Dask cluster (``engine="dask"``: a local cluster of ``workers`` processes, or
+        ``scheduler``, see :func:`chirpkit.engine.dask_client`); each worker loads the embedding
+        model once. Returns ``{"parts", "cached", "computed"}``.
+
+        Raises:
+            RunError: parts that could not be embedded (each listed), after the others are done.
+        """
+        jobs = self.jobs() if jobs is None else jobs
         todo = [j for j in jobs if not j.path.is_file()]
         if todo:
             log.info(
@@ -200,10 +219,36 @@ class EmbeddingCache:
         bar = tqdm(
             total=sum(len(j.rows) for j in todo), desc="embeddings", unit="window", disable=not progress
         )
-        for job in todo:
-            self.compute(job)
-            bar.update(len(job.rows))
+        failed: list[str] = []
+        if engine == "local" or not todo:
+            for job in todo:
+                self.compute(job)
+                bar.update(len(job.rows))
+        else:
+            shipped = copy.copy(self)
+            shipped._embedder = None  # the model itself does not travel: each worker loads it once
+            results = map_on_dask(
+                functools.partial(_compute_on_worker, shipped),
+                todo,
+                key=lambda j: str(j.path),
+                on_error=lambda j, exc: (j, f"{type(exc).__name__}: {exc}"),
+                engine=engine,
+                scheduler=scheduler,
+                workers=workers,
+            )
+            for job, error in results:
+                bar.update(len(job.rows))
+                if error:
+                    failed.append(f"{job.part} (shift {job.offset}): {error}")
         bar.close()
+        if failed:
+            raise RunError(f"{len(failed)} store part(s) could not be embedded: {'; '.join(failed[:5])}")
+        return {"parts": len(jobs), "cached": len(jobs) - len(todo), "computed": len(todo)}
+
+    def load(self, *, progress: bool = True) -> np.ndarray:
+        """``(windows, views, dim)`` for every store window, computing what is not cached yet."""
+        jobs = self.jobs()
+        self.fill(progress=progress, jobs=jobs)
         out = np.empty((len(self.store), self.views, EMBEDDING_DIM), np.float32)
         view_of = {off: v for v, off in enumerate(self.offsets)}
         for job in jobs:
@@ -217,9 +262,39 @@ class EmbeddingCache:
         return out
 
 
+def _compute_on_worker(cache: EmbeddingCache, job: PartJob) -> tuple[PartJob, str]:
+    """One part on a Dask worker, with the worker's copy of the embedding model."""
+    cache._embedder = worker_cached(("embedder", cache.model), lambda: embedder(cache.model))
+    cache.compute(job)
+    return job, ""
+
+
 def embedding_cache(
     store: Store, *, model: str = BIRDNET_EMBEDDING, views: int = 1, progress: bool = True
 ) -> np.ndarray:
     """Embeddings of every store window: ``(windows, dim)`` for one view, else ``(windows, views, dim)``."""
     emb = EmbeddingCache(store, model=model, views=views).load(progress=progress)
     return emb[:, 0] if views == 1 else emb
+
+
+def embed(
+    store: Store | str | os.PathLike[str],
+    *,
+    model: str = BIRDNET_EMBEDDING,
+    views: int = 1,
+    shift_s: float = 0.5,
+    engine: str = "local",
+    scheduler: Any = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fill the embedding cache of a store (``chirpkit embed``), here or on a Dask cluster, so
+    that training heads, zero-shot scores and baselines on it run BirdNET no more.
+
+    Returns:
+        ``{"store", "model", "views", "parts", "cached", "computed", "windows"}``.
+    """
+    st = store if isinstance(store, Store) else Store(store)
+    cache = EmbeddingCache(st, model=model, views=views, shift_s=shift_s)
+    done = cache.fill(engine=engine, scheduler=scheduler, workers=workers, progress=progress)
+    return {"store": str(st.root), "model": model, "views": cache.views, "windows": len(st), **done}

@@ -31,7 +31,9 @@ __all__ = ["evaluate", "scores"]
 log = logging.getLogger("chirpkit")
 
 
-def _open_store(run: Path, store: str | os.PathLike[str] | None) -> Store:
+def _open_store(run: Path, store: Store | str | os.PathLike[str] | None) -> Store:
+    if isinstance(store, Store):
+        return store
     if store is not None:
         return Store(store)
     data = run / "data.json"
@@ -208,7 +210,7 @@ def evaluate(
     run: str | os.PathLike[str],
     *,
     split: str = "test",
-    store: str | os.PathLike[str] | None = None,
+    store: Store | str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     batch_size: int = 64,
     device: str = "auto",

@@ -17,6 +17,7 @@ that declaration into the few things that differ between families, so that one t
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,22 +104,22 @@ class WaveformInput(ModelInput):
         super().__init__(spec)
         self.margin_samples = margin_samples
         self.cached_features = cached_features
-        self._features: np.ndarray | None = None
+        self._features: dict[Path, np.ndarray] = {}
 
     def dataset(
         self, store: Store, positions: np.ndarray, targets: np.ndarray, *, training: bool
     ) -> Dataset[tuple[torch.Tensor, Any]]:
         if self.cached_features:
-            if self._features is None:
+            if store.root not in self._features:
                 raise RuntimeError("WaveformInput.cache(store) must run before cached datasets are built")
-            return FeatureDataset(self._features, positions, targets)
+            return FeatureDataset(self._features[store.root], positions, targets)
         return WindowDataset(store, positions, targets=targets, with_margin=training)
 
     def cache(self, store: Store, *, progress: bool) -> None:
         """The front-end output of every store window, with ``cached_features``."""
-        if self.cached_features and self._features is None:
+        if self.cached_features and store.root not in self._features:
             feats = self.spec.feature_config()
-            self._features = feature_cache(
+            self._features[store.root] = feature_cache(
                 store,
                 build_frontend(feats, store.sample_rate),
                 {"features": feats.model_dump(), "sample_rate": store.sample_rate},
@@ -189,23 +190,24 @@ class EmbeddingInput(ModelInput):
 
     kind = "embedding"
 
-    def __init__(self, spec: ModelSpec, *, embedding: str, views: int = 1) -> None:
+    def __init__(self, spec: ModelSpec, *, embedding: str, views: int = 1, shift_s: float = 0.5) -> None:
         super().__init__(spec)
         self.embedding = embedding
         self.views = views
-        self._embeddings: np.ndarray | None = None
+        self.shift_s = shift_s
+        self._embeddings: dict[Path, np.ndarray] = {}
 
     def cache(self, store: Store, *, progress: bool) -> None:
-        if self._embeddings is None:
-            cache = EmbeddingCache(store, model=self.embedding, views=self.views)
-            self._embeddings = cache.load(progress=progress)
+        if store.root not in self._embeddings:
+            cache = EmbeddingCache(store, model=self.embedding, views=self.views, shift_s=self.shift_s)
+            self._embeddings[store.root] = cache.load(progress=progress)
 
     def dataset(
         self, store: Store, positions: np.ndarray, targets: np.ndarray, *, training: bool
     ) -> Dataset[tuple[torch.Tensor, Any]]:
-        if self._embeddings is None:
+        if store.root not in self._embeddings:
             raise RuntimeError("EmbeddingInput.cache(store) must run before its datasets are built")
-        return EmbeddingDataset(self._embeddings, positions, targets, random_view=training)
+        return EmbeddingDataset(self._embeddings[store.root], positions, targets, random_view=training)
 
     def logits_fn(self, net: nn.Module, device: torch.device) -> LogitsFn:
         model: list[Any] = []  # the embedding model loads on first use (scoring a store needs none)
@@ -240,11 +242,16 @@ class EmbeddingInput(ModelInput):
 
 
 def model_input(
-    spec: ModelSpec, *, margin_samples: int = 0, cached_features: bool = False, views: int = 1
+    spec: ModelSpec,
+    *,
+    margin_samples: int = 0,
+    cached_features: bool = False,
+    views: int = 1,
+    shift_s: float = 0.5,
 ) -> ModelInput:
     """The :class:`ModelInput` that the registry entry of ``spec.architecture`` declares."""
     entry = model_info(spec.architecture)
     if entry.input == "embedding":
         assert entry.embedding is not None
-        return EmbeddingInput(spec, embedding=entry.embedding, views=views)
+        return EmbeddingInput(spec, embedding=entry.embedding, views=views, shift_s=shift_s)
     return WaveformInput(spec, margin_samples=margin_samples, cached_features=cached_features)

@@ -46,7 +46,8 @@ class ClassifierTask(L.LightningModule):
         augment: the ``augment`` section; ``None`` turns augmentation off.
         margin_samples: the store's margin (spectrogram models read time shifts from it).
         cached_features: train a spectrogram model on cached front-end output.
-        embedding_views: views per window for embedding models (:mod:`chirpkit.embeddings`).
+        embedding_views, embedding_shift_s: views per window for embedding models, and the time
+            shift between them (:mod:`chirpkit.embeddings`).
         pretrained, pretrained_file: ImageNet weights for timm backbones.
     """
 
@@ -59,6 +60,7 @@ class ClassifierTask(L.LightningModule):
         margin_samples: int = 0,
         cached_features: bool = False,
         embedding_views: int = 1,
+        embedding_shift_s: float = 0.5,
         pretrained: bool = False,
         pretrained_file: str | None = None,
     ) -> None:
@@ -72,7 +74,11 @@ class ClassifierTask(L.LightningModule):
         reg = getattr(self.net, "regularization", None)
         self._regularization = reg if callable(reg) else None
         self.input: ModelInput = model_input(
-            self.spec, margin_samples=margin_samples, cached_features=cached_features, views=embedding_views
+            self.spec,
+            margin_samples=margin_samples,
+            cached_features=cached_features,
+            views=embedding_views,
+            shift_s=embedding_shift_s,
         )
         self.cfg = TrainConfig.model_validate(train)
         # no augment section: no augmentation (ranges kept, every probability 0)
@@ -102,15 +108,39 @@ class ClassifierTask(L.LightningModule):
     def _target(self, y: torch.Tensor) -> torch.Tensor:
         if y.ndim == 2:  # multi-hot already
             return y.float()
-        return nn.functional.one_hot(y, self.spec.num_classes).float()
+        # −1 marks an item without a label (unlabelled audio in distillation): an all-zero row
+        return nn.functional.one_hot(y.clamp_min(0), self.spec.num_classes).float() * (y >= 0)[:, None]
+
+    def _distill_loss(
+        self, logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor, labelled: torch.Tensor
+    ) -> torch.Tensor:
+        """``(1 − α) · label loss (labelled items) + α · soft-target loss (all items)``: the KL
+        divergence at temperature T (× T², Hinton et al.) for single-label models, binary
+        cross-entropy on the teacher's probabilities for multi-label ones."""
+        alpha, temp = self.cfg.distill_weight, self.cfg.distill_temperature
+        soft = soft.to(logits.dtype)
+        if self.multilabel:
+            soft_loss = nn.functional.binary_cross_entropy_with_logits(logits, soft)
+        else:
+            teacher = torch.softmax(torch.log(soft.clamp_min(1e-8)) / temp, dim=1)
+            student = torch.log_softmax(logits / temp, dim=1)
+            soft_loss = nn.functional.kl_div(student, teacher, reduction="batchmean") * temp**2
+        lab = labelled.bool()
+        label_loss = self.loss_fn(logits[lab], self._target(y[lab])) if lab.any() else logits.sum() * 0
+        return (1 - alpha) * label_loss + alpha * soft_loss
 
     def on_fit_start(self) -> None:
         self.augmenter = self.input.augmenter(self.aug_cfg, seed=self.cfg.seed + 1000 * self.global_rank)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        logits, target = self.input.train_logits(self.net, x, self._target(y), self.augmenter)
-        loss = self.loss_fn(logits, target)
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        if len(batch) == 4:  # distillation: a teacher's probabilities, and which items have labels
+            x, y, soft, labelled = batch
+            logits, _ = self.input.train_logits(self.net, x, self._target(y), self.augmenter)
+            loss = self._distill_loss(logits, y, soft, labelled)
+        else:
+            x, y = batch
+            logits, target = self.input.train_logits(self.net, x, self._target(y), self.augmenter)
+            loss = self.loss_fn(logits, target)
         if self._regularization is not None:  # e.g. a head's pull towards a pretrained classifier
             loss = loss + self._regularization()
         if not torch.isfinite(loss):

@@ -26,15 +26,16 @@ from chirpkit.conditioning import steps_from_config, steps_to_dicts
 from chirpkit.config import Config, check_accelerator, load_config
 from chirpkit.data.dataset import split_positions, targets_of
 from chirpkit.data.store import Store
-from chirpkit.datamodule import StoreDataModule, class_weights
+from chirpkit.datamodule import SoftTargets, StoreDataModule, class_weights
 from chirpkit.errors import ConfigError, DataError, RunError
 from chirpkit.losses import ClassificationLoss
 from chirpkit.models import ModelSpec, build_network, warm_start
+from chirpkit.predict import load_predictor
 from chirpkit.runs import RunFolder
 from chirpkit.task import ClassifierTask
 from chirpkit.trainer import build_trainer, training_process
 
-__all__ = ["checkpoint_network", "model_spec", "sanity_check", "train"]
+__all__ = ["checkpoint_network", "model_spec", "sanity_check", "teacher_targets", "train"]
 
 log = logging.getLogger("chirpkit")
 
@@ -146,6 +147,54 @@ def sanity_check(
     return result
 
 
+def teacher_targets(
+    teacher: str | os.PathLike[str],
+    store: Store,
+    spec: ModelSpec,
+    positions: np.ndarray,
+    unlabelled: list[Store],
+    *,
+    device: str = "auto",
+    progress: bool = True,
+) -> SoftTargets:
+    """A teacher model's probabilities of the student's classes on the training windows and on
+    every window of the unlabelled stores (soft targets for distillation).
+
+    Raises:
+        ConfigError: the teacher does not know every class of the store, or reads windows of
+            another sample rate or length.
+    """
+    pred = load_predictor(teacher, device=device)
+    names = pred.spec.class_names
+    missing = [c for c in spec.class_names if c not in names]
+    if missing:
+        raise ConfigError(
+            f"train.teacher={teacher} does not know the class(es) {missing}; a teacher must score every "
+            f"class of the store (it knows {names[:10]})"
+        )
+    for st in (store, *unlabelled):
+        same = st.sample_rate == pred.spec.sample_rate and st.window_samples == pred.spec.window_samples
+        if pred.kind != "embedding" and not same:  # an embedding model resamples store windows itself
+            raise ConfigError(
+                f"train.teacher={teacher} reads {pred.spec.window_s} s windows at {pred.spec.sample_rate} Hz "
+                f"but store {st.root} holds {st.audio.window_s} s at {st.sample_rate} Hz; prepare the "
+                "store with the teacher's audio settings"
+            )
+    cols = [names.index(c) for c in spec.class_names]
+
+    def probs(st: Store, pos: np.ndarray) -> np.ndarray:
+        p = pred.on_store(st, pos, progress=progress, desc="teacher")[:, cols]
+        if spec.task != "multilabel":  # the teacher's probabilities over the student's classes
+            p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
+        return p.astype(np.float32)
+
+    everything = [np.arange(len(u)) for u in unlabelled]
+    return SoftTargets(
+        train=probs(store, positions),
+        unlabelled=[(u, pos, probs(u, pos)) for u, pos in zip(unlabelled, everything, strict=True)],
+    )
+
+
 def _data_summary(st: Store, dm: StoreDataModule, weights: list[float] | None) -> dict[str, Any]:
     counts = st.index.groupby(["label", "split"]).size().unstack(fill_value=0)
     return {
@@ -220,6 +269,7 @@ def train(
         margin_samples=st.margin_samples,
         cached_features=cfg.train.cache_features,
         embedding_views=cfg.model.embedding_views,
+        embedding_shift_s=cfg.model.embedding_shift_s,
         pretrained=cfg.model.pretrained,
         pretrained_file=cfg.model.pretrained_file,
     )
@@ -233,11 +283,21 @@ def train(
             spec.num_classes - len(started_from["new_classes"]),
             started_from["new_classes"] or "none",
         )
-    dm = StoreDataModule(
-        st, task.input, spec.class_names, cfg.train, multilabel=multilabel, progress=progress
-    )
     if sanity:
         return sanity_check(task, st, cfg)
+    soft = None
+    if cfg.train.teacher:
+        if cfg.augment.mixup.p > 0:
+            raise ConfigError("distillation (train.teacher) does not mix items: set augment.mixup.p=0")
+        unlabelled = [Store(u) for u in cfg.train.unlabelled]
+        soft = teacher_targets(
+            cfg.train.teacher, st, spec, split_positions(st, "train"), unlabelled, progress=progress
+        )
+    elif cfg.train.unlabelled:
+        raise ConfigError("train.unlabelled needs a teacher (train.teacher) to give its windows targets")
+    dm = StoreDataModule(
+        st, task.input, spec.class_names, cfg.train, multilabel=multilabel, progress=progress, soft=soft
+    )
 
     last = run / "checkpoints" / "last.ckpt"
     if resume and not last.is_file():
@@ -290,6 +350,8 @@ def train(
         "device": str(trainer.strategy.root_device),
         "precision": str(trainer.precision),
         "input": task.input.kind,
+        "teacher": str(cfg.train.teacher) if cfg.train.teacher else None,
+        "unlabelled_windows": sum(len(u[1]) for u in soft.unlabelled) if soft is not None else 0,
     }
     if trainer.global_rank == 0:
         folder.finish(net, spec, summary)

@@ -27,14 +27,30 @@ BIRDNET_EMBEDDING = "birdnet-v2.4"
 
 
 class EmbeddingHead(nn.Module):
-    """``(batch, 1024)`` embeddings → logits: linear, or one hidden ReLU layer with dropout."""
+    """``(batch, 1024)`` embeddings → logits: linear, or one hidden ReLU layer with dropout.
+
+    The input is standardised per feature (``norm="standard"``: a batch norm without affine terms
+    whose running mean and variance average every training batch, i.e. the training set's
+    statistics, as scikit-learn's ``StandardScaler`` before a logistic regression) — or normalised
+    per example (``norm="layer"``, a layer norm, as chirpkit 0.1's heads did).
+    """
 
     def __init__(
-        self, num_classes: int, *, hidden: int = 0, dropout: float = 0.3, dim: int = EMBEDDING_DIM
+        self,
+        num_classes: int,
+        *,
+        hidden: int = 0,
+        dropout: float = 0.3,
+        dim: int = EMBEDDING_DIM,
+        norm: str = "standard",
     ) -> None:
         super().__init__()
         self.num_features = hidden or dim
-        self.norm = nn.LayerNorm(dim)
+        if norm not in ("standard", "layer"):
+            raise ValueError(f"norm={norm!r} must be 'standard' or 'layer'")
+        self.norm = (
+            nn.BatchNorm1d(dim, affine=False, momentum=None) if norm == "standard" else nn.LayerNorm(dim)
+        )
         if hidden:
             self.head = nn.Sequential(
                 nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
@@ -55,8 +71,14 @@ class EmbeddingHead(nn.Module):
 
 
 def _factory(hidden: int) -> Callable[..., nn.Module]:
-    def make(num_classes: int, in_chans: int = 1, dropout: float = 0.3, hidden: int = hidden) -> nn.Module:
-        return EmbeddingHead(num_classes, hidden=hidden, dropout=dropout)
+    def make(
+        num_classes: int,
+        in_chans: int = 1,
+        dropout: float = 0.3,
+        hidden: int = hidden,
+        norm: str = "standard",
+    ) -> nn.Module:
+        return EmbeddingHead(num_classes, hidden=hidden, dropout=dropout, norm=norm)
 
     return make
 
@@ -74,12 +96,12 @@ for _name, _hidden in (("birdnet_linear", 0), ("birdnet_mlp", 256)):
 class PriorHead(nn.Module):
     """BirdNET's own classifier for the classes it knows, plus a learned residual.
 
-    ``logits = s · (x @ Wᵀ + b) + (x @ Vᵀ + d)``, where ``W, b`` are BirdNET V2.4's dense-layer rows
-    of the dataset's classes (zero rows for classes BirdNET does not know), ``s`` a learned weight
-    of BirdNET's own scores (1 at the start) and ``V, d`` a residual that starts at zero. So with no
-    training the head *is* BirdNET's zero-shot classifier over the dataset's classes; training
-    moves it only where the data says so, held back by an L2 pull of ``V`` towards zero
-    (``l2`` for known classes, ``l2_new`` for new ones, which have no prior to stay near).
+    ``logits = s · (x @ Wᵀ + b) + (z @ Vᵀ + d)``: ``W, b`` are BirdNET V2.4's dense-layer rows of
+    the dataset's classes (zero rows for classes BirdNET does not know), ``s`` a learned weight of
+    BirdNET's own scores (1 at the start), ``z`` the standardised embedding and ``V, d`` a residual
+    that starts at zero. So with no training the head *is* BirdNET's zero-shot classifier over the
+    dataset's classes; training moves it only where the data says so, held back by an L2 pull of
+    ``V`` towards zero (``l2`` for known classes, ``l2_new`` for new ones, which have no prior).
     """
 
     def __init__(
@@ -104,6 +126,8 @@ class PriorHead(nn.Module):
         self.register_buffer("prior_bias", torch.zeros(num_classes))
         self.register_buffer("known", torch.zeros(num_classes, dtype=torch.bool))
         self.prior_scale = nn.Parameter(torch.ones(()), requires_grad=learn_prior_weight)
+        # the residual sees standardised features (as EmbeddingHead); BirdNET's rows the raw ones
+        self.norm = nn.BatchNorm1d(dim, affine=False, momentum=None)
         self.dropout = nn.Dropout(dropout)
         self.residual = nn.Linear(dim, num_classes)
         nn.init.zeros_(self.residual.weight)
@@ -141,7 +165,7 @@ class PriorHead(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if pre_logits:
             return x
-        return self.prior_scale * self.prior(x) + self.residual(self.dropout(x))
+        return self.prior_scale * self.prior(x) + self.residual(self.dropout(self.norm(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(x)

@@ -38,6 +38,9 @@ def build_network(
 def load_network(blob: dict[str, Any]) -> tuple[nn.Module, ModelSpec]:
     """``(network in eval mode, spec)`` from the dict of :func:`read_model_file`."""
     spec = ModelSpec.from_dict(blob["spec"])
+    if "norm.weight" in blob["state_dict"] and model_info(spec.architecture).input == "embedding":
+        # an embedding head saved by chirpkit 0.1, whose input norm was a layer norm
+        spec.model_params.setdefault("norm", "layer")
     net = build_network(spec)
     try:
         net.load_state_dict(blob["state_dict"])
