@@ -150,11 +150,22 @@ def test_background_windows_stay_away_from_calls(soundscapes: Path) -> None:
     assert again["start_s"].tolist() == cat["start_s"].tolist()  # seeded
 
 
-def test_single_class_table_suggests_background(soundscapes: Path) -> None:
+def test_single_class_table_is_ingested_with_a_warning(
+    soundscapes: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a single-species detector's table: the catalog is built (it can be inspected), with a warning
+    # that suggests background windows; split, which needs two classes, refuses it
+    from chirpkit.data.split import split
+
     p = soundscapes / "one.csv"
     p.write_text("Filename,Start Time (s),End Time (s),Species eBird Code\nsiteA_day1.flac,2.2,2.2,lowbird\n")
-    with pytest.raises(DataError, match="background windows"):
-        ingest(annotations=p, audio_dir=soundscapes / "audio", progress=False)
+    cat = ingest(
+        annotations=p, audio_dir=soundscapes / "audio", out=soundscapes / "one.parquet", progress=False
+    )
+    assert cat["label"].unique().tolist() == ["lowbird"] and (soundscapes / "one.parquet").is_file()
+    assert "only one class ('lowbird')" in caplog.text and "background windows" in caplog.text
+    with pytest.raises(DataError, match="a classifier needs two"):
+        split(cat)
     with pytest.raises(DataError, match="audio_dir"):
         ingest(annotations=p, progress=False)
 

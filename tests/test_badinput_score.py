@@ -124,7 +124,9 @@ CASES: list[tuple[str, Any, Any, dict[str, Any], Any]] = [
         DET,
         "1.0\t2.0\ta\n\\\tlow\thigh\n",
         {"format": "audacity"},
-        (AnnotationError, r"cannot read annotation table .*ann\.csv.*'low'"),
+        # a frequency line that is not numeric is ignored (the reader lists it in its anomalies):
+        # frequencies play no part in scoring; the label is on the track's recording, "ann"
+        {"annotations": 1, "detections": 2, "tp": 0, "fn": 1},
     ),
     (
         "ann-ragged",

@@ -103,7 +103,7 @@ def test_second_run_does_nothing_and_a_killed_run_resumes(
     cfg = AudioConfig(sample_rate=sr, window_s=1.0)
     out = tmp_path / "store"
     st = prepare(cat, out=out, config=cfg, progress=False)
-    parts = sorted(out.glob("parts/*/*.npy"))
+    parts = sorted(out.glob("parts/*.npy"))
     assert len(parts) == 5 and len(st) == 10
     mtimes = [p.stat().st_mtime_ns for p in parts]
     caplog.clear()
@@ -125,7 +125,7 @@ def test_second_run_does_nothing_and_a_killed_run_resumes(
 
     # a changed setting rebuilds; the old parts stay as a cache for the old setting
     prepare(cat, out=out, config=AudioConfig(sample_rate=4000, window_s=1.0), progress=False)
-    assert len(list(out.glob("parts/*/*.npy"))) == 10
+    assert len(list(out.glob("parts/*.npy"))) == 10
     assert not list(out.rglob("*.tmp-*"))
 
 
@@ -155,7 +155,7 @@ def test_storage_dtype_roundtrip(tmp_path: Path, dtype: str, atol: float) -> Non
         config=AudioConfig(sample_rate=8000, window_s=1.0, margin_s=0.0, dtype=dtype),  # type: ignore[arg-type]
         progress=False,
     )
-    assert np.load(next((tmp_path / "s").glob("parts/*/*.npy"))).dtype == np.dtype(dtype)
+    assert np.load(next((tmp_path / "s").glob("parts/*.npy"))).dtype == np.dtype(dtype)
     got = st.read(0)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, y, atol=atol)

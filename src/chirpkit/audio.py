@@ -3,11 +3,18 @@ mix to mono, resample (soxr) and stream long files in blocks.
 
 Waveforms are ``float32`` arrays of shape ``(channels, samples)``; ``mono=True`` gives
 ``(1, samples)``. Times are in seconds (``offset_s``, ``duration_s``), rates in Hz.
+
+Decoded samples are always finite and within full scale: NaN and infinite samples (float files
+can hold them) are set to 0, and samples beyond ±1.0 (float files, some lossy decodes) are
+clipped to ±1.0, before mixing and resampling, in :func:`decode` and :func:`stream` alike, so a
+store and a detection run see the same audio. :class:`Decoded` and :class:`Repairs` count them
+so that callers can report the file.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,10 +30,12 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "AudioInfo",
     "Decoded",
+    "Repairs",
     "decode",
     "info",
     "is_audio_path",
     "load",
+    "repair",
     "resample",
     "stream",
     "to_mono",
@@ -84,25 +93,75 @@ class AudioInfo:
 
 
 class Decoded(NamedTuple):
+    """What :func:`decode` returns (a named tuple: ``y, sample_rate, decoder`` come first)."""
+
     y: np.ndarray  #: (channels, samples) float32
     sample_rate: int
     decoder: str  #: "soundfile" or "pyav"
+    nonfinite: int = 0  #: NaN/±inf samples found in the file's audio and set to 0
+    clipped: int = 0  #: samples beyond full scale (|x| > 1) clipped to ±1
+
+
+@dataclass
+class Repairs:
+    """Samples :func:`stream` repaired so far (pass one in to learn about a file)."""
+
+    nonfinite: int = 0  #: NaN/±inf samples set to 0
+    clipped: int = 0  #: samples beyond full scale (|x| > 1) clipped to ±1
+
+    def describe(self) -> str:
+        """A one-line account for reports; empty when nothing was repaired."""
+        parts = []
+        if self.nonfinite:
+            parts.append(f"{self.nonfinite} NaN/infinite sample(s) set to 0")
+        if self.clipped:
+            parts.append(f"{self.clipped} sample(s) beyond full scale clipped to ±1")
+        return "; ".join(parts)
+
+
+def repair(y: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """``(y, nonfinite, clipped)``: NaN/±inf set to 0, samples beyond ±1 clipped (in place when
+    ``y`` is writable). Costs two reductions when there is nothing to repair."""
+    if y.size == 0:
+        return y, 0, 0
+    lo, hi = float(y.min()), float(y.max())
+    if lo >= -1.0 and hi <= 1.0:  # False for NaN too
+        return y, 0, 0
+    if not y.flags.writeable:
+        y = y.copy()
+    bad = ~np.isfinite(y)
+    nonfinite = int(bad.sum())
+    if nonfinite:
+        y[bad] = 0.0
+    clipped = int(np.count_nonzero(np.abs(y) > 1.0))
+    if clipped:
+        np.clip(y, -1.0, 1.0, out=y)
+    return y, nonfinite, clipped
 
 
 def is_audio_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
-def _short(exc: BaseException) -> str:
+def _short(exc: BaseException, path: Path | None = None) -> str:
+    """The first line of a decoder's message, without the path (the report names the file) and
+    without FFmpeg's error number."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if path is not None:
+        text = text.replace(f"Error opening '{path}': ", "").replace(f": '{path}'", "")
+    text = re.sub(r"^\[Errno -?\d+\] ", "", text)
     return text[:200]
 
 
 def _check_file(path: Path) -> None:
     if not path.exists():
+        if path.is_symlink():
+            raise AudioDecodeError(str(path), f"broken symbolic link (it points to {path.readlink()})")
         raise AudioDecodeError(str(path), "file does not exist")
     if path.is_dir():
         raise AudioDecodeError(str(path), "is a folder, not a file")
+    if not os.access(path, os.R_OK):
+        raise AudioDecodeError(str(path), "permission denied (the file is not readable)")
     if path.stat().st_size == 0:
         raise AudioDecodeError(str(path), "empty file (0 bytes)")
 
@@ -131,6 +190,8 @@ def _av_info(path: Path) -> AudioInfo:
             raise ValueError("no audio stream")
         st = container.streams.audio[0]
         cc = st.codec_context
+        if cc is None:
+            raise ValueError("unsupported audio codec (FFmpeg has no decoder for it)")
         rate = int(cc.sample_rate or st.rate or 0)
         if rate <= 0:
             raise ValueError("unknown sample rate")
@@ -140,6 +201,8 @@ def _av_info(path: Path) -> AudioInfo:
             duration = container.duration / 1_000_000
         else:
             duration = 0.0
+        if not cc.name:
+            raise ValueError("unknown audio codec")
         codec = "mp3" if cc.name.startswith("mp3") else cc.name
         bits = cc.format.bits if cc.format is not None and codec.startswith((*_LOSSLESS_AV, "pcm")) else None
         return AudioInfo(
@@ -171,7 +234,7 @@ def info(path: str | os.PathLike[str]) -> AudioInfo:
         except Exception as av_exc:
             raise AudioDecodeError(
                 str(p),
-                f"not readable as audio (soundfile: {_short(sf_exc)}; ffmpeg: {_short(av_exc)})",
+                f"not readable as audio (soundfile: {_short(sf_exc, p)}; ffmpeg: {_short(av_exc, p)})",
             ) from av_exc
 
 
@@ -202,13 +265,37 @@ def _av_frames(path: Path, offset_s: float) -> Iterator[tuple[np.ndarray, int, f
             time_base = float(st.time_base) if st.time_base else 1e-6
             container.seek(int((offset_s - _PREROLL_S) / time_base), stream=st, backward=True)
         resampler = av.AudioResampler(format="fltp")
-        for frame in container.decode(st):
+        for frame in _av_decode(container, st):
             t = frame.time
             for out in resampler.resample(frame):
                 yield out.to_ndarray().astype(np.float32, copy=False), int(out.sample_rate), t
                 t = None
         for out in resampler.resample(None):
             yield out.to_ndarray().astype(np.float32, copy=False), int(out.sample_rate), None
+
+
+def _av_decode(container: Any, stream: Any) -> Iterator[Any]:
+    """``container.decode(stream)``, except that a file cut short (an interrupted copy or
+    download) ends at its last good frame instead of failing: once audio has been decoded, a
+    damaged packet ends the stream. The caller sees the audio end early (``prepare`` reports a
+    file shorter than its catalog entry)."""
+    import av
+
+    decoded = False
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                if decoded:
+                    return
+                raise
+            for frame in frames:
+                decoded = True
+                yield frame
+    except av.error.FFmpegError:
+        if not decoded:
+            raise
 
 
 def _av_read(path: Path, offset_s: float, duration_s: float | None) -> tuple[np.ndarray, int]:
@@ -273,8 +360,11 @@ def decode(
     libsndfile is tried first (fast, sample-exact seeks); any failure falls back to FFmpeg through
     PyAV, which reads m4a/aac/wma and FLACs that libsndfile rejects.
 
+    Samples are repaired as the module docstring says (NaN/inf → 0, beyond ±1 → clipped).
+
     Returns:
-        ``Decoded(y, sample_rate, decoder)`` with ``y`` of shape ``(channels, samples)``.
+        ``Decoded(y, sample_rate, decoder, nonfinite, clipped)`` with ``y`` of shape
+        ``(channels, samples)``; ``nonfinite`` and ``clipped`` count the repaired samples.
 
     Raises:
         AudioDecodeError: neither decoder could read the file.
@@ -293,14 +383,15 @@ def decode(
         except Exception as av_exc:
             raise AudioDecodeError(
                 str(p),
-                f"not readable as audio (soundfile: {_short(sf_exc)}; ffmpeg: {_short(av_exc)})",
+                f"not readable as audio (soundfile: {_short(sf_exc, p)}; ffmpeg: {_short(av_exc, p)})",
             ) from av_exc
+    y, nonfinite, clipped = repair(y)
     if mono:
         y = to_mono(y)
     if sample_rate is not None and sample_rate != sr:
         y = resample(y, orig_sr=sr, target_sr=sample_rate)
         sr = sample_rate
-    return Decoded(y, sr, decoder)
+    return Decoded(y, sr, decoder, nonfinite, clipped)
 
 
 def load(
@@ -344,12 +435,19 @@ def _raw_blocks(path: Path, block_frames: int) -> Iterator[tuple[np.ndarray, int
             yield np.ascontiguousarray(y.T), sr
 
 
-def stream(path: str | os.PathLike[str], *, sample_rate: int, block_s: float = 60.0) -> Iterator[np.ndarray]:
+def stream(
+    path: str | os.PathLike[str],
+    *,
+    sample_rate: int,
+    block_s: float = 60.0,
+    repairs: Repairs | None = None,
+) -> Iterator[np.ndarray]:
     """Decode a long file block by block as mono ``float32`` at ``sample_rate``.
 
     Memory stays flat whatever the file's length: blocks of about ``block_s`` seconds are decoded,
     mixed to mono and resampled with a streaming soxr resampler (sample-aligned with a one-shot
-    resample of the whole file).
+    resample of the whole file). Samples are repaired as :func:`decode` does; pass ``repairs`` (a
+    :class:`Repairs`) to learn how many were, e.g. to report the file once it is done.
 
     Yields:
         1-D arrays of samples; concatenated, they are the whole file.
@@ -371,6 +469,10 @@ def stream(path: str | os.PathLike[str], *, sample_rate: int, block_s: float = 6
         if src_rate != sample_rate:
             resampler = soxr.ResampleStream(src_rate, sample_rate, 1, dtype="float32", quality="HQ")
         for block, _ in blocks:
+            block, nonfinite, clipped = repair(block)
+            if repairs is not None:
+                repairs.nonfinite += nonfinite
+                repairs.clipped += clipped
             mono = to_mono(block)[0]
             if resampler is not None:
                 out = resampler.resample_chunk(mono, last=False)
@@ -385,4 +487,4 @@ def stream(path: str | os.PathLike[str], *, sample_rate: int, block_s: float = 6
     except AudioDecodeError:
         raise
     except Exception as exc:
-        raise AudioDecodeError(str(p), f"decoding failed: {_short(exc)}") from exc
+        raise AudioDecodeError(str(p), f"decoding failed: {_short(exc, p)}") from exc

@@ -6,11 +6,14 @@ Imports of torch/Lightning happen inside the verbs, so ``chirpkit --help`` answe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -587,9 +590,9 @@ def _annotation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--background",
         type=int,
-        default=0,
         metavar="N",
-        help="sample N background windows away from annotations",
+        help="sample N background windows away from annotations (fit: by default as many as call "
+        "windows when the tables hold a single class)",
     )
     p.add_argument("--background-label", default="noise", help="label of background windows (default noise)")
 
@@ -619,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chirpkit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of an error (may also follow the verb)"
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     def verb(name: str, fn: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
@@ -1036,35 +1042,105 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     log.setLevel(level)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
+def _install_signal_handlers() -> Callable[[], None]:
+    """SIGTERM (a scheduler's stop, `kill`) stops a verb the way Ctrl-C does (see
+    :func:`chirpkit._util.request_stop`): outputs complete so far. A second signal while stopping
+    exits at once. Returns a function that puts the previous handlers back."""
     from chirpkit._util import request_stop, reset_stop
-    from chirpkit.errors import ChirpkitError
 
-    # SIGTERM (a scheduler's stop, `kill`) stops a verb the way Ctrl-C does: outputs complete so far
     reset_stop()
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    count = [0]
+
+    def handler(signum: int, frame: Any) -> None:
+        count[0] += 1
+        if count[0] > 1:
+            os.write(2, b"chirpkit: interrupted again: exiting now\n")
+            os._exit(128 + signum)
+        request_stop(signum, frame)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     unraisable = sys.unraisablehook
     sys.unraisablehook = _unraisable
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        sys.unraisablehook = unraisable
+
+    return restore
+
+
+def _report(verb: str, exc: BaseException, debug: bool) -> int:
+    """Print one clear message for ``exc`` (the traceback only with --debug); the exit status."""
+    from chirpkit._util import is_output_failure, output_error
+    from chirpkit.errors import ChirpkitError, OutputError
+
+    if debug:
+        traceback.print_exception(exc)
+    if isinstance(exc, OutputError):
+        print(f"chirpkit {verb}: error: {exc}", file=sys.stderr)
+        return 1
+    if not isinstance(exc, ChirpkitError) and is_output_failure(exc):  # not converted where raised
+        path = getattr(exc, "filename", None) or "a file"
+        print(f"chirpkit {verb}: error: {output_error(exc, path, 'access')}", file=sys.stderr)
+        return 1
+    if isinstance(exc, ChirpkitError):
+        print(f"chirpkit {verb}: error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, MemoryError):
+        print(
+            f"chirpkit {verb}: error: out of memory; lower the batch size or the number of workers",
+            file=sys.stderr,
+        )
+        return 1
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    hint = "" if debug else "; rerun with --debug for the traceback"
+    print(
+        f"chirpkit {verb}: unexpected error: {type(exc).__name__}"
+        f"{': ' + text[:300] if text else ''}{hint} (please report it if the input looks right)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``chirpkit`` command line; returns the exit status.
+
+    Exit status: 0 done; 2 bad input or configuration (a :class:`~chirpkit.errors.ChirpkitError`:
+    one message that says what, where and the fix); 1 an output that cannot be written (disk full,
+    permission denied, read-only) or an unexpected error; 130 interrupted (Ctrl-C or SIGTERM;
+    outputs written so far are complete, and a re-run resumes). ``--debug`` (anywhere on the line)
+    also prints the traceback.
+    """
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    cut = args_in.index("--") if "--" in args_in else len(args_in)
+    debug = "--debug" in args_in[:cut]
+    if debug:
+        args_in = [a for i, a in enumerate(args_in) if not (a == "--debug" and i < cut)]
+    parser = build_parser()
+    args = parser.parse_args(args_in)
+    _setup_logging(args.verbose, args.quiet)
+    restore = _install_signal_handlers()
     try:
         args.fn(args)
-    except ChirpkitError as exc:
-        print(f"chirpkit {args.verb}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
         print(
             f"chirpkit {args.verb}: interrupted (outputs written so far are complete; re-run to resume)",
             file=sys.stderr,
         )
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        return _report(args.verb, exc, debug)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        sys.unraisablehook = unraisable
+        restore()
     return 0
 
 

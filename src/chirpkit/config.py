@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from chirpkit.errors import ConfigError
 
 __all__ = [
+    "ACCELERATORS",
+    "PRECISIONS",
     "AudioConfig",
     "AugmentConfig",
     "Config",
@@ -32,21 +34,41 @@ __all__ = [
     "load_config",
 ]
 
+#: ``train.precision`` values: Lightning's (``lightning.fabric.connector._PRECISION_INPUT``) + auto
+PRECISIONS = (
+    "auto",
+    "transformer-engine",
+    "transformer-engine-float16",
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "32-true",
+    "64-true",
+    "64",
+    "32",
+    "16",
+    "bf16",
+)
+#: ``train.accelerator`` values Lightning knows (``gpu`` is its alias of ``cuda``)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # allow_inf_nan=False: every float setting must be a finite number (inf/nan are rejected)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 class AudioConfig(_Section):
     """How ``prepare`` turns recordings into fixed windows (these settings shape the store)."""
 
     sample_rate: int = Field(32000, gt=0, description="target sample rate in Hz (audio is resampled)")
-    window_s: float = Field(3.0, gt=0, description="window (clip) length in seconds")
+    window_s: float = Field(3.0, gt=0, le=600, description="window (clip) length in seconds")
     window_hop_s: float | None = Field(
         None, gt=0, description="hop between windows cut from long clips; default = window_s"
     )
     margin_s: float = Field(
-        0.5, ge=0, description="real audio kept on both sides of each window (room for time shifts)"
+        0.5, ge=0, le=60, description="real audio kept on both sides of each window (room for time shifts)"
     )
     dtype: Literal["int16", "float16", "float32"] = Field("int16", description="sample type on disk")
     highpass_hz: float | None = Field(None, gt=0, description="Butterworth high-pass cutoff; None = off")
@@ -122,6 +144,11 @@ class FeatureConfig(_Section):
             raise ValueError(f"win_length={self.win_length} must be <= n_fft={self.n_fft}")
         if self.fmax_hz is not None and self.fmax_hz <= self.fmin_hz:
             raise ValueError(f"fmax_hz={self.fmax_hz} must be greater than fmin_hz={self.fmin_hz}")
+        if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
+            raise ValueError(
+                f"n_mfcc={self.n_mfcc} must be <= n_mels={self.n_mels} (MFCCs are taken from the mel bands): "
+                "lower features.n_mfcc or raise features.n_mels"
+            )
         return self
 
 
@@ -173,9 +200,13 @@ class TrainConfig(_Section):
     )
     seed: int = 0
     num_workers: int | Literal["auto"] = "auto"
-    accelerator: str = Field("auto", description="'auto', 'cpu', 'gpu', 'mps', ...")
+    accelerator: str = Field("auto", description="'auto', 'cpu', 'gpu' (= 'cuda'), 'mps', 'tpu'")
     devices: int | str = "auto"
-    precision: str = Field("auto", description="'auto' = 16-mixed on CUDA, 32-true elsewhere")
+    precision: str = Field(
+        "auto",
+        description="'auto' = bf16-mixed (16-mixed without bf16) on CUDA, 32-true elsewhere; or any of "
+        "Lightning's: 32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true",
+    )
     patience: int | None = Field(None, gt=0, description="early stopping on val macro F1 (epochs)")
     deterministic: bool = False
     cache_features: bool = Field(
@@ -202,6 +233,28 @@ class TrainConfig(_Section):
         description="prepared stores of unlabelled audio, trained on the teacher's soft targets only "
         "(chirpkit distill prepares them from folders of recordings)",
     )
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_text(cls, value: Any) -> Any:
+        # YAML reads `precision: 16` as a number; Lightning takes "16" as well
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("precision")
+    @classmethod
+    def _check_precision(cls, value: str) -> str:
+        if value not in PRECISIONS:
+            close = difflib.get_close_matches(value, PRECISIONS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"precision {value!r} is not valid{hint}; use one of {', '.join(PRECISIONS)}")
+        return value
+
+    @field_validator("accelerator")
+    @classmethod
+    def _check_accelerator_name(cls, value: str) -> str:
+        if value.lower() not in ACCELERATORS:
+            raise ValueError(f"accelerator {value!r} is not known; use one of {', '.join(ACCELERATORS)}")
+        return value.lower()
 
 
 class _Transform(_Section):
@@ -458,28 +511,63 @@ class Config(_Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig)
 
+    @model_validator(mode="after")
+    def _check_across_sections(self) -> Config:
+        nyquist = self.audio.sample_rate / 2
+        f = self.features
+        if f.fmax_hz is not None and f.fmax_hz > nyquist:
+            raise ValueError(
+                f"features.fmax_hz={f.fmax_hz} is above the Nyquist frequency {nyquist:g} Hz of "
+                f"audio.sample_rate={self.audio.sample_rate}: lower features.fmax_hz (or leave it unset "
+                "for sample_rate / 2), or raise audio.sample_rate"
+            )
+        if f.fmin_hz >= nyquist:
+            raise ValueError(
+                f"features.fmin_hz={f.fmin_hz} must be below the Nyquist frequency {nyquist:g} Hz of "
+                f"audio.sample_rate={self.audio.sample_rate}"
+            )
+        return self
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def check_accelerator(accelerator: str) -> None:
-    """Raise :class:`ConfigError` when ``train.accelerator`` names hardware this machine lacks."""
+def check_accelerator(name: str, *, key: str = "train.accelerator") -> None:
+    """Raise :class:`ConfigError` when the accelerator ``name`` is not available on this machine.
+
+    ``gpu``/``cuda`` need a CUDA device that torch can see, ``mps`` Apple's Metal backend, ``tpu``
+    torch_xla; ``auto`` and ``cpu`` always work. Imports torch: call it where training starts.
+    """
     import torch
 
-    name = accelerator.lower()
-    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+    value = str(name).lower()
+    if value in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = "a CPU-only torch build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build"
         raise ConfigError(
-            f"train.accelerator={accelerator} but no CUDA GPU is available here "
-            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use "
-            "train.accelerator=auto (the GPU when there is one) or cpu"
+            f"{key}={name!r} but torch sees no CUDA GPU on this machine (torch {torch.__version__}, "
+            f"{build}); set {key}=cpu, or {key}=auto to use a GPU only where there is one"
         )
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError(f"train.accelerator={accelerator} but Apple MPS is not available; use auto or cpu")
+    if value == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(
+            f"{key}={name!r} but Apple's MPS backend is not available here; set {key}=cpu or auto"
+        )
+    if value == "tpu":
+        import importlib.util
+
+        if importlib.util.find_spec("torch_xla") is None:
+            raise ConfigError(
+                f"{key}={name!r} needs torch_xla, which is not installed; set {key}=cpu or auto"
+            )
 
 
 def _check_keys(data: Any, model: type[BaseModel], where: str) -> None:
     """Reject unknown keys with a message that lists the valid ones (and a close match)."""
     if not isinstance(data, dict):
+        if where.startswith("file "):
+            raise ConfigError(
+                f"config {where[5:]} must be a mapping of sections (audio:, train:, ...), "
+                f"got a {type(data).__name__}: {str(data)[:80]!r}"
+            )
         if where:
             raise ConfigError(f"config section '{where}' must be a mapping of keys, got {data!r}")
         raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
@@ -571,13 +659,25 @@ def load_config(
         data = base.model_dump(mode="json") if isinstance(base, Config) else dict(base)
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"config file {p} is a folder; give a YAML file")
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            text = p.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {p} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML"
+            ) from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from exc
+        try:
+            loaded = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
-        _check_keys(loaded, Config, "")
+        if isinstance(loaded, dict):  # `audio:` with every key commented out is an empty section
+            loaded = {k: ({} if v is None else v) for k, v in loaded.items()}
+        _check_keys(loaded, Config, f"file {p}" if not isinstance(loaded, dict) else "")
         for parts, v in _leaves(loaded, Config):
             _merge(data, parts, v)
     items: list[tuple[list[str], Any]] = []
@@ -596,5 +696,8 @@ def load_config(
         lines = []
         for err in exc.errors():
             loc = ".".join(str(x) for x in err["loc"])
-            lines.append(f"  {loc or '<config>'}: {err['msg']} (got {err.get('input')!r})")
+            msg = err["msg"].removeprefix("Value error, ")
+            value = err.get("input")
+            got = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"  {loc or '<config>'}: {msg}{got}")
         raise ConfigError("invalid config:\n" + "\n".join(lines)) from exc

@@ -62,6 +62,9 @@ class AudioDecodeError(ChirpkitError, ValueError):
         self.reason = reason
         super().__init__(f"cannot decode audio file {self.path}: {reason}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # pickles across processes (Dask)
+        return type(self), (self.path, self.reason)
+
 
 class MissingPathError(ChirpkitError, FileNotFoundError):
     """An input file or folder does not exist."""
@@ -81,6 +84,9 @@ class OutputError(ChirpkitError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, int | None]]:  # pickles across processes (Dask)
+        return type(self), (self.path, str(self.args[0]), self.errno)
 
 
 class RunError(ChirpkitError, RuntimeError):

@@ -33,7 +33,7 @@ def fit(
     format: str = "auto",
     label_column: str | None = None,
     columns: Mapping[str, str] | None = None,
-    background: int = 0,
+    background: int | None = None,
     background_label: str = "noise",
     resume: bool = False,
     progress: bool = True,
@@ -45,7 +45,9 @@ def fit(
     :func:`chirpkit.train` and the test report of :func:`chirpkit.evaluate` (``metrics.json``).
     The store goes to ``store`` (default ``out/store``); point several runs at one store to share
     decoded audio. The annotation options are those of :func:`chirpkit.ingest`; windows take
-    ``config.audio.window_s``.
+    ``config.audio.window_s``. When the annotation tables hold a single class (a single-species
+    detector) and ``background`` is not given, as many background windows as call windows are
+    added (labelled ``background_label``), with a warning that says so; ``background=0`` refuses.
 
     Returns:
         ``{"run", "catalog", "store", "train", "metrics"}``.
@@ -62,22 +64,37 @@ def fit(
     elif src is not None and str(src).endswith((".parquet", ".pq")):
         catalog = read_catalog(src)
     else:
-        catalog = ingest(
-            src,
-            out=cat_path,
-            group_by=group_by,
-            annotations=annotations,
-            audio_dir=audio_dir,
-            format=format,
-            label_column=label_column,
-            columns=columns,
-            window_s=cfg.audio.window_s,
-            hop_s=cfg.audio.window_hop_s,
-            background=background,
-            background_label=background_label,
-            seed=cfg.split.seed,
-            progress=progress,
-        )
+
+        def read(n_background: int) -> pd.DataFrame:
+            return ingest(
+                src,
+                out=cat_path,
+                group_by=group_by,
+                annotations=annotations,
+                audio_dir=audio_dir,
+                format=format,
+                label_column=label_column,
+                columns=columns,
+                window_s=cfg.audio.window_s,
+                hop_s=cfg.audio.window_hop_s,
+                background=n_background,
+                background_label=background_label,
+                seed=cfg.split.seed,
+                progress=progress,
+            )
+
+        catalog = read(background or 0)
+        if annotations is not None and background is None and catalog["label"].nunique() == 1:
+            n = len(catalog)
+            log.warning(
+                "the annotation tables hold one class (%r): adding %d background window(s) labelled %r, "
+                "away from every annotation, so that the model learns call vs background "
+                "(set background=N / --background N to choose how many)",
+                catalog["label"].iloc[0],
+                n,
+                background_label,
+            )
+            catalog = read(n)
     if "split" not in catalog.columns:
         catalog = split(catalog, out=cat_path, config=cfg.split)
     else:

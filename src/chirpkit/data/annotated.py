@@ -13,7 +13,8 @@
   ``bad_time``, ``reversed_time`` (swapped), ``negative_time`` (clipped), ``past_end`` (dropped),
   ``ends_past_end`` (clipped), ``nonzero_duration_in_point_table`` (kept as a box),
   ``unknown_label`` (dropped), ``duplicate`` (dropped), ``audio_matched_by_stem`` (the table names
-  ``x.wav``, only ``x.mp3`` exists: used). File-level problems (missing, unreadable, matched by
+  ``x.wav``, only ``x.mp3`` exists: used), ``bad_frequency`` (an Audacity frequency line that is
+  not numeric: ignored). File-level problems (missing, unreadable, matched by
   stem) get one line per file with the number of annotations concerned.
 """
 
@@ -47,7 +48,9 @@ class _AudioIndex:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        files = sorted(f for f in root.rglob("*") if f.is_file() and is_audio_path(f))
+        # broken symbolic links are indexed too: the probe then reports them instead of "missing"
+        files = sorted(f for f in root.rglob("*") if (f.is_file() or f.is_symlink()) and is_audio_path(f))
+        files = [f for f in files if not f.is_dir()]
         self.by_rel = {f.relative_to(root).as_posix(): f for f in files}
         self.by_name: dict[str, list[Path]] = {}
         self.by_stem: dict[str, list[Path]] = {}
@@ -58,7 +61,7 @@ class _AudioIndex:
     def find(self, name: str) -> tuple[Path | None, bool]:
         """``(path, matched_by_stem)``; ``path`` is None when nothing fits."""
         p = Path(name)
-        if p.is_absolute() and p.is_file():
+        if p.is_absolute() and (p.is_file() or p.is_symlink()):
             return p, False
         rel = p.as_posix().lstrip("./")
         if rel in self.by_rel:
@@ -67,13 +70,12 @@ class _AudioIndex:
             return (self.root / p).resolve(), False
         if p.name in self.by_name:
             return self.by_name[p.name][0], False
-        stem = (
-            p.stem
-            if p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aiff", ".aif")
-            else p.name
-        )
+        named_audio = p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aiff", ".aif")
+        stem = p.stem if named_audio else p.name
         if stem in self.by_stem:
-            return self.by_stem[stem][0], True
+            # a table that names "x.wav" where only "x.mp3" exists is worth a report line; a name
+            # without an audio ending (Raven/Audacity tables named after the recording) is not
+            return self.by_stem[stem][0], named_audio
         return None, False
 
 
@@ -285,8 +287,10 @@ def annotation_windows(
         raise MissingPathError(f"audio folder not found: {root}")
     frames = []
     point_tables: set[str] = set()
+    notes: list[dict[str, Any]] = []
     for t in tables:
         df = read_annotations(t, format=format, label_column=label_column, columns=columns)
+        notes += df.attrs.get("anomalies", [])
         log.info(
             "read %d annotation(s) from %s (%s%s)",
             len(df),
@@ -304,6 +308,7 @@ def annotation_windows(
     wanted = sorted({str(p) for p in (index.find(str(f))[0] for f in ann["file"].unique()) if p is not None})
     probed: dict[str, AudioInfo | str] = probe(wanted)
     kept, report = _clean(ann, probed, index, set(classes) if classes is not None else None, point_tables)
+    report = notes + report
     if kept.empty:
         first = pd.DataFrame(report).head(3).to_dict("records") if report else []
         raise DataError(

@@ -44,7 +44,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chirpkit.errors import AnnotationError, MissingPathError
+from chirpkit._util import read_text_table
+from chirpkit.errors import AnnotationError
 
 __all__ = ["ANNOTATION_FORMATS", "detect_format", "read_annotations"]
 
@@ -98,27 +99,42 @@ def _find(columns: list[str], key: str, mapping: Mapping[str, str] | None) -> st
 
 
 def _numbers(table: pd.DataFrame, col: str | None) -> np.ndarray:
+    """Seconds or Hz of a column; blank, text and infinite values are NaN (reported as bad times)."""
     if col is None:
         return np.full(len(table), np.nan)
     values = pd.to_numeric(table[col].astype(str).str.strip(), errors="coerce")  # "" -> NaN
-    return np.asarray(values, dtype=float)
+    out = np.array(values, dtype=float)
+    out[~np.isfinite(out)] = np.nan
+    return out
 
 
-def _first_line(path: Path) -> str:
-    with path.open("r", encoding="utf-8-sig", errors="replace") as fh:
-        for line in fh:
-            if line.strip():
-                return line.rstrip("\n")
-    return ""
+def _text(path: Path) -> str:
+    return read_text_table(path, "annotation table", AnnotationError)
+
+
+def _first_line(text: str) -> str:
+    return next((line for line in text.split("\n") if line.strip()), "")
+
+
+def _table(text: str, path: Path, sep: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise AnnotationError(f"cannot read annotation table {path}: {str(exc).strip()[:300]}") from exc
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
     """Guess a table's format from its first non-empty line."""
-    p = Path(path)
-    first = _first_line(p)
+    return _detect(_text(Path(path)))
+
+
+def _detect(text: str) -> str:
+    first = _first_line(text)
     low = first.lower()
     if "\t" in first and "begin time (s)" in low:
         return "raven"
+    if first.startswith("\\\t"):  # an Audacity frequency line (a track that starts oddly)
+        return "audacity"
     fields = first.split("\t")
     if len(fields) >= 2 and all(re.fullmatch(r"-?\d+(\.\d*)?([eE][-+]?\d+)?", f.strip()) for f in fields[:2]):
         return "audacity"
@@ -162,8 +178,8 @@ def _stem_of_table(path: Path) -> str:
     return m.group(1) if m else path.stem
 
 
-def _read_raven(path: Path, label_column: str | None) -> pd.DataFrame:
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+def _read_raven(path: Path, text: str, label_column: str | None) -> pd.DataFrame:
+    table = _table(text, path, "\t")
     cols = list(table.columns)
     for need in ("Begin Time (s)", "End Time (s)"):
         if need not in cols:
@@ -204,37 +220,55 @@ def _read_raven(path: Path, label_column: str | None) -> pd.DataFrame:
     return _frame(path, files, begin, end, labels, rows, low, high)
 
 
-def _read_audacity(path: Path) -> pd.DataFrame:
+def _read_audacity(path: Path, text: str) -> pd.DataFrame:
+    """Label lines ``start<TAB>end[<TAB>label]``; a ``\\<TAB>low<TAB>high`` line adds the frequency
+    box of the label above it. Times that are not numbers give NaN (reported and dropped by ingest);
+    a frequency line that is not numeric is ignored and listed in ``attrs["anomalies"]``."""
     records: list[dict[str, object]] = []
-    with path.open("r", encoding="utf-8-sig", errors="replace") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            text = line.rstrip("\r\n")
-            if not text.strip():
-                continue
-            fields = text.split("\t")
-            if fields[0].strip() == "\\":  # frequency line of the previous label
-                if records and len(fields) >= 3:
-                    records[-1]["low"] = float(fields[1])
-                    records[-1]["high"] = float(fields[2])
-                continue
-            if len(fields) < 2:
-                raise AnnotationError(
-                    f"Audacity label track {path}, line {lineno}: expected start<TAB>end<TAB>label"
+    notes: list[dict[str, object]] = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if fields[0].strip() == "\\":  # frequency line of the previous label
+            low = _float(fields[1]) if len(fields) > 1 else None
+            high = _float(fields[2]) if len(fields) > 2 else None
+            if not records or low is None or high is None:
+                notes.append(
+                    {
+                        "table": str(path),
+                        "row": lineno,
+                        "file": path.stem,
+                        "kind": "bad_frequency",
+                        "detail": f"frequency line {line.strip()[:60]!r}"
+                        + ("" if records else " before any label"),
+                        "action": "ignored",
+                    }
                 )
-            try:
-                start, end = float(fields[0]), float(fields[1])
-            except ValueError as exc:
-                raise AnnotationError(
-                    f"Audacity label track {path}, line {lineno}: times must be numbers"
-                ) from exc
-            label = fields[2].strip() if len(fields) > 2 else ""
-            records.append(
-                {"start": start, "end": end, "label": label, "row": lineno, "low": np.nan, "high": np.nan}
+                continue
+            records[-1]["low"], records[-1]["high"] = low, high
+            continue
+        if len(fields) < 2:
+            raise AnnotationError(
+                f"Audacity label track {path}, line {lineno}: expected start<TAB>end<TAB>label, "
+                f"got {line.strip()[:60]!r}"
             )
+        start, end = _float(fields[0]), _float(fields[1])
+        label = fields[2].strip() if len(fields) > 2 else ""
+        records.append(
+            {
+                "start": np.nan if start is None else start,
+                "end": np.nan if end is None else end,
+                "label": label,
+                "row": lineno,
+                "low": np.nan,
+                "high": np.nan,
+            }
+        )
     if not records:
         raise AnnotationError(f"Audacity label track {path} holds no labels")
     r = pd.DataFrame(records)
-    return _frame(
+    df = _frame(
         path,
         [path.stem] * len(r),
         r["start"].to_numpy(float),
@@ -244,18 +278,28 @@ def _read_audacity(path: Path) -> pd.DataFrame:
         r["low"].to_numpy(float),
         r["high"].to_numpy(float),
     )
+    df.attrs["anomalies"] = notes
+    return df
+
+
+def _float(text: str) -> float | None:
+    """A finite number, or None."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
 
 
 def _read_csv(
-    path: Path, fmt: str, columns: Mapping[str, str] | None, label_column: str | None
+    path: Path, text: str, fmt: str, columns: Mapping[str, str] | None, label_column: str | None
 ) -> pd.DataFrame:
-    text = path.read_text(encoding="utf-8-sig", errors="replace")
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
         sep = dialect.delimiter
     except csv.Error:
         sep = ","
-    table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    table = _table(text, path, sep)
     cols = list(table.columns)
     mapping = dict(columns or {})
     if label_column is not None:
@@ -317,23 +361,29 @@ def read_annotations(
     ``df.attrs["format"]`` holds the format read and ``df.attrs["point_table"]`` whether most
     annotations are points (start == end), as in the Kenya soundscape tables.
 
+    ``df.attrs["anomalies"]`` lists lines the reader ignored (anomaly report rows).
+
+    Times that are not finite numbers are NaN (:func:`chirpkit.ingest` reports and drops them).
+
     Raises:
         MissingPathError: the table does not exist.
-        AnnotationError: unknown format, missing columns, unparseable lines.
+        AnnotationError: unknown format, an empty or binary file, missing columns, unparseable
+            lines.
     """
     p = Path(path)
-    if not p.is_file():
-        raise MissingPathError(f"annotation table not found: {p}")
     if format not in ANNOTATION_FORMATS:
         raise AnnotationError(f"unknown annotation format {format!r}; use one of {ANNOTATION_FORMATS}")
-    fmt = detect_format(p) if format == "auto" else format
+    text = _text(p)
+    fmt = _detect(text) if format == "auto" else format
     if fmt == "raven":
-        df = _read_raven(p, label_column)
+        df = _read_raven(p, text, label_column)
     elif fmt == "audacity":
-        df = _read_audacity(p)
+        df = _read_audacity(p, text)
     else:
-        df = _read_csv(p, fmt, columns, label_column)
+        df = _read_csv(p, text, fmt, columns, label_column)
+    notes = df.attrs.get("anomalies", [])
     df = df.reset_index(drop=True)
+    df.attrs["anomalies"] = notes
     points = np.isclose(df["start_s"], df["end_s"], atol=1e-9)
     df.attrs["format"] = fmt
     df.attrs["point_table"] = bool(points.mean() > 0.5) if len(df) else False

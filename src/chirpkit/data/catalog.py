@@ -29,12 +29,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from chirpkit._util import atomic_path, existing_path
+from chirpkit._util import atomic_paths, existing_path
 from chirpkit.errors import DataError
 
 __all__ = [
@@ -70,12 +71,22 @@ def _labels_to_list(value: object) -> list[str]:
     return [str(v) for v in value]  # type: ignore[attr-defined]
 
 
+def _rows(index: list[int], limit: int = 10) -> str:
+    return ", ".join(str(i) for i in index[:limit]) + (
+        f" … ({len(index)} in all)" if len(index) > limit else ""
+    )
+
+
 def validate_catalog(df: pd.DataFrame, where: str = "catalog") -> pd.DataFrame:
     """Check the core columns and normalise types; return the (copied) catalog.
 
     Raises:
-        DataError: a core column is missing, a label is empty, or times are not numbers.
+        DataError: a core column is missing, a label is empty, a time is not a finite number of
+            seconds, or a row ends before it starts (rows are numbered from 0, as in the
+            catalog's CSV view after its header).
     """
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"{where} must be a table (pandas DataFrame), got {type(df).__name__}")
     missing = [c for c in CORE_COLUMNS if c not in df.columns and c != "labels"]
     if missing:
         raise DataError(
@@ -87,10 +98,30 @@ def validate_catalog(df: pd.DataFrame, where: str = "catalog") -> pd.DataFrame:
     out["label"] = out["label"].astype(str)
     out["group"] = out["group"].astype(str)
     for col in ("start_s", "end_s"):
-        try:
-            out[col] = pd.to_numeric(out[col]).astype(float)
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"{where}: column '{col}' must hold numbers of seconds: {exc}") from exc
+        values = pd.to_numeric(out[col], errors="coerce")
+        bad = out.index[values.isna() & out[col].notna()].tolist()
+        if bad:
+            raise DataError(
+                f"{where}: column '{col}' must hold numbers of seconds; row(s) {_rows(bad)} hold "
+                f"{out[col].loc[bad[0]]!r}"
+            )
+        out[col] = values.astype(float)
+    times = out[["start_s", "end_s"]].to_numpy(float)
+    nonfinite = out.index[~np.isfinite(times).all(axis=1)].tolist()
+    if nonfinite:
+        r = out.loc[nonfinite[0]]
+        raise DataError(
+            f"{where}: row(s) {_rows(nonfinite)} have no finite span (row {nonfinite[0]}: "
+            f"start_s={r['start_s']}, end_s={r['end_s']}, source {r['source']}); every example needs "
+            "start_s and end_s in seconds (a whole file is 0 to its duration): fix the rows or re-run ingest"
+        )
+    reversed_ = out.index[times[:, 1] < times[:, 0]].tolist()
+    if reversed_:
+        r = out.loc[reversed_[0]]
+        raise DataError(
+            f"{where}: row(s) {_rows(reversed_)} end before they start (row {reversed_[0]}: "
+            f"start_s={r['start_s']}, end_s={r['end_s']}, source {r['source']}); swap or fix the times"
+        )
     if "labels" not in out.columns:
         out["labels"] = [[lab] for lab in out["label"]]
     else:
@@ -104,30 +135,70 @@ def validate_catalog(df: pd.DataFrame, where: str = "catalog") -> pd.DataFrame:
 
 
 def read_catalog(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a catalog written by :func:`write_catalog` (Parquet, or its CSV view)."""
+    """Read a catalog written by :func:`write_catalog` (Parquet, or its CSV view).
+
+    Raises:
+        MissingPathError: no such file.
+        DataError: the file is not a catalog (unreadable, empty, missing columns, bad values).
+    """
     p = existing_path(path, "catalog")
+    if p.is_dir():
+        raise DataError(f"catalog {p} is a folder; give the catalog file (catalog.parquet from ingest)")
     if p.suffix.lower() == ".csv":
-        df = pd.read_csv(p, keep_default_na=False, na_values=[""])
+        try:
+            df = pd.read_csv(p, keep_default_na=False, na_values=[""])
+        except pd.errors.EmptyDataError as exc:
+            raise DataError(f"catalog {p} is empty: re-run `chirpkit ingest` to write it") from exc
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise DataError(f"cannot read catalog {p} as CSV: {str(exc).strip()[:200]}") from exc
     else:
         try:
             df = pd.read_parquet(p)
         except Exception as exc:
-            raise DataError(f"cannot read catalog {p} as Parquet: {exc}") from exc
+            raise DataError(
+                f"cannot read catalog {p} as Parquet ({type(exc).__name__}: {str(exc).strip()[:160]}); "
+                "it is damaged or not a catalog: re-run `chirpkit ingest`, or read its CSV view"
+            ) from exc
     return validate_catalog(df, where=f"catalog {p}")
 
 
-def write_catalog(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write the catalog as Parquet (atomically) with a CSV view beside it."""
+def write_catalog(
+    df: pd.DataFrame,
+    path: str | os.PathLike[str],
+    *,
+    reports: Mapping[str, pd.DataFrame | None] | None = None,
+) -> Path:
+    """Write the catalog as Parquet with a CSV view beside it, all or nothing.
+
+    ``path`` is the Parquet file (another ending becomes ``.parquet``), or an existing folder to
+    write ``catalog.parquet`` into.
+
+    Args:
+        reports: side tables written in the same commit, by suffix (e.g. ``{".skipped.csv": df}``);
+            an empty or ``None`` table removes an old file of that name.
+
+    Every file is written to a temporary name first and renamed only when all are written, so a
+    full disk or an interrupt leaves the old catalog (or none), never a mix.
+    """
     p = Path(path)
-    if p.suffix.lower() not in (".parquet", ".pq"):
+    if p.is_dir():  # `--out runs/x/`: the catalog goes inside the folder
+        p = p / "catalog.parquet"
+    elif p.suffix.lower() not in (".parquet", ".pq"):
         p = p.with_suffix(".parquet")
     out = validate_catalog(df)
-    with atomic_path(p) as tmp:
-        out.to_parquet(tmp, index=False)
     view = out.copy()
     view["labels"] = [LABEL_SEP.join(v) for v in view["labels"]]
-    with atomic_path(p.with_suffix(".csv")) as tmp:
-        view.to_csv(tmp, index=False)
+    side = {p.with_suffix(suffix): t for suffix, t in (reports or {}).items()}
+    present = {q: t for q, t in side.items() if t is not None and len(t)}
+    targets = [p, p.with_suffix(".csv"), *present]
+    with atomic_paths(targets) as tmps:
+        out.to_parquet(tmps[0], index=False)
+        view.to_csv(tmps[1], index=False)
+        for tmp, table in zip(tmps[2:], present.values(), strict=True):
+            table.to_csv(tmp, index=False)
+    for q in side:
+        if q not in present and q.exists():
+            q.unlink()
     return p
 
 

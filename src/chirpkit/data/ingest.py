@@ -2,20 +2,31 @@
 
 Every file is probed (header only); files that cannot be read are skipped with one line each in a
 skip report (``<catalog>.skipped.csv``: source, reason) instead of stopping the job.
+
+Rows of a label CSV are checked like annotation tables (see :mod:`chirpkit.data.annotated`), and
+each problem is a row of the anomaly report (``<catalog>.anomalies.csv``): ``bad_time``
+(unparseable or infinite time: dropped), ``reversed_time`` (start after end: swapped),
+``negative_time`` (start clipped to 0; a span that ends before 0 is dropped), ``past_end`` (starts
+after the file ends: dropped), ``ends_past_end`` (clipped), ``duplicate`` (the same file, span and
+labels again: dropped) and ``conflicting_labels`` (the same file and span with other labels:
+merged into the first row, whose label stays the training target and whose ``labels`` lists all).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import re
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from chirpkit._util import atomic_path, existing_path
+from chirpkit._util import existing_path, read_text_table, thread_map
 from chirpkit.audio import AudioInfo, info
 from chirpkit.data.catalog import (
     CORE_COLUMNS,
@@ -46,19 +57,69 @@ def _pick(columns: Iterable[str], names: Sequence[str]) -> str | None:
     return None
 
 
+_SEPARATORS = (",", ";", "\t", "|")
+_TIME_TOL_S = 0.05  # a span may end this far past the file's end (header rounding) unreported
+_DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
+
+
+def _separator(header: str) -> str:
+    """The separator of a table: the one its header line uses most (Excel writes `;` in many locales)."""
+    counts = {d: header.count(d) for d in _SEPARATORS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _seconds(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``(seconds, bad)``: blank cells are NaN (not bad); text or non-finite numbers are bad.
+    A decimal comma (``1,5`` from a `;`-separated export) reads as ``1.5``."""
+    text = values.astype(str).str.strip()
+    text = text.where(~text.str.match(_DECIMAL_COMMA), text.str.replace(",", ".", regex=False))
+    num = np.array(pd.to_numeric(text.where(text != ""), errors="coerce"), dtype=float)
+    bad = (text != "").to_numpy() & ~np.isfinite(num)
+    num[bad] = np.nan
+    return num, bad
+
+
+def _anomaly(table: str, row: Any, file: str, kind: str, detail: str, action: str) -> dict[str, Any]:
+    return {"table": table, "row": row, "file": file, "kind": kind, "detail": detail, "action": action}
+
+
 def read_label_table(path: Path, audio_dir: Path | None = None) -> pd.DataFrame:
     """Read a label CSV ``path,label[,group][,start_s,end_s]`` (header names are flexible).
 
-    Returns a frame with ``source`` (resolved against ``audio_dir`` or the CSV's folder),
-    ``label``, ``labels`` and, when present, ``group``, ``start_s``, ``end_s`` and ``row``
-    (the line number in the CSV, for messages).
+    Any separator among ``,`` ``;`` tab ``|``, a byte-order mark (Excel's "CSV UTF-8"), CRLF line
+    ends and Windows-1252 text are all read. Blank lines are skipped.
+
+    Returns a frame with ``source`` (resolved against ``audio_dir`` or the CSV's folder; a broken
+    symbolic link keeps its own path, so that the skip report names it), ``file`` (as written),
+    ``label``, ``labels`` and, when present, ``group``, ``start_s``, ``end_s`` (NaN where blank),
+    and ``row`` (the line number in the CSV, for messages). ``frame.attrs["anomalies"]`` lists
+    rows dropped for unparseable times.
+
+    Raises:
+        MissingPathError: the CSV does not exist.
+        DataError: the CSV is empty, not text, has no file or label column, or a row has no file
+            name or no label (the message names the lines).
     """
+    text = read_text_table(path, "label table")
+    header = text.lstrip("\n").split("\n", 1)[0]
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python")
-    except Exception as exc:
-        raise DataError(f"cannot read label table {path}: {exc}") from exc
+        table = pd.read_csv(
+            io.StringIO(text),
+            sep=_separator(header),
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=False,
+        )
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise DataError(f"cannot read label table {path}: {str(exc).strip()[:300]}") from exc
+    lines = table.index.to_numpy() + 2 + (len(text) - len(text.lstrip("\n")))  # 1-based, after the header
+    blank = (table.apply(lambda c: c.str.strip()) == "").all(axis=1).to_numpy()
+    table, lines = table[~blank].reset_index(drop=True), lines[~blank]
     if table.empty:
-        raise DataError(f"label table {path} has no rows")
+        raise DataError(
+            f"label table {path} has a header ({header[:80]!r}) but no rows; add one line per file"
+        )
     path_col = _pick(table.columns, _PATH_COLS)
     label_col = _pick(table.columns, _LABEL_COLS)
     if path_col is None or label_col is None:
@@ -67,42 +128,159 @@ def read_label_table(path: Path, audio_dir: Path | None = None) -> pd.DataFrame:
             f"(one of {list(_LABEL_COLS)}); it has {list(table.columns)}"
         )
     base = audio_dir if audio_dir is not None else path.parent
-    rows = pd.DataFrame({"row": table.index + 2})  # 1-based, after the header line
-    rows["source"] = [str((base / p.strip()).resolve()) if p.strip() else "" for p in table[path_col]]
+    rows = pd.DataFrame({"row": lines})
+    files = [p.strip() for p in table[path_col]]
     labels = [[s.strip() for s in v.split(LABEL_SEP) if s.strip()] for v in table[label_col]]
     bad = [int(r) for r, labs in zip(rows["row"], labels, strict=True) if not labs]
     if bad:
         raise DataError(f"label table {path}: empty label on line(s) {bad[:10]}; every file needs a label")
-    nopath = [int(r) for r, s in zip(rows["row"], rows["source"], strict=True) if not s]
+    nopath = [int(r) for r, f in zip(rows["row"], files, strict=True) if not f]
     if nopath:
         raise DataError(f"label table {path}: empty file name on line(s) {nopath[:10]}")
+
+    def resolve(name: str) -> str:
+        cand = base / name
+        if cand.is_symlink() and not cand.exists():  # keep a broken link's own path for the report
+            return str(Path(os.path.abspath(cand)))  # noqa: PTH100 (absolute, links not followed)
+        return str(cand.resolve())
+
+    rows["source"] = [resolve(f) for f in files]
+    rows["file"] = files
     rows["labels"] = labels
     rows["label"] = [labs[0] for labs in labels]
     group_col = _pick(table.columns, _GROUP_COLS)
     if group_col is not None:
         rows["group"] = table[group_col].str.strip().to_numpy()
+    anomalies: list[dict[str, Any]] = []
+    bad_time = np.zeros(len(rows), dtype=bool)
     for name, cands in (("start_s", ("start_s", "start", "offset")), ("end_s", ("end_s", "end"))):
         col = _pick(table.columns, cands)
-        if col is not None:
-            try:
-                rows[name] = pd.to_numeric(table[col]).astype(float).to_numpy()
-            except ValueError as exc:
-                raise DataError(f"label table {path}: column '{col}' must hold seconds: {exc}") from exc
+        if col is None:
+            continue
+        values, bad_rows = _seconds(table[col])
+        rows[name] = values
+        for i in np.flatnonzero(bad_rows & ~bad_time):
+            anomalies.append(
+                _anomaly(
+                    str(path), int(lines[i]), files[i], "bad_time", f"{col}={table[col].iloc[i]!r}", "dropped"
+                )
+            )
+        bad_time |= bad_rows
+    rows = rows[~bad_time].reset_index(drop=True)
+    rows.attrs["anomalies"] = anomalies
     return rows
+
+
+def _check_spans(rows: pd.DataFrame, table: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Fix or drop out-of-range spans, duplicates and conflicting labels of label-CSV rows.
+
+    ``rows`` hold ``start_s``/``end_s`` (NaN = the file's start/end) and ``duration_s``; returns the
+    rows with finite spans and the anomaly report (see the module docstring).
+    """
+    report: list[dict[str, Any]] = []
+    dur = rows["duration_s"].to_numpy(float)
+    given_s = rows["start_s"].to_numpy(float) if "start_s" in rows else np.full(len(rows), np.nan)
+    given_e = rows["end_s"].to_numpy(float) if "end_s" in rows else np.full(len(rows), np.nan)
+    start = np.where(np.isnan(given_s), 0.0, given_s)
+    end = np.where(np.isnan(given_e), dur, given_e)
+    keep = np.ones(len(rows), dtype=bool)
+    lines = rows["row"].to_numpy()
+    names = rows["file"].to_numpy() if "file" in rows else rows["source"].to_numpy()
+
+    def note(i: int, kind: str, detail: str, action: str) -> None:
+        report.append(_anomaly(table, int(lines[i]), str(names[i]), kind, detail, action))
+
+    flagged = np.flatnonzero(
+        ((~np.isnan(given_s)) & (~np.isnan(given_e)) & (given_e < given_s))
+        | (start < 0)
+        | (end < 0)
+        | (start >= dur)
+        | (end > dur + _TIME_TOL_S)
+    ).tolist()
+    for i in flagged:
+        s, e, d = float(start[i]), float(end[i]), float(dur[i])
+        if not np.isnan(given_s[i]) and not np.isnan(given_e[i]) and e < s:
+            note(i, "reversed_time", f"start={s} > end={e}", "swapped")
+            s, e = e, s
+        if e < 0:
+            note(i, "negative_time", f"span {s}-{e} s ends before the file starts", "dropped")
+            keep[i] = False
+            continue
+        if s < 0:
+            note(i, "negative_time", f"start={s}", "clipped to 0")
+            s = 0.0
+        if s >= d:
+            note(i, "past_end", f"start={s:.3f} s, file lasts {d:.3f} s", "dropped")
+            keep[i] = False
+            continue
+        if e > d + _TIME_TOL_S:
+            note(i, "ends_past_end", f"end={e:.3f} s, file lasts {d:.3f} s", "clipped")
+        start[i], end[i] = s, min(e, d)
+    rows = rows.assign(start_s=start, end_s=np.minimum(end, np.maximum(dur, start)))
+    # the same file and span twice: a duplicate (dropped) or a conflict (labels merged)
+    first: dict[tuple[str, float, float], int] = {}
+    merged_labels: dict[int, list[str]] = {}
+    all_labels = rows["labels"].tolist()
+    for i, key in enumerate(
+        zip(
+            rows["source"],
+            np.round(rows["start_s"].to_numpy(), 3),
+            np.round(rows["end_s"].to_numpy(), 3),
+            strict=True,
+        )
+    ):
+        if not keep[i]:
+            continue
+        j = first.setdefault(key, i)
+        if j == i:
+            continue
+        keep[i] = False
+        held = merged_labels.setdefault(j, list(all_labels[j]))
+        new = [lab for lab in all_labels[i] if lab not in held]
+        if not new and set(all_labels[i]) == set(all_labels[j]):
+            note(i, "duplicate", f"same file, span and labels as line {int(lines[j])}", "dropped")
+        else:
+            held += new
+            note(
+                i,
+                "conflicting_labels",
+                f"{LABEL_SEP.join(all_labels[i])!r} for the span that line {int(lines[j])} labels "
+                f"{LABEL_SEP.join(all_labels[j])!r}",
+                f"merged into line {int(lines[j])} (labels {LABEL_SEP.join(held)})",
+            )
+    if merged_labels:
+        labels_col = list(all_labels)
+        for j, labs in merged_labels.items():
+            labels_col[j] = labs
+        rows = rows.assign(labels=labels_col)
+    return rows[keep].reset_index(drop=True), report
+
+
+def _broken_link(f: Path) -> str | None:
+    if f.is_symlink() and not f.exists():
+        return f"broken symbolic link (it points to {f.readlink()})"
+    return None
 
 
 def _scan_folder(root: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     skipped: list[dict[str, str]] = []
     for f in sorted(root.iterdir()):
-        if f.is_file() and f.name not in _IGNORED_NAMES and not f.name.startswith("."):
+        if f.name in _IGNORED_NAMES or f.name.startswith("."):
+            continue
+        if (reason := _broken_link(f)) is not None:
+            skipped.append({"source": str(f), "reason": reason})
+        elif f.is_file():
             skipped.append({"source": str(f), "reason": "not inside a class sub-folder"})
     records = []
     for cdir in classes:
         for f in sorted(cdir.rglob("*")):
-            if not f.is_file() or f.name in _IGNORED_NAMES or f.name.startswith("."):
+            if f.name in _IGNORED_NAMES or f.name.startswith("."):
                 continue
-            records.append({"source": str(f.resolve()), "label": cdir.name, "labels": [cdir.name]})
+            if (reason := _broken_link(f)) is not None:
+                skipped.append({"source": str(f), "reason": reason})
+            elif f.is_file():
+                records.append({"source": str(f.resolve()), "label": cdir.name, "labels": [cdir.name]})
     return pd.DataFrame(records, columns=["source", "label", "labels"]), skipped
 
 
@@ -112,22 +290,19 @@ def _probe_all(sources: Sequence[str], workers: int, progress: bool) -> dict[str
             i = info(src)
         except AudioDecodeError as exc:
             return exc.reason
+        if i.channels <= 0:
+            return "no audio channels (the header says 0)"
         if i.frames <= 0 or i.duration_s <= 0:
             return "no audio samples (0 frames)"
         return i
 
     unique = list(dict.fromkeys(sources))
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(
-            tqdm(
-                pool.map(probe, unique),
-                total=len(unique),
-                desc="probe",
-                unit="file",
-                disable=not progress,
-            )
-        )
-    return dict(zip(unique, results, strict=True))
+    results: Generator[AudioInfo | str, None, None] = thread_map(probe, unique, max(1, workers), ahead=8)
+    try:
+        probed = list(tqdm(results, total=len(unique), desc="probe", unit="file", disable=not progress))
+    finally:
+        results.close()  # on an interrupt: cancel what is queued, wait only for running probes
+    return dict(zip(unique, probed, strict=True))
 
 
 def _check_classes(rows: pd.DataFrame, classes: Sequence[str], root: Path) -> None:
@@ -147,15 +322,6 @@ def _check_classes(rows: pd.DataFrame, classes: Sequence[str], root: Path) -> No
         )
 
 
-def _write_report(df: pd.DataFrame, path: Path, what: str) -> None:
-    if len(df):
-        with atomic_path(path) as tmp:
-            df.to_csv(tmp, index=False)
-        log.info("%s: %s", what, path)
-    elif path.exists():
-        path.unlink()
-
-
 def ingest(
     src: str | os.PathLike[str] | None = None,
     *,
@@ -169,7 +335,7 @@ def ingest(
     columns: Mapping[str, str] | None = None,
     window_s: float = 3.0,
     hop_s: float | None = None,
-    background: int = 0,
+    background: int | None = 0,
     background_label: str = "noise",
     seed: int = 0,
     workers: int = 8,
@@ -184,7 +350,7 @@ def ingest(
             ``path,label[,group][,start_s,end_s]`` (paths relative to the CSV or ``audio_dir``;
             several labels joined by ``;``). Leave out when ``annotations`` is given.
         out: where to write the catalog (Parquet + CSV view + ``.skipped.csv`` +
-            ``.anomalies.csv``); optional.
+            ``.anomalies.csv``, all or nothing); optional.
         group_by: ``file`` (default), ``folder`` or ``regex:PATTERN`` (see :func:`group_rule`);
             a ``group`` column in the CSV/table is used when no rule is given.
         classes: the expected class names. A label outside them is an error in a label CSV, and
@@ -198,7 +364,8 @@ def ingest(
             to a generic CSV's column names).
         window_s, hop_s: window length and hop for annotation windows (use ``audio.window_s``).
         background: number of background windows to sample away from all annotations, labelled
-            ``background_label``.
+            ``background_label`` (``None`` = 0). A table with a single class is ingested with a
+            warning (it can be inspected; :func:`chirpkit.fit` adds background windows itself).
         seed: seed for background sampling.
         workers: threads that probe files.
         progress: show a progress bar.
@@ -213,7 +380,9 @@ def ingest(
 
     Raises:
         MissingPathError: ``src``, ``audio_dir`` or a table does not exist.
-        DataError: no usable audio, one class only, a label outside ``classes``, bad CSV.
+        DataError: no usable audio, one class only (class folders and label CSVs), a label outside
+            ``classes``, bad CSV.
+        OutputError: the catalog cannot be written (disk full, permission denied); nothing is.
     """
     if reviews is not None:  # reviewed detections → labelled windows and hard negatives
         if src is not None or annotations is not None:
@@ -226,8 +395,11 @@ def ingest(
             background_label=background_label,
             audio_dir=audio_dir,
         )
+    from chirpkit.data.annotated import ANOMALY_COLUMNS
+
     skipped: list[dict[str, str]] = []
-    anomalies = pd.DataFrame()
+    anomalies = pd.DataFrame(columns=ANOMALY_COLUMNS)
+    background = background or 0
 
     def probe(paths: Sequence[str]) -> dict[str, AudioInfo | str]:
         return _probe_all(paths, workers, progress)
@@ -274,7 +446,13 @@ def ingest(
             rule_root = root
         elif root.suffix.lower() in (".csv", ".tsv", ".txt"):
             rows = read_label_table(root, Path(audio_dir) if audio_dir is not None else None)
+            anomalies = pd.DataFrame(rows.attrs.pop("anomalies", []), columns=ANOMALY_COLUMNS)
             rule_root = Path(audio_dir) if audio_dir is not None else root.parent
+            if rows.empty:
+                raise DataError(
+                    f"no row of label table {root} has usable times; first problems: "
+                    f"{anomalies.head(3).to_dict('records')}"
+                )
         else:
             raise DataError(
                 f"cannot ingest {root}: give a folder with one sub-folder per class, or a label CSV "
@@ -302,6 +480,17 @@ def ingest(
 
     meta = pd.DataFrame([i.to_dict() for i in infos]).drop(columns=["path", "frames"])
     rows = pd.concat([rows.reset_index(drop=True), meta], axis=1)
+    if annotations is None and "row" in rows.columns:  # a label CSV: check spans, duplicates
+        rows, span_report = _check_spans(rows, str(root))
+        if span_report:
+            anomalies = pd.concat(
+                [anomalies, pd.DataFrame(span_report, columns=ANOMALY_COLUMNS)], ignore_index=True
+            )
+        if rows.empty:
+            raise DataError(
+                f"no usable row left in {root} after the span checks; first problems: "
+                f"{anomalies.head(3).to_dict('records')}"
+            )
     if "start_s" not in rows.columns:
         rows["start_s"] = 0.0
     if "end_s" not in rows.columns:
@@ -316,16 +505,23 @@ def ingest(
 
     n_classes = rows["label"].nunique()
     if n_classes < 2:
-        if annotations is not None:
-            hint = "; add background windows (background=N, --background N) to learn call vs noise"
-        elif root.is_dir():
-            hint = f"; {root} looks like a single class folder — point ingest at its parent"
+        if annotations is not None:  # a single-species detector: fine to inspect; training needs more
+            log.warning(
+                "only one class (%r) in %s: the catalog can be inspected, but training needs a second "
+                "class: add background windows (background=N, --background N; `fit` adds them itself)",
+                rows["label"].iloc[0],
+                src_desc,
+            )
         else:
-            hint = ""
-        raise DataError(
-            f"only one class ({rows['label'].iloc[0]!r}) in {src_desc}: a classifier needs at least two "
-            f"(add a background/'noise' class or more classes){hint}"
-        )
+            hint = (
+                f"; {root} looks like a single class folder — point ingest at its parent"
+                if root.is_dir()
+                else ""
+            )
+            raise DataError(
+                f"only one class ({rows['label'].iloc[0]!r}) in {src_desc}: a classifier needs at least two "
+                f"(add a background/'noise' class or more classes){hint}"
+            )
     cols = [*CORE_COLUMNS, *META_COLUMNS]
     extra = [
         c for c in ("ann_start_s", "ann_end_s", "low_freq_hz", "high_freq_hz", "annotation") if c in rows
@@ -347,14 +543,20 @@ def ingest(
     )
     if len(anomalies):
         for kind, n in anomalies["kind"].value_counts().items():
-            log.warning("annotation anomaly %s: %d", kind, n)
+            log.warning(
+                "%s anomaly %s: %d", "annotation" if annotations is not None else "label table", kind, n
+            )
     n_ffmpeg = int((catalog.drop_duplicates("source")["decoder"] == "pyav").sum())
     if n_ffmpeg:
         log.info("%d file(s) read through the FFmpeg (PyAV) fallback: libsndfile could not", n_ffmpeg)
     if out is not None:
-        path = write_catalog(catalog, out)
-        _write_report(skipped_df, path.with_suffix(".skipped.csv"), "skip report")
-        _write_report(anomalies, path.with_suffix(".anomalies.csv"), "anomaly report")
+        path = write_catalog(catalog, out, reports={".skipped.csv": skipped_df, ".anomalies.csv": anomalies})
+        for what, table, suffix in (
+            ("skip", skipped_df, ".skipped.csv"),
+            ("anomaly", anomalies, ".anomalies.csv"),
+        ):
+            if len(table):
+                log.info("%s report: %s", what, path.with_suffix(suffix))
         log.info("catalog: %s", path)
     for s in skipped[:20]:
         log.warning("skipped %s: %s", s["source"], s["reason"])

@@ -33,9 +33,10 @@ import pandas as pd
 from markupsafe import Markup
 
 from chirpkit import plots
-from chirpkit._util import atomic_path, write_json, write_text
+from chirpkit._util import atomic_path, output_dir, write_json, write_text
 from chirpkit.data.audit import FileAudit, audit_files, near_duplicates
 from chirpkit.data.catalog import read_catalog, validate_catalog
+from chirpkit.errors import DataError
 
 __all__ = ["inspect"]
 
@@ -553,8 +554,12 @@ def inspect(
     cat = read_catalog(catalog) if path is not None else validate_catalog(catalog)  # type: ignore[arg-type]
     if isinstance(catalog, pd.DataFrame):
         cat.attrs.update(catalog.attrs)
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
+    if cat.empty:
+        raise DataError(
+            f"catalog {path if path is not None else '(data frame)'} has no rows: nothing to inspect; "
+            "re-run `chirpkit ingest` (its skip report says why files were left out)"
+        )
+    root = output_dir(out, "report folder")
     files = cat.drop_duplicates("source")
     skipped = _side_report(path, cat, ".skipped.csv", "skipped")
     anomalies = _side_report(path, cat, ".anomalies.csv", "anomalies")

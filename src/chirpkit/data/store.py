@@ -7,7 +7,7 @@ Layout of a store folder::
       index.parquet     one row per window: row, source, start_s, end_s, label(s), group, split,
                         part, part_row (+ index.csv, a view)
       skipped.csv       files that could not be decoded (source, reason), if any
-      parts/ab/<key>.npy  the windows of one source file, ``(n_windows, samples)``, int16/float16/float32
+      parts/<key>.npy   the windows of one source file, ``(n_windows, samples)``, int16/float16/float32
 
 A part's key hashes the file's identity (path, size, modification time), the window spans taken
 from it and the settings that shape samples, so a second ``prepare`` with the same catalog and
@@ -23,11 +23,16 @@ windows for the default hop. Each stored window carries ``margin_s`` of real aud
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter, OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +40,23 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from chirpkit._util import atomic_path, existing_path, read_json, stable_hash, write_json
+from chirpkit._util import (
+    atomic_paths,
+    existing_path,
+    human_size,
+    is_output_failure,
+    output_dir,
+    output_error,
+    read_json,
+    stable_hash,
+    thread_map,
+)
 from chirpkit._version import __version__
-from chirpkit.audio import decode, resample
-from chirpkit.conditioning import Conditioner, steps_from_config, steps_from_dicts, steps_to_dicts
+from chirpkit.conditioning import steps_from_config, steps_to_dicts
 from chirpkit.config import AudioConfig
 from chirpkit.data.catalog import LABEL_SEP, catalog_fingerprint, read_catalog, validate_catalog
-from chirpkit.errors import AudioDecodeError, DataError, RunError
+from chirpkit.data.parts import build_part, is_lossless, part_ok, release_scratch
+from chirpkit.errors import DataError, OutputError, RunError
 
 __all__ = ["STORE_VERSION", "Store", "prepare", "window_starts"]
 
@@ -49,10 +64,6 @@ log = logging.getLogger("chirpkit")
 
 STORE_VERSION = 1
 _EPS = 1e-6
-# Long files whose windows cover less than this share are read span by span instead of whole.
-_PARTIAL_READ_SHARE = 0.5
-_PARTIAL_READ_MIN_S = 120.0
-_EDGE_S = 0.05  # extra audio read around partial spans so the resampler has context
 
 
 def window_starts(start_s: float, end_s: float, *, window_s: float, hop_s: float) -> np.ndarray:
@@ -75,90 +86,10 @@ def window_starts(start_s: float, end_s: float, *, window_s: float, hop_s: float
     return starts
 
 
-def _to_disk(y: np.ndarray, dtype: str) -> np.ndarray:
-    """Samples as stored: int16 (×32767, rounded, clipped), float16 or float32."""
-    if dtype == "int16":
-        t = np.multiply(y, 32767.0, dtype=np.float32)
-        np.rint(t, out=t)
-        np.clip(t, -32768, 32767, out=t)
-        return t.astype(np.int16)
-    return y.astype(dtype, copy=False)
-
-
 def _from_disk(a: np.ndarray) -> np.ndarray:
     if a.dtype == np.int16:
         return a.astype(np.float32) / 32767.0
     return a.astype(np.float32)
-
-
-def _place(dst: np.ndarray, y: np.ndarray, first: int) -> None:
-    """Copy samples ``[first, first + len(dst))`` of ``y`` into the zero-filled row ``dst``."""
-    n = dst.shape[0]
-    lo, hi = max(first, 0), min(first + n, y.shape[0])
-    if hi > lo:
-        dst[lo - first : hi - first] = y[lo:hi]
-
-
-def _build_part(task: dict[str, Any]) -> dict[str, Any]:
-    """Decode one source file and write all its windows as one part (runs in a worker thread)."""
-    source: str = task["source"]
-    sr: int = task["sample_rate"]
-    seg = task["segment_samples"]
-    margin_s: float = task["margin_s"]
-    firsts = [round((s - margin_s) * sr) for s in task["starts"]]
-    cond = Conditioner(steps_from_dicts(task["conditioning"]), sr)
-    core = slice(round(margin_s * sr), round(margin_s * sr) + task["window_samples"])
-
-    def conditioned(y: np.ndarray) -> np.ndarray:
-        cond.reset()
-        return cond.block(y) if cond.file_steps else y
-
-    try:
-        duration = float(task["duration_s"])
-        lo_s = max(0.0, min(task["starts"]) - margin_s)
-        hi_s = max(task["starts"]) - margin_s + seg / sr
-        # without per-window normalisation, convert each decoded signal to the disk type once and
-        # cut windows from it (windows with margins overlap: converting them would repeat work)
-        per_window = cond.normalize is not None
-        windows = np.zeros((len(firsts), seg), dtype=np.float32 if per_window else np.dtype(task["dtype"]))
-
-        def finite(y: np.ndarray) -> np.ndarray:
-            if not np.isfinite(y).all():
-                raise AudioDecodeError(source, "decoded audio holds NaN or infinite samples")
-            return y if per_window else _to_disk(y, task["dtype"])
-
-        decoder = "soundfile"
-        if duration > _PARTIAL_READ_MIN_S and len(firsts) * seg / sr < _PARTIAL_READ_SHARE * duration:
-            # sparse windows in a long file: read each window's span, not the whole file
-            for i, first in enumerate(firsts):
-                a = max(0.0, first / sr - _EDGE_S)
-                d = decode(source, offset_s=a, duration_s=seg / sr + 2 * _EDGE_S)
-                decoder = d.decoder
-                y = finite(conditioned(resample(d.y, orig_sr=d.sample_rate, target_sr=sr)[0]))
-                _place(windows[i], y, first - round(a * sr))
-        else:
-            # the catalog's duration only chooses the strategy: headers (mp3) can be wrong, so
-            # the read is bounded by the windows and decode stops at the real end of the file
-            lo_read = max(0.0, lo_s - _EDGE_S)
-            d = decode(source, offset_s=lo_read, duration_s=max(0.0, hi_s - lo_read) + _EDGE_S)
-            decoder = d.decoder
-            y = finite(conditioned(resample(d.y, orig_sr=d.sample_rate, target_sr=sr)[0]))
-            shift = round(lo_read * sr)
-            for i, first in enumerate(firsts):
-                _place(windows[i], y, first - shift)
-        if per_window:
-            for i in range(len(windows)):
-                windows[i] = cond.window(windows[i], core)
-            windows = _to_disk(windows, task["dtype"])
-        out = Path(task["part_path"])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, windows)
-        return {"key": task["key"], "ok": True, "decoder": decoder, "n": len(firsts)}
-    except AudioDecodeError as exc:
-        return {"key": task["key"], "ok": False, "reason": exc.reason}
-    except Exception as exc:  # one bad file must not stop the job
-        return {"key": task["key"], "ok": False, "reason": f"{type(exc).__name__}: {exc}"}
 
 
 class Store:
@@ -181,16 +112,28 @@ class Store:
                 f"{self.root} is not a complete prepared store (no store.json/index.parquet); "
                 "run `chirpkit prepare CATALOG --out STORE` (it resumes if it was interrupted)"
             )
-        self.meta: dict[str, Any] = read_json(meta_path)
+        fix = f"re-run `chirpkit prepare CATALOG --out {self.root}` (finished parts are reused)"
+        meta = _read_meta(meta_path)
+        if meta is None:
+            raise RunError(f"{meta_path} is damaged (not a JSON store description); {fix}")
+        self.meta: dict[str, Any] = meta
         if self.meta.get("version") != STORE_VERSION:
             raise RunError(
-                f"store {self.root} has version {self.meta.get('version')}, expected {STORE_VERSION}"
+                f"store {self.root} has version {self.meta.get('version')}, expected {STORE_VERSION}; {fix}"
             )
-        self.index = pd.read_parquet(self.root / "index.parquet")
-        self.index["labels"] = [list(v) for v in self.index["labels"]]
+        lacking = [k for k in ("audio", "classes", "window_samples", "margin_samples") if k not in self.meta]
+        if lacking:
+            raise RunError(f"{meta_path} lacks {lacking}; {fix}")
+        try:
+            self.index = pd.read_parquet(self.root / "index.parquet")
+            self.index["labels"] = [list(v) for v in self.index["labels"]]
+            self._part_of = self.index["part"].to_numpy()
+            self._row_of = self.index["part_row"].to_numpy()
+        except Exception as exc:
+            raise RunError(
+                f"cannot read the index of store {self.root} ({type(exc).__name__}: {str(exc)[:160]}); {fix}"
+            ) from exc
         self._mmaps: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._part_of = self.index["part"].to_numpy()
-        self._row_of = self.index["part_row"].to_numpy()
 
     @property
     def audio(self) -> AudioConfig:
@@ -223,7 +166,17 @@ class Store:
     def _part(self, rel: str) -> np.ndarray:
         arr = self._mmaps.get(rel)
         if arr is None:
-            arr = np.load(self.root / rel, mmap_mode="r")
+            seg = self.window_samples + 2 * self.margin_samples
+            try:
+                arr = np.load(self.root / rel, mmap_mode="r", allow_pickle=False)
+                if arr.ndim != 2 or arr.shape[1] != seg:
+                    raise ValueError(f"shape {arr.shape}, expected (windows, {seg})")
+            except Exception as exc:
+                raise RunError(
+                    f"store {self.root}: part {rel} is missing or damaged ({type(exc).__name__}: "
+                    f"{str(exc)[:160]}); re-run `chirpkit prepare CATALOG --out {self.root}`: it rebuilds "
+                    "missing and damaged parts"
+                ) from exc
             self._mmaps[rel] = arr
             while len(self._mmaps) > self.max_open_parts:
                 self._mmaps.popitem(last=False)  # its map (and descriptor) closes once unreferenced
@@ -231,9 +184,18 @@ class Store:
             self._mmaps.move_to_end(rel)
         return arr
 
+    def _row(self, part: str, row: int) -> np.ndarray:
+        arr = self._part(part)
+        if not 0 <= row < arr.shape[0]:
+            raise RunError(
+                f"store {self.root}: part {part} has {arr.shape[0]} window(s), the index wants row {row}; "
+                f"re-run `chirpkit prepare CATALOG --out {self.root}`"
+            )
+        return np.asarray(arr[row])
+
     def read(self, i: int) -> np.ndarray:
         """Window ``i`` (a position in :attr:`index`) with margins, as ``float32``."""
-        return _from_disk(np.asarray(self._part(self._part_of[i])[int(self._row_of[i])]))
+        return _from_disk(self._row(self._part_of[i], int(self._row_of[i])))
 
     def read_many(self, positions: np.ndarray) -> np.ndarray:
         """Windows at ``positions`` stacked as ``(n, segment_samples)`` ``float32``."""
@@ -241,13 +203,147 @@ class Store:
         rows = self._row_of[positions]
         out = np.empty((len(positions), self.window_samples + 2 * self.margin_samples), np.float32)
         for j, (p, r) in enumerate(zip(parts, rows, strict=True)):
-            out[j] = _from_disk(np.asarray(self._part(p)[int(r)]))
+            out[j] = _from_disk(self._row(p, int(r)))
         return out
 
 
 def _file_identity(path: str) -> dict[str, Any]:
-    st = Path(path).stat()
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return {"path": path, "missing": True}
     return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    """``store.json``, or None when it is missing or damaged."""
+    try:
+        meta = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def _part_key(audio_json: str, ident: dict[str, Any], starts: list[float]) -> str:
+    """``stable_hash({"v", "file", "audio", "starts"}, length=24)``, with the settings serialised
+    once per run instead of once per file (the same text, so the same key)."""
+    blob = (
+        f'{{"audio":{audio_json},"file":{_canonical_json(ident)},"starts":{_canonical_json(starts)},'
+        f'"v":{STORE_VERSION}}}'
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _plan(
+    df: pd.DataFrame, cfg: AudioConfig, root: Path, steps: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """One task per source file (all its windows: one part) and the window plan, in catalog order."""
+    sr = cfg.sample_rate
+    win, margin = round(cfg.window_s * sr), round(cfg.margin_s * sr)
+    audio_json = _canonical_json(cfg.shaping())
+    codes, uniques = pd.factorize(df["source"], sort=False)
+    order = np.argsort(codes, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1) if len(order) else []
+    starts_a, ends_a = df["start_s"].to_numpy(float), df["end_s"].to_numpy(float)
+    dur_a = df["duration_s"].to_numpy(float) if "duration_s" in df.columns else np.full(len(df), np.nan)
+    codec_a = df["codec"].astype(str).to_numpy() if "codec" in df.columns else np.full(len(df), "")
+    labels_a = df.index.to_numpy()
+    tasks: list[dict[str, Any]] = []
+    cols: dict[str, list[Any]] = {"row": [], "start_s": [], "part": [], "part_row": [], "key": []}
+    for g in groups:
+        src = str(uniques[codes[g[0]]])
+        starts: list[float] = []
+        owners: list[int] = []
+        for i in g.tolist():
+            s = window_starts(float(starts_a[i]), float(ends_a[i]), window_s=cfg.window_s, hop_s=cfg.hop_s)
+            starts.extend(round(x, 6) for x in s.tolist())
+            owners.extend([int(labels_a[i])] * len(s))
+        key = _part_key(audio_json, _file_identity(src), starts)
+        rel = f"parts/{key}.npy"
+        d = dur_a[g[0]]
+        tasks.append(
+            {
+                "key": key,
+                "source": src,
+                "starts": starts,
+                "sample_rate": sr,
+                "segment_samples": win + 2 * margin,
+                "window_samples": win,
+                "margin_s": margin / sr,
+                "conditioning": steps,
+                "dtype": cfg.dtype,
+                "part_path": str(root / rel),
+                "part": rel,
+                "duration_s": float(d) if np.isfinite(d) else 1e12,
+                "exact_duration": is_lossless(str(codec_a[g[0]]), src),
+            }
+        )
+        cols["row"] += owners
+        cols["start_s"] += starts
+        cols["part"] += [rel] * len(starts)
+        cols["part_row"] += list(range(len(starts)))
+        cols["key"] += [key] * len(starts)
+    plan = pd.DataFrame(cols)
+    plan.insert(2, "end_s", plan["start_s"] + cfg.window_s)
+    return tasks, plan
+
+
+def _adopt_legacy_parts(root: Path, tasks: list[dict[str, Any]]) -> set[str]:
+    """Keys of the tasks whose part is already there whole. Parts of stores written before parts
+    lay flat (``parts/ab/<key>.npy``: a folder per key prefix, which cost as much to create as the
+    parts themselves) are moved to ``parts/<key>.npy`` rather than rebuilt."""
+    done = {t["key"] for t in tasks if part_ok(t)}
+    for t in tasks:
+        if t["key"] in done:
+            continue
+        legacy = root / "parts" / t["key"][:2] / f"{t['key']}.npy"
+        if legacy.is_file() and part_ok({**t, "part_path": str(legacy)}):
+            legacy.replace(t["part_path"])
+            done.add(t["key"])
+            with contextlib.suppress(OSError):
+                legacy.parent.rmdir()  # once its last part has moved
+    return done
+
+
+def _failed_on_dask(task: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    """A part whose Dask task failed for good: a skip, unless the output side failed (stop)."""
+    if is_output_failure(exc):
+        raise output_error(exc, task["part_path"]) from exc
+    return {"key": task["key"], "ok": False, "reason": f"{type(exc).__name__}: {exc}"}
+
+
+def _check_room(root: Path, todo: list[dict[str, Any]]) -> None:
+    """Stop before starting when the parts to write cannot fit on the disk holding ``root``."""
+    need = sum(len(t["starts"]) * t["segment_samples"] * np.dtype(t["dtype"]).itemsize for t in todo)
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        return
+    if need > free:
+        raise OutputError(
+            str(root),
+            f"the store needs {human_size(need)} more and the disk holding {root} has "
+            f"{human_size(free)} free: "
+            "free some space or choose another --out (check audio.window_s and audio.window_hop_s too: "
+            "a long window or a short hop multiplies the size)",
+            errno.ENOSPC,
+        )
+
+
+def _old_notes(root: Path, reused: set[str]) -> pd.DataFrame:
+    """Anomaly rows of earlier runs for parts this run reuses."""
+    try:
+        old = pd.read_csv(root / "anomalies.csv", dtype=str, keep_default_na=False)
+        return old[old["part"].isin(reused)][list(_NOTE_COLUMNS)]
+    except Exception:  # none yet, or damaged: the parts' notes are then lost, not the parts
+        return pd.DataFrame(columns=list(_NOTE_COLUMNS))
+
+
+_NOTE_COLUMNS = ("source", "kind", "detail", "part")
 
 
 def prepare(
@@ -271,10 +367,16 @@ def prepare(
             client); the workers write the parts, so the store must be on a disk they share.
 
     Returns:
-        The :class:`Store`. Files that fail to decode are skipped and listed in ``skipped.csv``.
+        The :class:`Store`. Files that fail to decode are skipped and listed in ``skipped.csv``;
+        files whose samples were repaired (NaN/infinite set to 0, beyond full scale clipped) or
+        whose audio ends before the catalog says are listed in ``anomalies.csv``.
 
     Raises:
         DataError: the catalog is empty or no file could be decoded.
+        OutputError: a part or the index cannot be written (disk full, permission denied): the
+            job stops, finished parts are kept and a re-run goes on from there.
+        KeyboardInterrupt: on Ctrl-C/SIGTERM, after the files being decoded are written; queued
+            files are dropped, and a re-run resumes.
     """
     cfg = config or AudioConfig()
     df = read_catalog(catalog) if not isinstance(catalog, pd.DataFrame) else validate_catalog(catalog)
@@ -282,169 +384,152 @@ def prepare(
         df = df[df["split"] != "excluded"]
     if df.empty:
         raise DataError("cannot prepare an empty catalog")
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
+    root = output_dir(out, "store folder")
     sr = cfg.sample_rate
-    win = round(cfg.window_s * sr)
-    margin = round(cfg.margin_s * sr)
+    win, margin = round(cfg.window_s * sr), round(cfg.margin_s * sr)
     fingerprint = catalog_fingerprint(df)
     shaping = cfg.shaping()
-    steps = steps_to_dicts(steps_from_config(cfg))
+    tasks, plan = _plan(df, cfg, root, steps_to_dicts(steps_from_config(cfg)))
+    plan_key = stable_hash(sorted(t["key"] for t in tasks), length=24)
 
     meta_path = root / "store.json"
-    if meta_path.is_file() and (root / "index.parquet").is_file():
-        old = read_json(meta_path)
-        if (
-            old.get("version") == STORE_VERSION
-            and old.get("catalog_fingerprint") == fingerprint
-            and old.get("audio") == shaping
-        ):
-            store = Store(root)
-            if all((root / p).is_file() for p in store.index["part"].unique()):
-                log.info("store %s is up to date (%d windows): nothing to do", root, len(store))
-                return store
-
-    # plan: windows per row, grouped into one part per source file
-    duration = df["duration_s"] if "duration_s" in df.columns else pd.Series(np.nan, index=df.index)
-    plan_rows: list[dict[str, Any]] = []
-    tasks: dict[str, dict[str, Any]] = {}
-    for src, rows in df.groupby("source", sort=False):
-        starts: list[float] = []
-        owners: list[int] = []
-        for idx, r in rows.iterrows():
-            s = window_starts(float(r["start_s"]), float(r["end_s"]), window_s=cfg.window_s, hop_s=cfg.hop_s)
-            starts.extend(float(round(x, 6)) for x in s)
-            owners.extend([int(idx)] * len(s))  # type: ignore[call-overload]
-        src = str(src)
+    old = _read_meta(meta_path) if meta_path.is_file() else None
+    if meta_path.is_file() and old is None:
+        log.warning("store %s: store.json is damaged; the index is rebuilt (finished parts are reused)", root)
+    done = _adopt_legacy_parts(root, tasks) if (root / "parts").is_dir() else set()
+    if (
+        old is not None
+        and old.get("version") == STORE_VERSION
+        and old.get("catalog_fingerprint") == fingerprint
+        and old.get("audio") == shaping
+        and old.get("plan") == plan_key
+        and (root / "index.parquet").is_file()
+    ):
         try:
-            ident = _file_identity(src)
-        except OSError:
-            ident = {"path": src, "missing": True}
-        key = stable_hash({"v": STORE_VERSION, "file": ident, "audio": shaping, "starts": starts}, length=24)
-        rel = f"parts/{key[:2]}/{key}.npy"
-        file_dur = float(duration.loc[rows.index[0]]) if pd.notna(duration.loc[rows.index[0]]) else 1e12
-        tasks[key] = {
-            "key": key,
-            "source": src,
-            "starts": starts,
-            "sample_rate": sr,
-            "segment_samples": win + 2 * margin,
-            "window_samples": win,
-            "margin_s": margin / sr,
-            "conditioning": steps,
-            "dtype": cfg.dtype,
-            "part_path": str(root / rel),
-            "duration_s": file_dur,
-        }
-        for j, (owner, st) in enumerate(zip(owners, starts, strict=True)):
-            plan_rows.append(
-                {
-                    "row": owner,
-                    "start_s": st,
-                    "end_s": st + cfg.window_s,
-                    "part": rel,
-                    "part_row": j,
-                    "key": key,
-                }
-            )
+            store = Store(root)
+            current = set(store.index["part"].unique())
+        except RunError:
+            current = None
+        by_part = {t["part"]: t["key"] for t in tasks}
+        if current is not None and all(by_part.get(p) in done for p in current):
+            log.info("store %s is up to date (%d windows): nothing to do", root, len(store))
+            return store
 
-    todo = [t for t in tasks.values() if not Path(t["part_path"]).is_file()]
-    done_before = len(tasks) - len(todo)
-    if done_before:
+    todo = [t for t in tasks if t["key"] not in done]
+    if done:
         log.info(
-            "store %s: %d of %d file(s) already prepared, %d to go",
-            root,
-            done_before,
-            len(tasks),
-            len(todo),
+            "store %s: %d of %d file(s) already prepared, %d to go", root, len(done), len(tasks), len(todo)
         )
+    _check_room(root, todo)
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     n_workers = min(cfg.workers or min(os.cpu_count() or 1, 8), len(todo))
     bar = tqdm(total=len(todo), desc="prepare", unit="file", disable=not progress or not todo)
+    running: Generator[dict[str, Any], None, None]
     if engine != "local" and todo:
         from chirpkit.engine import map_on_dask
 
         running = map_on_dask(
-            _build_part,
+            build_part,
             todo,
             key=lambda t: t["key"],
-            on_error=lambda t, exc: {"key": t["key"], "ok": False, "reason": f"{type(exc).__name__}: {exc}"},
+            on_error=_failed_on_dask,
             engine=engine,
             scheduler=scheduler,
             workers=max(1, cfg.workers or os.cpu_count() or 1),
         )
-        for res in running:
-            results.append(res)
-            bar.update()
-    elif n_workers <= 1:
-        for t in todo:
-            results.append(_build_part(t))
-            bar.update()
     else:
         # threads, not processes: libsndfile, FFmpeg and soxr release the GIL (measured 2.1x on 2
         # cores, better than spawned processes), and nothing re-imports the caller's __main__
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            for res in pool.map(_build_part, todo):
-                results.append(res)
-                bar.update()
-    bar.close()
+        running = thread_map(build_part, todo, n_workers)
+    try:
+        for res in running:
+            results.append(res)
+            bar.update()
+    finally:
+        running.close()  # an interrupt or a write failure: drop what is queued, keep what is written
+        bar.close()
+        release_scratch()
 
     failed = {r["key"]: r["reason"] for r in results if not r["ok"]}
     decoders = Counter(r.get("decoder", "?") for r in results if r["ok"])
+    by_key = {t["key"]: t for t in tasks}
     skipped = pd.DataFrame(
-        [{"source": tasks[k]["source"], "reason": reason} for k, reason in failed.items()],
+        [{"source": by_key[k]["source"], "reason": reason} for k, reason in failed.items()],
         columns=["source", "reason"],
     )
-    skip_path = root / "skipped.csv"
-    if len(skipped):
-        with atomic_path(skip_path) as tmp:
-            skipped.to_csv(tmp, index=False)
-        for src_name, reason in skipped.head(20).itertuples(index=False):
-            log.warning("skipped %s: %s", src_name, reason)
-        log.warning("skipped %d file(s) that could not be decoded (see %s)", len(skipped), skip_path)
-    elif skip_path.exists():
-        skip_path.unlink()
-
-    plan = pd.DataFrame(plan_rows)
+    notes = pd.DataFrame(
+        [
+            {
+                "source": by_key[r["key"]]["source"],
+                "kind": kind,
+                "detail": detail,
+                "part": by_key[r["key"]]["part"],
+            }
+            for r in results
+            if r["ok"]
+            for kind, detail in r["notes"]
+        ],
+        columns=list(_NOTE_COLUMNS),
+    )
+    notes = pd.concat([_old_notes(root, {by_key[k]["part"] for k in done}), notes], ignore_index=True)
     plan = plan[~plan["key"].isin(failed)].sort_values(["row", "start_s"], kind="stable")
     if plan.empty:
         raise DataError(
-            f"no window could be prepared: all {len(tasks)} file(s) failed to decode (see {skip_path})"
+            f"no window could be prepared: all {len(tasks)} file(s) failed to decode; first reasons: "
+            f"{skipped['reason'].head(3).tolist()}"
         )
     keep_cols = [c for c in ("source", "label", "labels", "group", "split", "fold") if c in df.columns]
     index = plan.drop(columns="key").join(df[keep_cols], on="row")
     index.insert(0, "window", np.arange(len(index)))
     index = index.reset_index(drop=True)
-    with atomic_path(root / "index.parquet") as tmp:
-        index.to_parquet(tmp, index=False)
     view = index.assign(labels=[LABEL_SEP.join(v) for v in index["labels"]])
-    with atomic_path(root / "index.csv") as tmp:
-        view.to_csv(tmp, index=False)
-    write_json(
-        meta_path,
-        {
-            "version": STORE_VERSION,
-            "chirpkit_version": __version__,
-            "audio": shaping,
-            "catalog_fingerprint": fingerprint,
-            "classes": sorted(index["label"].unique().tolist()),
-            "n_windows": len(index),
-            "n_files": int(index["source"].nunique()),
-            "window_samples": win,
-            "margin_samples": margin,
-            "skipped_files": len(skipped),
-            "decoders_this_run": dict(decoders),
-            "seconds_this_run": round(time.perf_counter() - t0, 3),
-        },
-    )
+    meta = {
+        "version": STORE_VERSION,
+        "chirpkit_version": __version__,
+        "audio": shaping,
+        "catalog_fingerprint": fingerprint,
+        "plan": plan_key,
+        "classes": sorted(index["label"].unique().tolist()),
+        "n_windows": len(index),
+        "n_files": int(index["source"].nunique()),
+        "window_samples": win,
+        "margin_samples": margin,
+        "skipped_files": len(skipped),
+        "anomalies": len(notes),
+        "decoders_this_run": dict(decoders),
+        "seconds_this_run": round(time.perf_counter() - t0, 3),
+    }
+    # everything at once: an index never names parts that a failed write left out
+    sides = {"skipped.csv": skipped, "anomalies.csv": notes}
+    present = [name for name, table in sides.items() if len(table)]
+    with atomic_paths(
+        [root / "index.parquet", root / "index.csv", *(root / n for n in present), meta_path]
+    ) as tmps:
+        index.to_parquet(tmps[0], index=False)
+        view.to_csv(tmps[1], index=False)
+        for tmp, name in zip(tmps[2:-1], present, strict=True):
+            sides[name].to_csv(tmp, index=False)
+        tmps[-1].write_text(json.dumps(meta, indent=2) + "\n")
+    for name, table in sides.items():
+        if not len(table):
+            (root / name).unlink(missing_ok=True)
+    for src_name, reason in skipped.head(20).itertuples(index=False):
+        log.warning("skipped %s: %s", src_name, reason)
+    if len(skipped):
+        log.warning(
+            "skipped %d file(s) that could not be decoded (see %s)", len(skipped), root / "skipped.csv"
+        )
+    new_notes = notes.tail(len(notes) - len(notes[notes["part"].isin({by_key[k]["part"] for k in done})]))
+    for kind, n in new_notes["kind"].value_counts().items():
+        log.warning("%d file(s) with %s (see %s)", n, str(kind).replace("_", " "), root / "anomalies.csv")
     log.info(
         "store %s: %d windows from %d file(s) (%d decoded now, %d reused, %d skipped)",
         root,
         len(index),
         index["source"].nunique(),
         len(results) - len(failed),
-        done_before,
+        len(done),
         len(skipped),
     )
     return Store(root)

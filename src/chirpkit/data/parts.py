@@ -1,0 +1,266 @@
+"""Building one part of a prepared store: decode a source file, cut its windows, write them.
+
+Runs in worker threads of :func:`chirpkit.data.store.prepare`. The input side and the output side
+fail differently: a file that cannot be decoded is a skip (reported, the job goes on); a part that
+cannot be written raises :class:`~chirpkit.errors.OutputError`, which stops the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chirpkit._util import FILE_MODE, human_size, output_error
+from chirpkit.audio import decode, resample
+from chirpkit.conditioning import Conditioner, steps_from_dicts
+from chirpkit.errors import AudioDecodeError
+
+__all__ = ["build_part", "is_lossless", "part_ok", "release_scratch"]
+
+# Long files whose windows cover less than this share are read span by span instead of whole.
+_PARTIAL_READ_SHARE = 0.5
+_PARTIAL_READ_MIN_S = 120.0
+_EDGE_S = 0.05  # extra audio read around partial spans so the resampler has context
+
+
+def _to_disk(y: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
+    """Samples as stored: int16 (×32767, rounded, clipped), float16 or float32.
+
+    ``y`` (float32, owned by the caller and not used afterwards) is scaled in place; ``out``, when
+    given, receives the int16 samples (a reused buffer).
+    """
+    if dtype == "int16":
+        np.multiply(y, 32767.0, out=y)
+        np.rint(y, out=y)
+        np.clip(y, -32768, 32767, out=y)
+        if out is None:
+            return y.astype(np.int16)
+        np.copyto(out, y, casting="unsafe")
+        return out
+    return y.astype(dtype, copy=False)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, n: int, dtype: np.dtype[Any] | str) -> np.ndarray:
+    """``n`` elements of a buffer that this thread reuses from file to file.
+
+    A fresh array of a few hundred kB per file costs page faults on every file (a large
+    allocation is mapped anew and zero-filled by the kernel; in a virtual machine that costs about
+    as much as writing the part); a reused buffer stays mapped. Worker threads end with their
+    pool, and their buffers with them; :func:`release_scratch` frees the calling thread's.
+    """
+    buf = getattr(_SCRATCH, name, None)
+    if buf is None or buf.size < n or buf.dtype != np.dtype(dtype):
+        buf = np.empty(n, dtype)
+        setattr(_SCRATCH, name, buf)
+    return buf[:n]
+
+
+def release_scratch() -> None:
+    """Free the calling thread's reused buffers (prepare runs files in the caller's thread when
+    it uses one worker)."""
+    _SCRATCH.__dict__.clear()
+
+
+def _place(dst: np.ndarray, y: np.ndarray, first: int) -> None:
+    """Copy samples ``[first, first + len(dst))`` of ``y`` into the zero-filled row ``dst``."""
+    n = dst.shape[0]
+    lo, hi = max(first, 0), min(first + n, y.shape[0])
+    if hi > lo:
+        dst[lo - first : hi - first] = y[lo:hi]
+
+
+def _npy_header(rows: int, seg: int, dtype: str) -> bytes:
+    """The header ``np.save`` writes before an ``(rows, seg)`` part's samples."""
+    key = (rows, seg, dtype)
+    header = _NPY_HEADERS.get(key)
+    if header is None:
+        buf = io.BytesIO()
+        info = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+            "fortran_order": False,
+            "shape": (rows, seg),
+        }
+        np.lib.format.write_array_header_1_0(buf, info)
+        header = _NPY_HEADERS[key] = buf.getvalue()
+    return header
+
+
+_NPY_HEADERS: dict[tuple[int, int, str], bytes] = {}
+
+
+def part_ok(task: dict[str, Any]) -> bool:
+    """Whether the task's part is there whole: the exact header and size ``np.save`` gives, so a
+    missing, truncated or foreign file is rebuilt."""
+    rows, seg, dtype = len(task["starts"]), task["segment_samples"], task["dtype"]
+    header = _npy_header(rows, seg, dtype)
+    try:
+        with open(task["part_path"], "rb") as fh:
+            if fh.read(len(header)) != header:
+                return False
+            size = fh.seek(0, io.SEEK_END)
+    except OSError:
+        return False
+    return size == len(header) + rows * seg * np.dtype(dtype).itemsize
+
+
+def _write_part(path: Path, windows: np.ndarray) -> None:
+    """Write ``windows`` as ``path`` atomically; any failure is an :class:`OutputError`."""
+    try:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        except FileNotFoundError:  # the part's sub-folder is made by the first part that needs it
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    except OSError as exc:
+        raise output_error(exc, path) from exc
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with open(fd, "wb") as fh:
+            np.lib.format.write_array(fh, windows, allow_pickle=False)
+        Path(tmp).replace(path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        if isinstance(exc, OSError):
+            raise output_error(exc, path) from exc
+        raise
+
+
+_LOSSLESS = ("pcm", "flac", "alac", "wavpack", "ape", "tta", "float", "double")
+_LOSSY_ENDINGS = (".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".webm", ".mp4")
+
+
+def is_lossless(codec: str, source: str) -> bool:
+    """Whether a file's header duration is exact (lossless codecs count samples); the file
+    ending decides when the catalog has no codec."""
+    if codec and codec not in ("nan", "None"):
+        return codec.lower().startswith(_LOSSLESS)
+    return not source.lower().endswith(_LOSSY_ENDINGS)
+
+
+def max_part_bytes() -> int:
+    """The largest part built in memory: a quarter of the machine's RAM (at least 256 MB)."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    return max(256 << 20, ram // 4)
+
+
+def _cut(task: dict[str, Any]) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
+    """Decode one source file and cut its windows: ``(windows, decoder, notes)``.
+
+    ``notes`` are ``(kind, detail)`` for the anomaly report: repaired samples, and audio that ends
+    before the catalog says the file does (the file changed after ingest; windows past its end are
+    zero-padded).
+    """
+    source: str = task["source"]
+    sr: int = task["sample_rate"]
+    seg = task["segment_samples"]
+    margin_s: float = task["margin_s"]
+    firsts = [round((s - margin_s) * sr) for s in task["starts"]]
+    cond = Conditioner(steps_from_dicts(task["conditioning"]), sr)
+    core = slice(round(margin_s * sr), round(margin_s * sr) + task["window_samples"])
+    duration = float(task["duration_s"])
+    known = duration < 1e11
+    # a lossless header counts its samples; a lossy one (MP3 without a Xing header) estimates
+    slack = max(0.1, 0.01 * duration) if task.get("exact_duration", True) else max(0.5, 0.05 * duration)
+    lo_s = max(0.0, min(task["starts"]) - margin_s)
+    hi_s = max(task["starts"]) - margin_s + seg / sr
+    # without per-window normalisation, convert each decoded signal to the disk type once and
+    # cut windows from it (windows with margins overlap: converting them would repeat work)
+    per_window = cond.normalize is not None
+    part_bytes = len(firsts) * seg * np.dtype(np.float32 if per_window else task["dtype"]).itemsize
+    if part_bytes > max_part_bytes():
+        raise ValueError(
+            f"its {len(firsts)} window(s) would take {human_size(part_bytes)} in memory, more than "
+            f"{human_size(max_part_bytes())}: split the catalog row into shorter spans, or raise "
+            "audio.window_hop_s"
+        )
+    if per_window:
+        windows = np.zeros((len(firsts), seg), dtype=np.float32)
+    else:
+        windows = _scratch("windows", len(firsts) * seg, task["dtype"]).reshape(len(firsts), seg)
+        windows.fill(0)
+    repaired = [0, 0]
+    short_at: list[float] = []
+    decoder = ["soundfile"]
+
+    def read(offset: float, length: float) -> np.ndarray:
+        d = decode(source, offset_s=offset, duration_s=length)
+        decoder[0] = d.decoder
+        repaired[0] += d.nonfinite
+        repaired[1] += d.clipped
+        got_end = offset + d.y.shape[1] / d.sample_rate
+        want_end = min(offset + length, duration)
+        if known and got_end < want_end - slack:
+            short_at.append(got_end)
+        y = resample(d.y, orig_sr=d.sample_rate, target_sr=sr)[0]
+        if cond.file_steps:
+            cond.reset()
+            y = cond.block(y)
+        if per_window:
+            return y
+        return _to_disk(
+            y, task["dtype"], _scratch("samples", y.size, "int16") if task["dtype"] == "int16" else None
+        )
+
+    if duration > _PARTIAL_READ_MIN_S and len(firsts) * seg / sr < _PARTIAL_READ_SHARE * duration:
+        # sparse windows in a long file: read each window's span, not the whole file
+        for i, first in enumerate(firsts):
+            a = max(0.0, first / sr - _EDGE_S)
+            _place(windows[i], read(a, seg / sr + 2 * _EDGE_S), first - round(a * sr))
+    else:
+        # the catalog's duration only chooses the strategy: headers (mp3) can be wrong, so
+        # the read is bounded by the windows and decode stops at the real end of the file
+        lo_read = max(0.0, lo_s - _EDGE_S)
+        y = read(lo_read, max(0.0, hi_s - lo_read) + _EDGE_S)
+        shift = round(lo_read * sr)
+        for i, first in enumerate(firsts):
+            _place(windows[i], y, first - shift)
+    if per_window:
+        for i in range(len(windows)):
+            windows[i] = cond.window(windows[i], core)
+        windows = _to_disk(windows, task["dtype"])
+    notes: list[tuple[str, str]] = []
+    if repaired[0]:
+        notes.append(("nonfinite_samples", f"{repaired[0]} NaN/infinite sample(s) set to 0"))
+    if repaired[1]:
+        notes.append(("clipped_samples", f"{repaired[1]} sample(s) beyond full scale clipped to ±1"))
+    if short_at:
+        notes.append(
+            (
+                "shorter_than_catalog",
+                f"the audio ends at {min(short_at):.2f} s but the catalog says the file lasts "
+                f"{duration:.2f} s (the file is cut short, or changed after ingest); windows past "
+                "the end are zero-padded: re-run ingest to update the catalog",
+            )
+        )
+    return windows, decoder[0], notes
+
+
+def build_part(task: dict[str, Any]) -> dict[str, Any]:
+    """Decode one source file and write all its windows as one part (runs in a worker thread).
+
+    A file that cannot be decoded is a skip (``ok`` False with the reason); a part that cannot be
+    written raises :class:`OutputError`, which stops the job: the output side failing is never
+    the input file's fault.
+    """
+    try:
+        windows, decoder, notes = _cut(task)
+    except AudioDecodeError as exc:
+        return {"key": task["key"], "ok": False, "reason": exc.reason}
+    except Exception as exc:  # one bad file must not stop the job
+        return {"key": task["key"], "ok": False, "reason": f"{type(exc).__name__}: {exc}"}
+    _write_part(Path(task["part_path"]), windows)
+    return {"key": task["key"], "ok": True, "decoder": decoder, "n": len(windows), "notes": notes}

@@ -1,0 +1,93 @@
+"""Bad audio files through ingest (class folders) and prepare: each kind works, or is skipped and
+reported with its reason; repaired samples are reported and never reach the store as NaN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chirpkit.audio import Repairs, decode, stream
+from chirpkit.config import AudioConfig
+from chirpkit.data.ingest import ingest
+from chirpkit.data.store import prepare
+from tests.badinput import AUDIO_KINDS, SR, as_nobody, good, leftovers
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Two class folders: good files in both, one file of every bad kind in ``a``; ingested and
+    prepared once (the assertions below are per kind)."""
+    root = tmp_path_factory.mktemp("badaudio")
+    data = root / "data"
+    for i in range(2):
+        good(data / "a", f"good_a{i}.wav", 300 + 100 * i)
+        good(data / "b", f"good_b{i}.wav", 2000 + 100 * i)
+    made = {kind: maker(data / "a") for kind, (maker, _, _) in AUDIO_KINDS.items()}
+    good(made["folder_named_wav"], "inside.wav", 350)  # a real file inside the folder named .wav
+    cat = ingest(data, out=root / "catalog.parquet", progress=False)
+    skipped = pd.read_csv(root / "catalog.skipped.csv")
+    cfg = AudioConfig(sample_rate=SR, window_s=1.0, margin_s=0.25, workers=2)
+    store = prepare(cat, out=root / "store", config=cfg, progress=False)
+    notes = pd.read_csv(root / "store" / "anomalies.csv")
+    return {"root": root, "made": made, "cat": cat, "skipped": skipped, "store": store, "notes": notes}
+
+
+@pytest.mark.parametrize("kind", sorted(AUDIO_KINDS))
+def test_audio_kind(kind: str, dataset: dict[str, object]) -> None:
+    _, outcome, reason = AUDIO_KINDS[kind]
+    path = dataset["made"][kind]  # type: ignore[index]
+    cat: pd.DataFrame = dataset["cat"]  # type: ignore[assignment]
+    skipped: pd.DataFrame = dataset["skipped"]  # type: ignore[assignment]
+    notes: pd.DataFrame = dataset["notes"]  # type: ignore[assignment]
+    in_catalog = cat["source"].isin([str(Path(path).resolve()), str(path)]).any()
+    skip_row = skipped[skipped["source"].isin([str(path), str(Path(path).resolve())])]
+    if outcome == "skipped":
+        assert not in_catalog
+        assert len(skip_row) == 1, f"{kind} not in the skip report"
+        assert reason in skip_row["reason"].iloc[0]
+    elif outcome == "ignored":  # not a file: neither an example nor a skip
+        assert not in_catalog and skip_row.empty
+    else:
+        assert in_catalog and skip_row.empty
+        src = cat.loc[cat["source"].isin([str(Path(path).resolve())]), "source"].iloc[0]
+        kinds = set(notes.loc[notes["source"] == src, "kind"])
+        if reason:
+            assert reason in kinds, f"{kind}: expected a {reason} report line, got {kinds}"
+        else:
+            assert not kinds
+
+
+def test_the_store_holds_only_finite_samples_within_full_scale(dataset: dict[str, object]) -> None:
+    store = dataset["store"]
+    windows = store.read_many(np.arange(len(store)))  # type: ignore[attr-defined]
+    assert np.isfinite(windows).all() and np.abs(windows).max() <= 1.0
+    assert not leftovers(dataset["root"])  # type: ignore[arg-type]
+    # the file inside the folder named .wav is an example
+    assert dataset["cat"]["source"].str.endswith("takes.wav/inside.wav").any()  # type: ignore[index]
+
+
+def test_decode_and_stream_repair_the_same_samples(tmp_path: Path) -> None:
+    from tests.badinput import nan_samples
+
+    p = nan_samples(tmp_path)
+    d = decode(p, sample_rate=SR)
+    assert (d.nonfinite, d.clipped) == (102, 0) and np.isfinite(d.y).all()
+    reps = Repairs()
+    streamed = np.concatenate(list(stream(p, sample_rate=SR, block_s=0.5, repairs=reps)))
+    assert (reps.nonfinite, reps.clipped) == (102, 0)
+    np.testing.assert_allclose(streamed, d.y[0], atol=1e-6)
+    assert "102 NaN/infinite" in reps.describe()
+
+
+@pytest.mark.skipif(not as_nobody(), reason="root reads every file: permissions cannot be tested")
+def test_unreadable_file_is_skipped(tmp_path: Path) -> None:  # pragma: no cover - needs non-root
+    for c in ("a", "b"):
+        good(tmp_path / "d" / c, f"{c}.wav")
+    locked = good(tmp_path / "d" / "a", "locked.wav")
+    locked.chmod(0)
+    ingest(tmp_path / "d", out=tmp_path / "c.parquet", progress=False)
+    skipped = pd.read_csv(tmp_path / "c.skipped.csv")
+    assert "permission denied" in skipped.loc[skipped["source"].str.endswith("locked.wav"), "reason"].iloc[0]
