@@ -12,8 +12,9 @@ clip, window scores averaged), in the same run:
 * ``logreg``: logistic regression on the BirdNET embedding, C chosen by grouped CV
   (``chirpkit baseline --model logreg --features birdnet``);
 * ``prototype``: nearest class mean by cosine (``chirpkit baseline --model prototype``);
-* ``birdnet_linear`` and ``birdnet_prior``: heads trained by ``chirpkit train`` with
-  ``recipes/birds-fewshot.yaml`` (``--set model.name=...``);
+* ``birdnet_linear``, ``birdnet_prior`` and ``birdnet_fusion``: heads trained by ``chirpkit train``
+  with ``recipes/birds-fewshot.yaml`` (``--set model.name=...``); the draws have no validation
+  recordings, so the fusion weight stays at its default 0.5;
 * ``student``: a small CNN distilled from that draw's ``birdnet_prior`` run with
   ``recipes/birds-student.yaml`` (``chirpkit distill``), on the training clips and the unlabelled
   recordings of ``soundscape24h-maad``, ``kenya-dekut`` and ``opensoundscape-samples``; its
@@ -44,7 +45,15 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CHIRPKIT_DATA", ROOT.parent / "shared" / "data")) / "xc-westcoast10"
-CONTENDERS = ("zero-shot", "logreg", "prototype", "birdnet_linear", "birdnet_prior", "student")
+CONTENDERS = (
+    "zero-shot",
+    "logreg",
+    "prototype",
+    "birdnet_linear",
+    "birdnet_prior",
+    "birdnet_fusion",
+    "student",
+)
 #: unlabelled recordings for the student (none of them is a test recording)
 UNLABELLED = ("soundscape24h-maad", "kenya-dekut", "opensoundscape-samples")
 

@@ -8,7 +8,9 @@
 Families: scikit-learn (logistic regression on MFCC statistics; and on BirdNET embeddings), the
 default small CNN, a timm backbone trained from scratch (efficientnet_b0: no weights can be
 downloaded here), a linear head on BirdNET V2.4 embeddings, and the prior head (BirdNET's own
-classifier for classes it knows, e.g. ESC-50's ``dog``; the others learn rows of their own).
+classifier for classes it knows, e.g. ESC-50's ``dog``; the others learn rows of their own), and
+score fusion (BirdNET's zero-shot scores + a linear head; the weight stays at 0.5 since the last
+epoch's checkpoint is scored, with nothing chosen on the held-out fold).
 Every score is the held-out fold's macro F1 with nothing selected on it (the networks' last
 epoch), mean ± std over folds.
 """
@@ -47,16 +49,20 @@ EPOCHS = {
     ("esc50", "birdnet"): 150,
     ("fsdd", "birdnet_prior"): 150,
     ("esc50", "birdnet_prior"): 150,
+    ("fsdd", "birdnet_fusion"): 150,
+    ("esc50", "birdnet_fusion"): 150,
 }
 #: model settings per family besides model.name (the heads: no dropout; the prior head's pull)
-PARAMS = {"birdnet": {"model.dropout": 0.0}, "birdnet_prior": {"model.dropout": 0.0}}
+PARAMS = {fam: {"model.dropout": 0.0} for fam in ("birdnet", "birdnet_prior", "birdnet_fusion")}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["fsdd", "esc50"])
     ap.add_argument(
-        "--families", nargs="+", default=["sklearn", "birdnet", "birdnet_prior", "small_cnn", "timm"]
+        "--families",
+        nargs="+",
+        default=["sklearn", "birdnet", "birdnet_prior", "birdnet_fusion", "small_cnn", "timm"],
     )
     ap.add_argument("--timm-model", default="efficientnet_b0")
     ap.add_argument("--out", default="bench-out/model_families")
@@ -112,6 +118,7 @@ def main() -> int:
                     "timm": args.timm_model,
                     "birdnet": "birdnet_linear",
                     "birdnet_prior": "birdnet_prior",
+                    "birdnet_fusion": "birdnet_fusion",
                 }[fam]
                 cfg = load_config(
                     base=base,

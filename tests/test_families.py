@@ -128,6 +128,68 @@ def test_birdnet_head_and_zero_shot(fold_store: Store, tmp_path: Path) -> None:
         zero_shot(fold_store, progress=False)
 
 
+#: two of the tiny set's classes named as BirdNET species; "high" stays a class BirdNET does not know
+TWO_KNOWN = {"low": "Bubo bubo", "mid": "Turdus merula"}
+
+
+@needs_birdnet
+def test_prior_head_starts_as_birdnet_and_learns_a_new_class(fold_store: Store, tmp_path: Path) -> None:
+    import torch
+
+    from chirpkit.embeddings import embedding_cache
+    from chirpkit.evaluation import evaluate
+    from chirpkit.models import build_network, load_model
+    from chirpkit.models.birdnet import birdnet_classifier, birdnet_labels
+    from chirpkit.training import model_spec, train
+
+    cfg = tiny_config(**{"model.name": "birdnet_prior", "model.params": {"label_map": TWO_KNOWN}})
+    spec = model_spec(cfg, fold_store)
+    net = build_network(spec)
+    net.init_from_spec(spec)
+    emb = torch.from_numpy(embedding_cache(fold_store, progress=False))
+    weight, bias = birdnet_classifier()
+    labels = [lab.split("_")[0] for lab in birdnet_labels()]
+    rows = [labels.index(TWO_KNOWN[c]) for c in ("low", "mid")]
+    with torch.no_grad():
+        untrained = net.train()(emb).numpy()  # training mode: batch statistics, residual still zero
+    known = [spec.class_names.index(c) for c in ("low", "mid")]
+    expected = emb.numpy() @ weight[rows].T + bias[rows]
+    np.testing.assert_allclose(untrained[:, known], expected, rtol=1e-4, atol=1e-3)  # = zero-shot
+    assert np.all(untrained[:, spec.class_names.index("high")] == 0)  # a new class has no prior
+
+    train(fold_store, out=tmp_path / "prior", config=cfg, progress=False)
+    assert evaluate(tmp_path / "prior", split="test", progress=False)["macro_f1"] >= 0.9
+    trained = load_model(tmp_path / "prior")
+    np.testing.assert_array_equal(trained.prior_weight[known].numpy(), weight[rows])  # the prior stays
+    assert float(trained.residual.weight[spec.class_names.index("high")].detach().abs().sum()) > 0  # learnt
+
+
+@needs_birdnet
+def test_fusion_head_chooses_its_weight_on_validation(fold_store: Store, tmp_path: Path) -> None:
+    import torch
+
+    from chirpkit.embeddings import embedding_cache
+    from chirpkit.models import load_model
+    from chirpkit.models.heads import FUSION_GRID
+    from chirpkit.training import train
+
+    cfg = tiny_config(**{"model.name": "birdnet_fusion", "model.params": {"label_map": TWO_KNOWN}})
+    summary = train(fold_store, out=tmp_path / "fusion", config=cfg, progress=False)
+    chosen = summary["selected_on_val"]
+    assert chosen["fusion_weight"] in FUSION_GRID and len(chosen["val_macro_f1_by_weight"]) == 11
+    best = max(chosen["val_macro_f1_by_weight"].values())
+    assert chosen["val_macro_f1_by_weight"][f"{chosen['fusion_weight']:.1f}"] == best
+    net = load_model(tmp_path / "fusion")  # the chosen weight is part of the saved model
+    assert float(net.fusion_weight) == chosen["fusion_weight"]
+    emb = torch.from_numpy(embedding_cache(fold_store, progress=False))
+    with torch.no_grad():
+        fused, head = net(emb), net.head(emb)
+        w = chosen["fusion_weight"]
+        high = net.known.logical_not()
+        torch.testing.assert_close(fused[:, high], head[:, high])  # unknown to BirdNET: the head alone
+        torch.testing.assert_close(fused[:, ~high], w * net.prior(emb)[:, ~high] + (1 - w) * head[:, ~high])
+
+
 def test_profile_measures_and_estimates() -> None:
     from chirpkit.profiling import profile
 

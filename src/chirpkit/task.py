@@ -2,9 +2,11 @@
 
 The network comes from the spec (:func:`chirpkit.models.build_network`), and how batches reach it
 from the model's input (:mod:`chirpkit.inputs`): a spectrogram CNN, a timm backbone and a head on
-cached embeddings differ in nothing else. A network may offer two hooks: ``init_from_spec(spec)``,
-called once on a fresh network (a head copies a pretrained classifier's rows), and
-``regularization()``, a penalty added to the training loss (that head's pull towards them).
+cached embeddings differ in nothing else. A network may offer three hooks: ``init_from_spec(spec)``,
+called once on a fresh network (a head copies a pretrained classifier's rows),
+``regularization()``, a penalty added to the training loss (that head's pull towards them), and
+``select_on_validation(logits_on_val)``, which :func:`chirpkit.training.train` calls once after
+training with the validation windows (a fusion head chooses its weight there).
 
 Targets travel as probability rows: one-hot (single-label; mixup mixes them) or multi-hot
 (``train.loss: bce``, multi-label). The best epoch is chosen on validation macro F1 (ties to the

@@ -28,6 +28,7 @@ from chirpkit.data.dataset import split_positions, targets_of
 from chirpkit.data.store import Store
 from chirpkit.datamodule import SoftTargets, StoreDataModule, class_weights
 from chirpkit.errors import ConfigError, DataError, RunError
+from chirpkit.inputs import ModelInput
 from chirpkit.losses import ClassificationLoss
 from chirpkit.models import ModelSpec, build_network, warm_start
 from chirpkit.predict import load_predictor
@@ -336,6 +337,10 @@ def train(
 
     best_path = best_cb.best_model_path or best_cb.last_model_path
     net, _, blob = checkpoint_network(best_path)
+    selected = None
+    select = getattr(net, "select_on_validation", None)
+    if callable(select) and validate and trainer.global_rank == 0:  # e.g. a score-fusion weight
+        selected = select(lambda: _logits_on(net, task.input, dm.val_dataloader()))
     best_val = blob.get("chirpkit_val", {})
     best_f1 = best_val.get("macro_f1")
     summary = {
@@ -352,6 +357,7 @@ def train(
         "input": task.input.kind,
         "teacher": str(cfg.train.teacher) if cfg.train.teacher else None,
         "unlabelled_windows": sum(len(u[1]) for u in soft.unlabelled) if soft is not None else 0,
+        "selected_on_val": selected,
     }
     if trainer.global_rank == 0:
         folder.finish(net, spec, summary)
@@ -363,6 +369,17 @@ def train(
         run / "model.pt",
     )
     return summary
+
+
+def _logits_on(net: nn.Module, model_input: ModelInput, batches: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, targets)`` of a network in eval mode over ``(x, y)`` batches (on the CPU)."""
+    net.eval()
+    logits, targets = [], []
+    with torch.inference_mode():
+        for x, y in batches:
+            logits.append(model_input.eval_logits(net, x).float())
+            targets.append(y)
+    return torch.cat(logits), torch.cat(targets)
 
 
 def _check_cacheable(cfg: Config) -> None:

@@ -1,5 +1,6 @@
-"""Heads on pretrained embeddings (BirdNET V2.4, 1,024-d): ``birdnet_linear``, ``birdnet_mlp`` and
-``birdnet_prior`` (BirdNET's own classifier + a learned residual).
+"""Heads on pretrained embeddings (BirdNET V2.4, 1,024-d): ``birdnet_linear``, ``birdnet_mlp``,
+``birdnet_prior`` (BirdNET's own classifier + a learned residual) and ``birdnet_fusion`` (BirdNET's
+scores and a trained head's, mixed by a weight chosen on validation).
 
 They are registered like every other model, with ``input="embedding"``: they take an embedding
 batch ``(batch, 1024)`` instead of a spectrogram. Training one (``chirpkit train --model
@@ -18,7 +19,7 @@ from torch import nn
 
 from chirpkit.models._registry import register_model
 
-__all__ = ["BIRDNET_EMBEDDING", "EMBEDDING_DIM", "EmbeddingHead", "PriorHead"]
+__all__ = ["BIRDNET_EMBEDDING", "EMBEDDING_DIM", "EmbeddingHead", "FusionHead", "PriorHead"]
 
 log = logging.getLogger("chirpkit")
 
@@ -93,7 +94,49 @@ for _name, _hidden in (("birdnet_linear", 0), ("birdnet_mlp", 256)):
     )(_factory(_hidden))
 
 
-class PriorHead(nn.Module):
+class _BirdNETRows(nn.Module):
+    """BirdNET V2.4's dense-layer rows for the dataset's classes that name a BirdNET species
+    (zero rows, ``known`` False, for the others), copied by ``init_from_spec``."""
+
+    def __init__(self, num_classes: int, dim: int, label_map: dict[str, str] | str | None) -> None:
+        super().__init__()
+        self.label_map = label_map
+        self.prior_weight: torch.Tensor
+        self.prior_bias: torch.Tensor
+        self.known: torch.Tensor
+        self.register_buffer("prior_weight", torch.zeros(num_classes, dim))
+        self.register_buffer("prior_bias", torch.zeros(num_classes))
+        self.register_buffer("known", torch.zeros(num_classes, dtype=torch.bool))
+
+    def init_from_spec(self, spec: Any) -> None:
+        """Copy BirdNET's classifier rows of the classes that name a BirdNET species (through
+        :mod:`chirpkit.taxonomy`: names, synonyms, ``label_map``); the others start from zero."""
+        from chirpkit.models.birdnet import birdnet_classifier, birdnet_labels
+        from chirpkit.taxonomy import match_classes
+
+        match = match_classes(spec.class_names, birdnet_labels(), self.label_map)
+        weight, bias = birdnet_classifier()
+        with torch.no_grad():
+            for i, c in enumerate(spec.class_names):
+                j = match.mapping.get(c)
+                if j is not None:
+                    self.prior_weight[i] = torch.from_numpy(weight[j])
+                    self.prior_bias[i] = float(bias[j])
+                    self.known[i] = True
+        log.info(
+            "%s: %d of %d class(es) take BirdNET's classifier rows%s",
+            spec.architecture,
+            len(match.mapping),
+            len(spec.class_names),
+            f"; new: {match.describe_unmatched()}" if match.unmatched else "",
+        )
+
+    def prior(self, x: torch.Tensor) -> torch.Tensor:
+        """BirdNET's own logits of the known classes (0 for new ones)."""
+        return x @ self.prior_weight.T + self.prior_bias
+
+
+class PriorHead(_BirdNETRows):
     """BirdNET's own classifier for the classes it knows, plus a learned residual.
 
     ``logits = s · (x @ Wᵀ + b) + (z @ Vᵀ + d)``: ``W, b`` are BirdNET V2.4's dense-layer rows of
@@ -115,16 +158,9 @@ class PriorHead(nn.Module):
         learn_prior_weight: bool = True,
         label_map: dict[str, str] | str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, dim, label_map)
         self.num_features = dim
         self.l2, self.l2_new = float(l2), float(l2_new)
-        self.prior_weight: torch.Tensor
-        self.prior_bias: torch.Tensor
-        self.known: torch.Tensor
-        self.label_map = label_map
-        self.register_buffer("prior_weight", torch.zeros(num_classes, dim))
-        self.register_buffer("prior_bias", torch.zeros(num_classes))
-        self.register_buffer("known", torch.zeros(num_classes, dtype=torch.bool))
         self.prior_scale = nn.Parameter(torch.ones(()), requires_grad=learn_prior_weight)
         # the residual sees standardised features (as EmbeddingHead); BirdNET's rows the raw ones
         self.norm = nn.BatchNorm1d(dim, affine=False, momentum=None)
@@ -132,32 +168,6 @@ class PriorHead(nn.Module):
         self.residual = nn.Linear(dim, num_classes)
         nn.init.zeros_(self.residual.weight)
         nn.init.zeros_(self.residual.bias)
-
-    def init_from_spec(self, spec: Any) -> None:
-        """Copy BirdNET's classifier rows of the classes that name a BirdNET species (through
-        :mod:`chirpkit.taxonomy`: names, synonyms, ``label_map``); the others start from zero."""
-        from chirpkit.models.birdnet import birdnet_classifier, birdnet_labels
-        from chirpkit.taxonomy import match_classes
-
-        match = match_classes(spec.class_names, birdnet_labels(), self.label_map)
-        weight, bias = birdnet_classifier()
-        with torch.no_grad():
-            for i, c in enumerate(spec.class_names):
-                j = match.mapping.get(c)
-                if j is not None:
-                    self.prior_weight[i] = torch.from_numpy(weight[j])
-                    self.prior_bias[i] = float(bias[j])
-                    self.known[i] = True
-        log.info(
-            "birdnet_prior: %d of %d class(es) start from BirdNET's classifier%s",
-            len(match.mapping),
-            len(spec.class_names),
-            f"; new: {match.describe_unmatched()}" if match.unmatched else "",
-        )
-
-    def prior(self, x: torch.Tensor) -> torch.Tensor:
-        """BirdNET's own logits of the known classes (0 for new ones)."""
-        return x @ self.prior_weight.T + self.prior_bias
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -176,6 +186,96 @@ class PriorHead(nn.Module):
         return self.l2 * w2[self.known].sum() + self.l2_new * w2[~self.known].sum()
 
 
+#: fusion weights tried on the validation windows
+FUSION_GRID = tuple(i / 10 for i in range(11))
+
+
+class FusionHead(_BirdNETRows):
+    """Late fusion: BirdNET's zero-shot logits and a trained linear head's, mixed per class.
+
+    ``logits_c = w · birdnet_c(x) + (1 − w) · head_c(x)`` for the classes BirdNET knows and
+    ``head_c(x)`` for the others. The head trains alone (``w`` plays no part in training: in
+    training mode the forward pass is the head's); after training, ``select_on_validation`` tries
+    ``w`` in 0, 0.1, …, 1 on the validation windows and keeps the best macro F1 (ties: the lower
+    validation cross-entropy). ``w = 1`` is zero-shot on the known classes, ``w = 0`` the head.
+    Without validation windows ``w`` stays at ``weight`` (``model.params: {weight: 0.5}``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        dim: int = EMBEDDING_DIM,
+        dropout: float = 0.0,
+        weight: float = 0.5,
+        label_map: dict[str, str] | str | None = None,
+    ) -> None:
+        super().__init__(num_classes, dim, label_map)
+        self.num_features = dim
+        self.head = EmbeddingHead(num_classes, dropout=dropout, dim=dim)
+        self.fusion_weight: torch.Tensor
+        self.register_buffer("fusion_weight", torch.tensor(float(weight)))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if pre_logits:
+            return x
+        head = self.head(x)
+        if self.training:
+            return head
+        w = self.fusion_weight * self.known.to(head.dtype)
+        return w * self.prior(x).to(head.dtype) + (1 - w) * head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(x)
+
+    def select_on_validation(
+        self, logits_on_val: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    ) -> dict[str, Any]:
+        """Choose the fusion weight on validation; ``logits_on_val()`` runs the validation windows
+        through this network (in eval mode) and returns ``(logits, targets)``."""
+        if not bool(self.known.any()):
+            self.fusion_weight.fill_(0.0)
+            return {"fusion_weight": 0.0, "note": "no class is a BirdNET species: the head alone"}
+        scores: dict[float, tuple[float, float]] = {}
+        for w in FUSION_GRID:
+            self.fusion_weight.fill_(w)
+            logits, y = logits_on_val()
+            scores[w] = _val_scores(logits, y)
+        best = max(FUSION_GRID, key=lambda w: (scores[w][0], -scores[w][1]))
+        self.fusion_weight.fill_(best)
+        log.info(
+            "birdnet_fusion: weight of BirdNET's scores %.1f (validation macro F1 %.4f)",
+            best,
+            scores[best][0],
+        )
+        return {
+            "fusion_weight": best,
+            "val_macro_f1_by_weight": {f"{w:.1f}": round(scores[w][0], 4) for w in FUSION_GRID},
+        }
+
+
+def _val_scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """``(macro F1, cross-entropy)``; single-label targets as indices, multi-label as 0/1 rows."""
+    from sklearn.metrics import f1_score
+
+    logits = logits.float()
+    if y.ndim == 2:
+        pred = (logits > 0).int().numpy()
+        f1 = f1_score(y.int().numpy(), pred, average="macro", zero_division=0)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+    else:
+        labels = list(range(logits.shape[1]))
+        present = sorted(set(y.tolist()))
+        f1 = f1_score(
+            y.numpy(), logits.argmax(1).numpy(), labels=present or labels, average="macro", zero_division=0
+        )
+        loss = nn.functional.cross_entropy(logits, y.long())
+    return float(f1), float(loss)
+
+
 @register_model(
     "birdnet_prior",
     description="BirdNET V2.4's own classifier + a residual learned from your data (zero-shot "
@@ -185,3 +285,14 @@ class PriorHead(nn.Module):
 )
 def birdnet_prior(num_classes: int, in_chans: int = 1, dropout: float = 0.0, **kwargs: Any) -> nn.Module:
     return PriorHead(num_classes, dropout=dropout, **kwargs)
+
+
+@register_model(
+    "birdnet_fusion",
+    description="late fusion of BirdNET V2.4's zero-shot scores and a linear head trained on your "
+    "data, their weight chosen on validation (new classes: the head alone)",
+    input="embedding",
+    embedding=BIRDNET_EMBEDDING,
+)
+def birdnet_fusion(num_classes: int, in_chans: int = 1, dropout: float = 0.0, **kwargs: Any) -> nn.Module:
+    return FusionHead(num_classes, dropout=dropout, **kwargs)
