@@ -1,6 +1,7 @@
 """Fit chirpkit on real recordings from ../shared/data and print the test macro F1.
 
     python benchmarks/real_data_fit.py [--datasets fsdd esc50] [--out bench-out] [--epochs N]
+        [--config recipes/any-sound.yaml]
 
 * fsdd  — Free Spoken Digit Dataset: 3,000 clips, 10 digits, 6 speakers; group = speaker, so the
           test speaker is never heard in training (1 speaker test, 1 val, 4 train).
@@ -9,6 +10,8 @@
 
 Each dataset's label CSV (path,label,group) is written to the output folder and ``chirpkit.fit``
 runs on it; nothing from ../shared/data is copied. Skips (exit 0) when the data folder is absent.
+With ``--config RECIPE`` the recipe's model, augment and train sections are used, and the
+dataset's audio, features and split settings below (the sample rate and window fit the data).
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ def main() -> int:
     ap.add_argument("--out", default="bench-out/real_data_fit")
     ap.add_argument("--epochs", type=int, help="override the per-dataset epochs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", type=Path, help="a recipe: its model, augment and train sections")
     args = ap.parse_args()
     if not DATA.is_dir():
         print(f"skipped: {DATA} not found (benchmark data is not shipped with chirpkit)")
@@ -90,11 +94,14 @@ def main() -> int:
     results = {}
     for name in args.datasets:
         labels = {"fsdd": fsdd_labels, "esc50": esc50_labels}[name](out)
-        overrides = [*SETTINGS[name], f"train.seed={args.seed}", f"split.seed={args.seed}"]
+        settings = SETTINGS[name]
+        if args.config:  # the data's own audio, features and split; the recipe's training
+            settings = [o for o in settings if o.startswith(("audio.", "features.", "split."))]
+        overrides = [*settings, f"train.seed={args.seed}", f"split.seed={args.seed}"]
         if args.epochs:
             overrides.append(f"train.epochs={args.epochs}")
         t0 = time.perf_counter()
-        res = fit(labels, out=out / name, config=load_config(overrides=overrides), progress=False)
+        res = fit(labels, out=out / name, config=load_config(args.config, overrides), progress=False)
         m = res["metrics"]
         results[name] = {
             "macro_f1": round(m["macro_f1"], 4),

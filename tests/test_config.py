@@ -74,3 +74,15 @@ def test_yaml_bare_off_means_off(tmp_path: Path) -> None:
     assert (cfg.audio.denoise, cfg.audio.normalize) == ("off", "off")
     with pytest.raises(ConfigError, match="denoise"):
         load_config(overrides=["audio.denoise=on"])
+
+
+def test_every_recipe_is_a_valid_config_of_a_registered_model() -> None:
+    from chirpkit.config import load_config
+    from chirpkit.models import model_info
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+    assert {p.stem for p in recipes} >= {"birds-fewshot", "birds-custom", "birds-student", "any-sound"}
+    for path in recipes:
+        cfg = load_config(path)  # an unknown key or a bad value raises
+        model_info(cfg.model.name)
+        assert path.read_text().startswith(f"# {path.stem}:"), path  # each says what it is for

@@ -259,21 +259,14 @@ class FusionHead(_BirdNETRows):
 
 def _val_scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """``(macro F1, cross-entropy)``; single-label targets as indices, multi-label as 0/1 rows."""
-    from sklearn.metrics import f1_score
+    from chirpkit.metrics import multilabel_scores, scores
 
     logits = logits.float()
     if y.ndim == 2:
-        pred = (logits > 0).int().numpy()
-        f1 = f1_score(y.int().numpy(), pred, average="macro", zero_division=0)
-        loss = nn.functional.binary_cross_entropy_with_logits(logits, y.float())
-    else:
-        labels = list(range(logits.shape[1]))
-        present = sorted(set(y.tolist()))
-        f1 = f1_score(
-            y.numpy(), logits.argmax(1).numpy(), labels=present or labels, average="macro", zero_division=0
-        )
-        loss = nn.functional.cross_entropy(logits, y.long())
-    return float(f1), float(loss)
+        f1 = multilabel_scores(y.int().numpy(), torch.sigmoid(logits).numpy())["macro_f1"]
+        return f1, float(nn.functional.binary_cross_entropy_with_logits(logits, y.float()))
+    f1 = scores(y.numpy(), logits.argmax(1).numpy())["macro_f1"]
+    return f1, float(nn.functional.cross_entropy(logits, y.long()))
 
 
 @register_model(
