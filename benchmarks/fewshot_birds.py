@@ -158,6 +158,7 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
     for name, g in table.groupby("contender", sort=False):
         s = g.groupby("k")["macro_f1"].agg(["mean", "std"])
         ax.errorbar(s.index, s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3, label=name)
+    ax.set_xticks(sorted(table["k"].unique()))
     ax.set_xlabel("training recordings per species (k)")
     ax.set_ylabel("test macro F1 (mean ± std over draws)")
     ax.set_title(title, fontsize=9)
