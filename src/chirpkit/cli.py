@@ -18,7 +18,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chirpkit._options import add_options, options_from_args
 from chirpkit._version import __version__
+from chirpkit.data.options import ANNOTATION_TABLE, IngestOptions, SourceOptions
 
 if TYPE_CHECKING:
     from chirpkit.config import Config
@@ -62,74 +64,31 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def _columns(text: str | None) -> dict[str, str] | None:
-    if not text:
-        return None
-    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-    if any(len(p) != 2 for p in pairs):
-        from chirpkit.errors import ConfigError
-
-        raise ConfigError(
-            f"--columns {text!r} must look like file=Filename,start=Begin,end=End,label=Species"
-        )
-    return {k.strip(): v.strip() for k, v in pairs}
-
-
 def cmd_ingest(args: argparse.Namespace) -> None:
     from chirpkit.data.ingest import ingest
 
-    if args.reviews:
-        _cmd_ingest_reviews(args)
-        return
-    cfg = _config(args, {"audio.window_s": args.window_s})
-    classes = None
-    if args.classes:
-        p = Path(args.classes)
-        classes = [
-            c.strip() for c in (p.read_text().splitlines() if p.is_file() else args.classes.split(","))
-        ]
-        classes = [c for c in classes if c]
-    cat = ingest(
-        args.src,
-        out=args.out,
-        group_by=args.group_by,
-        classes=classes,
-        audio_dir=args.audio_dir,
-        annotations=args.annotations,
-        format=args.format,
-        label_column=args.label_column,
-        columns=_columns(args.columns),
-        window_s=cfg.audio.window_s,
-        hop_s=cfg.audio.window_hop_s,
-        background=args.background,
-        background_label=args.background_label,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
-    n_classes, n_groups = cat["label"].nunique(), cat["group"].nunique()
-    print(f"{len(cat)} example(s), {n_classes} class(es), {n_groups} group(s) → {args.out}")
-
-
-def _cmd_ingest_reviews(args: argparse.Namespace) -> None:
-    from chirpkit.data.ingest import ingest
-
-    if args.src or args.annotations:
+    if args.reviews and (args.src or args.annotations):
         from chirpkit.errors import DataError
 
         raise DataError(
             "--reviews adds reviewed detections to an existing catalog: build it first "
             "(chirpkit ingest ... --out base.parquet), then --reviews DIR --merge-with base.parquet"
         )
+    cfg = _config(args, {"audio.window_s": args.window_s})
     cat = ingest(
-        reviews=args.reviews,
-        merge_with=args.merge_with,
+        args.src,
         out=args.out,
-        group_by=args.group_by,
-        background_label=args.background_label,
-        audio_dir=args.audio_dir,
+        window_s=cfg.audio.window_s,
+        hop_s=cfg.audio.window_hop_s,
+        progress=not args.no_progress,
+        **options_from_args(IngestOptions, args),
     )
-    n_rev = int(cat["annotation"].astype(str).str.startswith("review:").sum())
-    print(f"{len(cat)} example(s) ({n_rev} from reviews), {cat['label'].nunique()} class(es) → {args.out}")
+    n_classes, n_groups = cat["label"].nunique(), cat["group"].nunique()
+    if args.reviews:
+        n_rev = int(cat["annotation"].astype(str).str.startswith("review:").sum())
+        print(f"{len(cat)} example(s) ({n_rev} from reviews), {n_classes} class(es) → {args.out}")
+    else:
+        print(f"{len(cat)} example(s), {n_classes} class(es), {n_groups} group(s) → {args.out}")
 
 
 def cmd_review(args: argparse.Namespace) -> None:
@@ -488,11 +447,9 @@ def cmd_score(args: argparse.Namespace) -> None:
         tolerance_s=args.tolerance_s,
         min_iou=args.min_iou,
         matching=args.matching,
-        format=args.format,
-        label_column=args.label_column,
-        columns=_columns(args.columns),
         label_map=label_map,
         out=args.out,
+        **options_from_args(SourceOptions, args, ANNOTATION_TABLE),
     )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
@@ -500,22 +457,14 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_fit(args: argparse.Namespace) -> None:
     from chirpkit.pipeline import fit
 
-    cfg = _config(args, {**_train_overrides(args), "audio.window_s": args.window_s})
     result = fit(
         args.src,
         out=args.out,
-        config=cfg,
+        config=_config(args, {**_train_overrides(args), "audio.window_s": args.window_s}),
         store=args.store,
-        group_by=args.group_by,
-        annotations=args.annotations,
-        audio_dir=args.audio_dir,
-        format=args.format,
-        label_column=args.label_column,
-        columns=_columns(args.columns),
-        background=args.background,
-        background_label=args.background_label,
         resume=args.resume,
         progress=not args.no_progress,
+        **options_from_args(SourceOptions, args),
     )
     m = result["metrics"]
     print(
@@ -563,38 +512,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _annotation_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--annotations",
-        nargs="+",
-        metavar="TABLE",
-        help="annotation table(s) over long recordings: point/box CSV, Raven selection table, "
-        "Audacity labels, Kaleidoscope CSV (needs --audio-dir)",
-    )
-    p.add_argument(
-        "--audio-dir", help="folder of the recordings (annotation tables) or of relative CSV paths"
-    )
-    p.add_argument(
-        "--format",
-        default="auto",
-        choices=["auto", "points", "raven", "audacity", "kaleidoscope", "csv"],
-        help="annotation table format (default: detected)",
-    )
-    p.add_argument("--label-column", help="column holding the class (Raven: default Species/Annotation/...)")
-    p.add_argument(
-        "--columns",
-        help="column mapping for a generic CSV: file=NAME,start=NAME,end=NAME (or duration=NAME),"
-        "label=NAME[,low_freq=NAME,high_freq=NAME,group=NAME]",
-    )
+def _window_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-s", type=float, help="window length in seconds (audio.window_s, default 3)")
-    p.add_argument(
-        "--background",
-        type=int,
-        metavar="N",
-        help="sample N background windows away from annotations (fit: by default as many as call "
-        "windows when the tables hold a single class)",
-    )
-    p.add_argument("--background-label", default="noise", help="label of background windows (default noise)")
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
@@ -637,23 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, help="catalog to write (.parquet; a .csv view is written beside it)"
     )
-    _annotation_flags(p)
-    p.add_argument("--seed", type=int, default=0, help="seed for background sampling")
-    p.add_argument("--group-by", help="file (default), folder, or regex:PATTERN over the relative path")
-    p.add_argument("--classes", help="expected classes: comma-separated or a file with one per line")
-    p.add_argument(
-        "--reviews",
-        metavar="DETECTIONS_DIR",
-        help="a detect folder reviewed with `chirpkit review`: accepted detections become labelled windows, "
-        "rejected ones hard negatives (--background-label), relabelled ones the right label",
-    )
-    p.add_argument(
-        "--merge-with",
-        "--catalog",
-        dest="merge_with",
-        metavar="CATALOG",
-        help="with --reviews: the catalog the reviewed windows are added to (groups and splits kept)",
-    )
+    add_options(p, IngestOptions)
+    _window_flag(p)
     _common(p)
 
     p = verb(
@@ -843,11 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
         "found if any detection matches it, and a detection is right if it matches any annotation "
         "(dense calling, merged events)",
     )
-    p.add_argument(
-        "--format", default="auto", choices=["auto", "points", "raven", "audacity", "kaleidoscope", "csv"]
-    )
-    p.add_argument("--label-column", help="annotation label column")
-    p.add_argument("--columns", help="column mapping for a generic CSV (as in ingest)")
+    add_options(p, SourceOptions, ANNOTATION_TABLE)
     p.add_argument("--label-map", help="rename annotation labels: PIHA=bird,WOTH=wood_thrush")
     p.add_argument("--out", help="CSV to write the table to")
     _common(p)
@@ -925,8 +825,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", nargs="?", help="folder of class sub-folders, label CSV, or catalog .parquet")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--store", help="store folder (default RUN/store); share one between runs")
-    p.add_argument("--group-by", help="file (default), folder, or regex:PATTERN")
-    _annotation_flags(p)
+    add_options(p, SourceOptions)
+    _window_flag(p)
     _train_flags(p)
     _common(p)
 
