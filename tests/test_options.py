@@ -13,6 +13,7 @@ import pytest
 
 from chirpkit._options import takes_options
 from chirpkit.cli import build_parser, main
+from chirpkit.config import Config
 from chirpkit.data.catalog import read_catalog
 from chirpkit.data.ingest import ingest
 from chirpkit.data.options import ANNOTATION_TABLE, IngestOptions, SourceOptions
@@ -32,7 +33,7 @@ def _names(cls: type) -> set[str]:
 
 def test_ingest_flags_are_the_option_fields() -> None:
     flags = _flags("ingest")
-    assert set(flags) == _names(IngestOptions) | {"src", "out", "window_s"} | COMMON
+    assert set(flags) == _names(IngestOptions) | {"src", "out", "audio.window_s"} | COMMON
     doc = ingest.__doc__ or ""
     for f in dataclasses.fields(IngestOptions):
         assert flags[f.name].default == f.default
@@ -65,6 +66,33 @@ def test_keyword_parameters_agree_with_the_definition() -> None:
 
     with pytest.raises(TypeError, match=r"must take `\*, group_by: str \| None = None`"):
         takes_options(SourceOptions, include=["group_by"])(drifted)
+
+
+def test_config_flags_use_the_config_descriptions() -> None:
+    seen = 0
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for verb, parser in sub.choices.items():
+        for action in parser._actions:
+            if "." in action.dest:
+                section, name = action.dest.split(".")
+                info = type(getattr(Config(), section)).model_fields[name]
+                assert info.description and action.help.startswith(info.description), (verb, action.dest)
+                seen += 1
+    assert seen > 20
+
+
+def test_config_flags_override_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import chirpkit.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "cmd_split", lambda args: seen.update(cfg=cli._config(args)))
+    monkeypatch.setattr(cli, "cmd_train", lambda args: seen.update(cfg=cli._config(args)))
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("split: {val_fraction: 0.3, seed: 4}\ntrain: {epochs: 7}\n")
+    main(["split", "c.parquet", "--config", str(yaml), "--val", "0.2", "--strategy", "stratified-group"])
+    assert (seen["cfg"].split.val_fraction, seen["cfg"].split.seed) == (0.2, 4)
+    main(["train", "s/", "--out", "r", "--set", "train.epochs=5", "--epochs", "3", "--model", "deep_cnn"])
+    assert (seen["cfg"].train.epochs, seen["cfg"].model.name) == (3, "deep_cnn")
 
 
 def test_command_line_and_python_give_the_same_catalog(

@@ -176,9 +176,9 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(30, gt=0)
-    batch_size: int = Field(32, gt=0)
-    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(30, gt=0, description="training epochs (train.patience may stop sooner)")
+    batch_size: int = Field(32, gt=0, description="training windows per batch")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW, warm-up then cosine decay)")
     weight_decay: float = Field(1e-2, ge=0)
     warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up before the cosine decay")
     class_weights: Literal["balanced", "none"] = "balanced"
@@ -198,7 +198,7 @@ class TrainConfig(_Section):
     tensorboard: bool = Field(
         True, description="TensorBoard logs in RUN/tb (needs tensorboard or tensorboardX)"
     )
-    seed: int = 0
+    seed: int = Field(0, description="seed of the weights, the batch order and the augmentations")
     num_workers: int | Literal["auto"] = "auto"
     accelerator: str = Field("auto", description="'auto', 'cpu', 'gpu' (= 'cuda'), 'mps', 'tpu'")
     devices: int | str = "auto"
@@ -424,18 +424,34 @@ class AugmentConfig(_Section):
 class SplitConfig(_Section):
     """Leakage-free splits (see :func:`chirpkit.split` for the strategy)."""
 
-    strategy: Literal["stratified-group"] = "stratified-group"
-    val_fraction: float = Field(0.15, ge=0, lt=1)
-    test_fraction: float = Field(0.15, ge=0, lt=1)
+    strategy: Literal["stratified-group"] = Field(
+        "stratified-group",
+        description="stratified-group: nested StratifiedGroupKFold on classes with many groups; the "
+        "groups of classes with few are dealt out in turn (train, then test, then val)",
+    )
+    val_fraction: float = Field(
+        0.15,
+        ge=0,
+        lt=1,
+        description="about this share of the examples goes to val (with split.folds, val is fold 0)",
+    )
+    test_fraction: float = Field(
+        0.15, ge=0, lt=1, description="about this share of the examples goes to test"
+    )
     min_count: int = Field(10, ge=0, description="classes with fewer examples are excluded (0 keeps all)")
-    folds: int = Field(0, ge=0, description="K >= 2 adds a 'fold' column for K-fold cross-validation")
+    folds: int = Field(
+        0,
+        ge=0,
+        description="K >= 2 adds a 'fold' column for K-fold cross-validation; a class with few groups "
+        "gets one group per fold in turn, so with K + 1 groups it is in every fold",
+    )
     few_groups: int = Field(
         0,
         ge=0,
         description="classes with fewer groups are dealt out group by group (train, test, val, folds "
         "in turn) instead of by stratified folds; 0 = auto (the groups the stratified folds need)",
     )
-    seed: int = 0
+    seed: int = Field(0, description="seed of the split")
 
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
@@ -465,7 +481,9 @@ class DetectConfig(_Section):
         0.5, ge=0, le=1, description="lowest score kept when no per-class thresholds apply"
     )
     thresholds: Literal["auto", "none"] = Field(
-        "auto", description="auto: the run's thresholds.json (chirpkit evaluate --thresholds) when present"
+        "auto",
+        description="auto: the run's thresholds.json (chirpkit evaluate --thresholds or calibrate "
+        "--apply) when present; none: min_score for every class",
     )
     top_k: int = Field(1, ge=1, description="labels kept per window (each still needs its threshold)")
     batch_size: int = Field(32, gt=0, description="windows per model call; memory grows with it")
