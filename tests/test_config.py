@@ -66,6 +66,30 @@ def test_audio_shaping_excludes_workers() -> None:
     assert "workers" not in a.shaping() and a.hop_s == a.window_s
 
 
+@pytest.mark.parametrize(
+    "cuda, bf16, accelerator, expected",
+    [
+        (True, True, "auto", "bf16-mixed"),
+        (True, False, "gpu", "16-mixed"),
+        (True, True, "cpu", "32-true"),
+        (False, False, "auto", "32-true"),
+    ],
+)
+def test_precision_auto_is_what_its_description_says(
+    monkeypatch: pytest.MonkeyPatch, cuda: bool, bf16: bool, accelerator: str, expected: str
+) -> None:
+    import torch
+
+    from chirpkit.config import TrainConfig
+    from chirpkit.trainer import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    assert resolve_precision("auto", accelerator) == expected
+    description = TrainConfig.model_fields["precision"].description or ""
+    assert description.startswith("'auto' = bf16-mixed (16-mixed without bf16) on CUDA, 32-true elsewhere")
+
+
 def test_yaml_bare_off_means_off(tmp_path: Path) -> None:
     # YAML 1.1 reads `off` as False; the documented spelling must still work, in a file and in --set
     path = tmp_path / "c.yaml"

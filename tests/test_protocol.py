@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # layers, lowest first: a module may import its own layer and those below, never above
 LAYERS = [
-    {"errors", "_version", "_util", "_compat", "config", "engine"},
+    {"errors", "_version", "_util", "_compat", "_options", "config", "engine"},
     # review.db and review.items are the reviews' storage format, which ingest reads like any data
     {
         "audio",

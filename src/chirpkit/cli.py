@@ -14,11 +14,13 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
+from chirpkit._options import add_options, options_from_args
 from chirpkit._version import __version__
+from chirpkit.data.options import ANNOTATION_TABLE, IngestOptions, SourceOptions
 
 if TYPE_CHECKING:
     from chirpkit.config import Config
@@ -49,10 +51,13 @@ Every verb takes --config FILE.yaml and --set section.key=value (e.g. --set trai
 
 
 def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Config:
+    """The config of ``--config`` and ``--set``, then the config flags given (their dest is the
+    key: see :func:`_config_flags`), then ``extra``."""
     from chirpkit.config import load_config
 
     overrides = list(args.set or [])
-    for key, value in (extra or {}).items():
+    flags = {key: value for key, value in vars(args).items() if "." in key}
+    for key, value in {**flags, **(extra or {})}.items():
         if value is not None:
             overrides.append(f"{key}={json.dumps(value) if not isinstance(value, str) else value}")
     return load_config(args.config, overrides)
@@ -62,74 +67,31 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def _columns(text: str | None) -> dict[str, str] | None:
-    if not text:
-        return None
-    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-    if any(len(p) != 2 for p in pairs):
-        from chirpkit.errors import ConfigError
-
-        raise ConfigError(
-            f"--columns {text!r} must look like file=Filename,start=Begin,end=End,label=Species"
-        )
-    return {k.strip(): v.strip() for k, v in pairs}
-
-
 def cmd_ingest(args: argparse.Namespace) -> None:
     from chirpkit.data.ingest import ingest
 
-    if args.reviews:
-        _cmd_ingest_reviews(args)
-        return
-    cfg = _config(args, {"audio.window_s": args.window_s})
-    classes = None
-    if args.classes:
-        p = Path(args.classes)
-        classes = [
-            c.strip() for c in (p.read_text().splitlines() if p.is_file() else args.classes.split(","))
-        ]
-        classes = [c for c in classes if c]
-    cat = ingest(
-        args.src,
-        out=args.out,
-        group_by=args.group_by,
-        classes=classes,
-        audio_dir=args.audio_dir,
-        annotations=args.annotations,
-        format=args.format,
-        label_column=args.label_column,
-        columns=_columns(args.columns),
-        window_s=cfg.audio.window_s,
-        hop_s=cfg.audio.window_hop_s,
-        background=args.background,
-        background_label=args.background_label,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
-    n_classes, n_groups = cat["label"].nunique(), cat["group"].nunique()
-    print(f"{len(cat)} example(s), {n_classes} class(es), {n_groups} group(s) → {args.out}")
-
-
-def _cmd_ingest_reviews(args: argparse.Namespace) -> None:
-    from chirpkit.data.ingest import ingest
-
-    if args.src or args.annotations:
+    if args.reviews and (args.src or args.annotations):
         from chirpkit.errors import DataError
 
         raise DataError(
             "--reviews adds reviewed detections to an existing catalog: build it first "
             "(chirpkit ingest ... --out base.parquet), then --reviews DIR --merge-with base.parquet"
         )
+    cfg = _config(args)
     cat = ingest(
-        reviews=args.reviews,
-        merge_with=args.merge_with,
+        args.src,
         out=args.out,
-        group_by=args.group_by,
-        background_label=args.background_label,
-        audio_dir=args.audio_dir,
+        window_s=cfg.audio.window_s,
+        hop_s=cfg.audio.window_hop_s,
+        progress=not args.no_progress,
+        **options_from_args(IngestOptions, args),
     )
-    n_rev = int(cat["annotation"].astype(str).str.startswith("review:").sum())
-    print(f"{len(cat)} example(s) ({n_rev} from reviews), {cat['label'].nunique()} class(es) → {args.out}")
+    n_classes, n_groups = cat["label"].nunique(), cat["group"].nunique()
+    if args.reviews:
+        n_rev = int(cat["annotation"].astype(str).str.startswith("review:").sum())
+        print(f"{len(cat)} example(s) ({n_rev} from reviews), {n_classes} class(es) → {args.out}")
+    else:
+        print(f"{len(cat)} example(s), {n_classes} class(es), {n_groups} group(s) → {args.out}")
 
 
 def cmd_review(args: argparse.Namespace) -> None:
@@ -180,7 +142,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 def cmd_inspect(args: argparse.Namespace) -> None:
     from chirpkit.data.report import inspect
 
-    cfg = _config(args, {"split.min_count": args.min_count})
+    cfg = _config(args)
     summary = inspect(
         args.catalog,
         out=args.out,
@@ -204,18 +166,7 @@ def cmd_augment_preview(args: argparse.Namespace) -> None:
 def cmd_split(args: argparse.Namespace) -> None:
     from chirpkit.data.split import split
 
-    cfg = _config(
-        args,
-        {
-            "split.strategy": args.strategy,
-            "split.val_fraction": args.val,
-            "split.test_fraction": args.test,
-            "split.min_count": args.min_count,
-            "split.folds": args.folds,
-            "split.few_groups": args.few_groups,
-            "split.seed": args.seed,
-        },
-    )
+    cfg = _config(args)
     out = args.out or args.catalog
     df = split(args.catalog, out=out, config=cfg.split)
     counts = df["split"].value_counts()
@@ -228,14 +179,7 @@ def cmd_split(args: argparse.Namespace) -> None:
 def cmd_prepare(args: argparse.Namespace) -> None:
     from chirpkit.data.store import prepare
 
-    cfg = _config(
-        args,
-        {
-            "audio.sample_rate": args.sample_rate,
-            "audio.window_s": args.window_s,
-            "audio.workers": args.workers,
-        },
-    )
+    cfg = _config(args)
     store = prepare(
         args.catalog,
         out=args.out,
@@ -247,21 +191,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print(f"{len(store)} window(s) of {cfg.audio.window_s} s at {cfg.audio.sample_rate} Hz → {args.out}")
 
 
-def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "train.epochs": args.epochs,
-        "train.batch_size": args.batch_size,
-        "train.lr": args.lr,
-        "train.seed": args.seed,
-        "model.name": args.model,
-        "train.accelerator": args.accelerator,
-    }
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     from chirpkit.training import train
 
-    cfg = _config(args, _train_overrides(args))
+    cfg = _config(args)
     summary = train(
         args.store,
         out=args.out,
@@ -276,7 +209,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_cv(args: argparse.Namespace) -> None:
     from chirpkit.tuning import cross_validate
 
-    cfg = _config(args, _train_overrides(args))
+    cfg = _config(args)
     res = cross_validate(args.store, config=cfg, out=args.out, progress=not args.no_progress, keep_runs=True)
     _print_json(res)
 
@@ -303,7 +236,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 def cmd_distill(args: argparse.Namespace) -> None:
     from chirpkit.distill import distill
 
-    cfg = _config(args, _train_overrides(args))
+    cfg = _config(args)
     res = distill(
         args.store,
         out=args.out,
@@ -425,18 +358,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_detect(args: argparse.Namespace) -> None:
     from chirpkit.detection import detect
 
-    extra: dict[str, Any] = {
-        "detect.hop_s": args.hop_s,
-        "detect.min_score": args.min_score,
-        "detect.batch_size": args.batch_size,
-        "detect.top_k": args.top_k,
-        "detect.thresholds": args.thresholds,
-        "detect.workers": args.workers,
-        "detect.shard_s": args.shard_s,
-    }
-    if args.format:
-        extra["detect.formats"] = args.format
-    cfg = _config(args, extra)
+    cfg = _config(args, {"detect.formats": args.format})
     table = detect(
         args.run,
         args.audio,
@@ -488,11 +410,9 @@ def cmd_score(args: argparse.Namespace) -> None:
         tolerance_s=args.tolerance_s,
         min_iou=args.min_iou,
         matching=args.matching,
-        format=args.format,
-        label_column=args.label_column,
-        columns=_columns(args.columns),
         label_map=label_map,
         out=args.out,
+        **options_from_args(SourceOptions, args, ANNOTATION_TABLE),
     )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
@@ -500,22 +420,14 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_fit(args: argparse.Namespace) -> None:
     from chirpkit.pipeline import fit
 
-    cfg = _config(args, {**_train_overrides(args), "audio.window_s": args.window_s})
     result = fit(
         args.src,
         out=args.out,
-        config=cfg,
+        config=_config(args),
         store=args.store,
-        group_by=args.group_by,
-        annotations=args.annotations,
-        audio_dir=args.audio_dir,
-        format=args.format,
-        label_column=args.label_column,
-        columns=_columns(args.columns),
-        background=args.background,
-        background_label=args.background_label,
         resume=args.resume,
         progress=not args.no_progress,
+        **options_from_args(SourceOptions, args),
     )
     m = result["metrics"]
     print(
@@ -563,47 +475,36 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _annotation_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--annotations",
-        nargs="+",
-        metavar="TABLE",
-        help="annotation table(s) over long recordings: point/box CSV, Raven selection table, "
-        "Audacity labels, Kaleidoscope CSV (needs --audio-dir)",
-    )
-    p.add_argument(
-        "--audio-dir", help="folder of the recordings (annotation tables) or of relative CSV paths"
-    )
-    p.add_argument(
-        "--format",
-        default="auto",
-        choices=["auto", "points", "raven", "audacity", "kaleidoscope", "csv"],
-        help="annotation table format (default: detected)",
-    )
-    p.add_argument("--label-column", help="column holding the class (Raven: default Species/Annotation/...)")
-    p.add_argument(
-        "--columns",
-        help="column mapping for a generic CSV: file=NAME,start=NAME,end=NAME (or duration=NAME),"
-        "label=NAME[,low_freq=NAME,high_freq=NAME,group=NAME]",
-    )
-    p.add_argument("--window-s", type=float, help="window length in seconds (audio.window_s, default 3)")
-    p.add_argument(
-        "--background",
-        type=int,
-        metavar="N",
-        help="sample N background windows away from annotations (fit: by default as many as call "
-        "windows when the tables hold a single class)",
-    )
-    p.add_argument("--background-label", default="noise", help="label of background windows (default noise)")
+def _config_flags(p: argparse.ArgumentParser, flags: Mapping[str, str]) -> None:
+    """Flags that set config keys, e.g. ``{"train.epochs": "--epochs"}``: the key's description
+    is the help, its type the flag's; the dest is the key, which :func:`_config` applies."""
+    from chirpkit.config import Config
+
+    for key, flag in flags.items():
+        section, name = key.split(".")
+        field = Config.model_fields[section].annotation.model_fields[name]  # type: ignore[union-attr]
+        kind = field.annotation
+        if get_origin(kind) is Literal:
+            extra: dict[str, Any] = {"choices": get_args(kind)}
+        else:
+            number = next((t for t in (*get_args(kind), kind) if t in (int, float)), None)
+            extra = {"metavar": flag[2:].upper().replace("-", "_"), "type": number}
+        default = "" if field.default is None else f", default {field.default}"
+        p.add_argument(flag, dest=key, help=f"{field.description} [{key}{default}]", **extra)
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
-    p.add_argument("--batch-size", type=int, help="batch size (train.batch_size)")
-    p.add_argument("--lr", type=float, help="peak learning rate (train.lr)")
-    p.add_argument("--seed", type=int, help="seed (train.seed)")
-    p.add_argument("--model", help="registered model name (model.name), e.g. small_cnn, deep_cnn")
-    p.add_argument("--accelerator", help="cpu, gpu, auto (train.accelerator)")
+    _config_flags(
+        p,
+        {
+            "train.epochs": "--epochs",
+            "train.batch_size": "--batch-size",
+            "train.lr": "--lr",
+            "train.seed": "--seed",
+            "model.name": "--model",
+            "train.accelerator": "--accelerator",
+        },
+    )
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument(
         "--sanity",
@@ -637,23 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, help="catalog to write (.parquet; a .csv view is written beside it)"
     )
-    _annotation_flags(p)
-    p.add_argument("--seed", type=int, default=0, help="seed for background sampling")
-    p.add_argument("--group-by", help="file (default), folder, or regex:PATTERN over the relative path")
-    p.add_argument("--classes", help="expected classes: comma-separated or a file with one per line")
-    p.add_argument(
-        "--reviews",
-        metavar="DETECTIONS_DIR",
-        help="a detect folder reviewed with `chirpkit review`: accepted detections become labelled windows, "
-        "rejected ones hard negatives (--background-label), relabelled ones the right label",
-    )
-    p.add_argument(
-        "--merge-with",
-        "--catalog",
-        dest="merge_with",
-        metavar="CATALOG",
-        help="with --reviews: the catalog the reviewed windows are added to (groups and splits kept)",
-    )
+    add_options(p, IngestOptions)
+    _config_flags(p, {"audio.window_s": "--window-s"})
     _common(p)
 
     p = verb(
@@ -661,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("catalog", help="catalog (from ingest; after split for the leakage audit)")
     p.add_argument("--out", required=True, help="report folder (index.html, report.md, PNGs, CSVs)")
-    p.add_argument("--min-count", type=int, help="rare-class threshold (split.min_count, default 10)")
+    _config_flags(p, {"split.min_count": "--min-count"})
     p.add_argument(
         "--no-audio", action="store_true", help="skip the audio scan (frequencies, noise, duplicates)"
     )
@@ -683,41 +569,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("catalog", help="catalog from ingest")
     p.add_argument("--out", help="where to write the split catalog (default: overwrite the input)")
-    p.add_argument("--val", type=float, help="validation fraction (split.val_fraction, default 0.15)")
-    p.add_argument("--test", type=float, help="test fraction (split.test_fraction, default 0.15)")
-    p.add_argument(
-        "--strategy",
-        choices=["stratified-group"],
-        help="split strategy (split.strategy; stratified-group: nested StratifiedGroupKFold on "
-        "classes with many groups; the groups of classes with few are dealt out in turn so that each "
-        "is in train, then test, then val)",
+    _config_flags(
+        p,
+        {
+            "split.val_fraction": "--val",
+            "split.test_fraction": "--test",
+            "split.strategy": "--strategy",
+            "split.min_count": "--min-count",
+            "split.folds": "--folds",
+            "split.few_groups": "--few-groups",
+            "split.seed": "--seed",
+        },
     )
-    p.add_argument(
-        "--min-count", type=int, help="drop classes with fewer examples (split.min_count, default 10)"
-    )
-    p.add_argument(
-        "--folds",
-        type=int,
-        help="K >= 2 adds a 'fold' column for K-fold CV (split.folds); a class with few groups gets "
-        "one group per fold in turn, so with K + 1 groups it is in every fold",
-    )
-    p.add_argument(
-        "--few-groups",
-        type=int,
-        help="classes with fewer groups are dealt out group by group (split.few_groups; 0 = auto)",
-    )
-    p.add_argument("--seed", type=int, help="split seed (split.seed)")
     _common(p)
 
     p = verb("prepare", cmd_prepare, "decode, resample and cut windows once into a memory-mapped store")
     p.add_argument("catalog", help="catalog (after split)")
     p.add_argument("--out", required=True, help="store folder (reused as a cache)")
-    p.add_argument("--sample-rate", type=int, help="target rate in Hz (audio.sample_rate, default 32000)")
-    p.add_argument("--window-s", type=float, help="window length in seconds (audio.window_s, default 3)")
-    p.add_argument(
-        "--workers",
-        type=int,
-        help="decode threads (audio.workers; 0 = one per core); with --engine dask: worker processes",
+    _config_flags(
+        p,
+        {"audio.sample_rate": "--sample-rate", "audio.window_s": "--window-s", "audio.workers": "--workers"},
     )
     p.add_argument(
         "--engine",
@@ -754,26 +625,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder, model.pt, or an export (model.onnx, model.ts)")
     p.add_argument("audio", nargs="+", help="files, folders, glob patterns or @list.txt")
     p.add_argument("--out", required=True, help="output folder (detections.csv, events.csv, ...)")
-    p.add_argument("--hop-s", type=float, help="hop between windows in seconds (default half a window)")
-    p.add_argument("--min-score", type=float, help="score kept when no class threshold applies (default 0.5)")
-    p.add_argument(
-        "--thresholds",
-        choices=["auto", "none"],
-        help="auto (default): the run's thresholds.json when present; none: min-score for all",
+    _config_flags(
+        p,
+        {
+            "detect.hop_s": "--hop-s",
+            "detect.min_score": "--min-score",
+            "detect.thresholds": "--thresholds",
+            "detect.top_k": "--top-k",
+            "detect.batch_size": "--batch-size",
+            "detect.workers": "--workers",
+            "detect.shard_s": "--shard-s",
+        },
     )
-    p.add_argument("--top-k", type=int, help="labels kept per window (detect.top_k, default 1)")
     p.add_argument(
         "--format",
         action="append",
         choices=["csv", "parquet", "raven", "audacity"],
         help="extra outputs (repeatable): parquet table, Raven selection tables, Audacity labels",
-    )
-    p.add_argument("--batch-size", type=int, help="windows per batch (detect.batch_size)")
-    p.add_argument(
-        "--workers",
-        type=int,
-        help="local engine: work units decoded ahead of the model, in threads; dask engine without "
-        "--scheduler: worker processes of the local cluster (detect.workers, default 2)",
     )
     p.add_argument("--fresh", action="store_true", help="ignore results of an earlier run in --out")
     p.add_argument(
@@ -796,12 +664,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="run only shard I of N (0-based) into the shared --out, e.g. a Slurm array: "
         "--shard $SLURM_ARRAY_TASK_ID/N; the last shard to finish writes the tables",
-    )
-    p.add_argument(
-        "--shard-s",
-        type=float,
-        help="cut files longer than 1.5 × this into time shards of this many seconds "
-        "(detect.shard_s, default 1800; results identical to one pass)",
     )
     p.add_argument(
         "--retries", type=int, default=2, help="further attempts of a failing work unit (default 2)"
@@ -843,11 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
         "found if any detection matches it, and a detection is right if it matches any annotation "
         "(dense calling, merged events)",
     )
-    p.add_argument(
-        "--format", default="auto", choices=["auto", "points", "raven", "audacity", "kaleidoscope", "csv"]
-    )
-    p.add_argument("--label-column", help="annotation label column")
-    p.add_argument("--columns", help="column mapping for a generic CSV (as in ingest)")
+    add_options(p, SourceOptions, ANNOTATION_TABLE)
     p.add_argument("--label-map", help="rename annotation labels: PIHA=bird,WOTH=wood_thrush")
     p.add_argument("--out", help="CSV to write the table to")
     _common(p)
@@ -925,8 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", nargs="?", help="folder of class sub-folders, label CSV, or catalog .parquet")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--store", help="store folder (default RUN/store); share one between runs")
-    p.add_argument("--group-by", help="file (default), folder, or regex:PATTERN")
-    _annotation_flags(p)
+    add_options(p, SourceOptions)
+    _config_flags(p, {"audio.window_s": "--window-s"})
     _train_flags(p)
     _common(p)
 

@@ -65,7 +65,10 @@ class AudioConfig(_Section):
     sample_rate: int = Field(32000, gt=0, description="target sample rate in Hz (audio is resampled)")
     window_s: float = Field(3.0, gt=0, le=600, description="window (clip) length in seconds")
     window_hop_s: float | None = Field(
-        None, gt=0, description="hop between windows cut from long clips; default = window_s"
+        None,
+        gt=0,
+        description="hop between windows cut from long clips (prepare) and over long annotation boxes "
+        "(ingest); default = window_s",
     )
     margin_s: float = Field(
         0.5, ge=0, le=60, description="real audio kept on both sides of each window (room for time shifts)"
@@ -79,7 +82,12 @@ class AudioConfig(_Section):
     denoise_strength: float = Field(1.0, gt=0, le=1, description="noisereduce prop_decrease")
     normalize: Literal["off", "peak", "rms"] = Field("off", description="per-window level normalisation")
     normalize_db: float | None = Field(None, le=0, description="target dBFS; default -1 (peak) / -20 (rms)")
-    workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core (max 8)")
+    workers: int = Field(
+        0,
+        ge=0,
+        description="decode threads, 0 = one per CPU core (max 8); prepare on Dask: the processes of "
+        "a local cluster, 0 = one per CPU core",
+    )
 
     @field_validator("denoise", "normalize", mode="before")
     @classmethod
@@ -132,7 +140,7 @@ class FeatureConfig(_Section):
     pcen_power: float = Field(0.5, gt=0, le=1, description="PCEN root compression exponent")
     floor: Literal["none", "median"] = Field(
         "none",
-        description="'median' subtracts each mel bin's median over time, per example: removes a "
+        description="'median' subtracts each bin's median over time, per example: removes a "
         "recording's stationary background (level, noise colour), which helps transient calls in "
         "varying noise; it also removes stationary sounds (engines, rain, drones), so keep 'none' "
         "for those",
@@ -176,9 +184,9 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(30, gt=0)
-    batch_size: int = Field(32, gt=0)
-    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(30, gt=0, description="training epochs (train.patience may stop sooner)")
+    batch_size: int = Field(32, gt=0, description="training windows per batch")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW, warm-up then cosine decay)")
     weight_decay: float = Field(1e-2, ge=0)
     warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up before the cosine decay")
     class_weights: Literal["balanced", "none"] = "balanced"
@@ -198,7 +206,7 @@ class TrainConfig(_Section):
     tensorboard: bool = Field(
         True, description="TensorBoard logs in RUN/tb (needs tensorboard or tensorboardX)"
     )
-    seed: int = 0
+    seed: int = Field(0, description="seed of the weights, the batch order and the augmentations")
     num_workers: int | Literal["auto"] = "auto"
     accelerator: str = Field("auto", description="'auto', 'cpu', 'gpu' (= 'cuda'), 'mps', 'tpu'")
     devices: int | str = "auto"
@@ -211,8 +219,8 @@ class TrainConfig(_Section):
     deterministic: bool = False
     cache_features: bool = Field(
         False,
-        description="compute the front-end once per store window and train on it (needs the "
-        "waveform and pitch augmentations off; masks still apply)",
+        description="compute the front-end once per store window and train on it (needs every "
+        "augmentation but the frequency and time masks off)",
     )
     retain_cpu_memory: bool = Field(
         True,
@@ -424,18 +432,34 @@ class AugmentConfig(_Section):
 class SplitConfig(_Section):
     """Leakage-free splits (see :func:`chirpkit.split` for the strategy)."""
 
-    strategy: Literal["stratified-group"] = "stratified-group"
-    val_fraction: float = Field(0.15, ge=0, lt=1)
-    test_fraction: float = Field(0.15, ge=0, lt=1)
+    strategy: Literal["stratified-group"] = Field(
+        "stratified-group",
+        description="stratified-group: nested StratifiedGroupKFold on classes with many groups; the "
+        "groups of classes with few are dealt out in turn (train, then test, then val)",
+    )
+    val_fraction: float = Field(
+        0.15,
+        ge=0,
+        lt=1,
+        description="about this share of the examples goes to val (with split.folds, val is fold 0)",
+    )
+    test_fraction: float = Field(
+        0.15, ge=0, lt=1, description="about this share of the examples goes to test"
+    )
     min_count: int = Field(10, ge=0, description="classes with fewer examples are excluded (0 keeps all)")
-    folds: int = Field(0, ge=0, description="K >= 2 adds a 'fold' column for K-fold cross-validation")
+    folds: int = Field(
+        0,
+        ge=0,
+        description="K >= 2 adds a 'fold' column for K-fold cross-validation; a class with few groups "
+        "gets one group per fold in turn, so with K + 1 groups it is in every fold",
+    )
     few_groups: int = Field(
         0,
         ge=0,
         description="classes with fewer groups are dealt out group by group (train, test, val, folds "
         "in turn) instead of by stratified folds; 0 = auto (the groups the stratified folds need)",
     )
-    seed: int = 0
+    seed: int = Field(0, description="seed of the split")
 
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
@@ -465,14 +489,21 @@ class DetectConfig(_Section):
         0.5, ge=0, le=1, description="lowest score kept when no per-class thresholds apply"
     )
     thresholds: Literal["auto", "none"] = Field(
-        "auto", description="auto: the run's thresholds.json (chirpkit evaluate --thresholds) when present"
+        "auto",
+        description="auto: the run's thresholds.json (chirpkit evaluate --thresholds or calibrate "
+        "--apply) when present; none: min_score for every class",
     )
     top_k: int = Field(1, ge=1, description="labels kept per window (each still needs its threshold)")
     batch_size: int = Field(32, gt=0, description="windows per model call; memory grows with it")
     background_labels: list[str] = Field(
-        default_factory=lambda: ["noise"], description="classes never written as detections"
+        default_factory=lambda: ["noise"],
+        description="classes never written as detections (those set when training travel with the model)",
     )
-    formats: list[DetectFormat] = Field(default_factory=_csv_only, description="outputs besides events.csv")
+    formats: list[DetectFormat] = Field(
+        default_factory=_csv_only,
+        description="outputs besides detections.csv and events.csv (always written): parquet, raven, "
+        "audacity",
+    )
     merge_gap_s: float = Field(
         0.0,
         ge=0,
@@ -496,7 +527,8 @@ class DetectConfig(_Section):
         gt=0,
         allow_inf_nan=False,
         description="files longer than 1.5 × this are cut into time shards (work units) of this "
-        "length, with results identical to one pass; null keeps every file whole",
+        "length where their format seeks exactly (WAV, FLAC, AIFF, ...), with results identical to "
+        "one pass; null keeps every file whole",
     )
 
 

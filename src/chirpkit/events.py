@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chirpkit._options import takes_options
 from chirpkit._score_inputs import read_annotation_tables, read_detections, scanned_recordings
 from chirpkit._util import atomic_path
+from chirpkit.data.options import ANNOTATION_TABLE, SourceOptions
 from chirpkit.errors import (
     ConfigError,
     RunError,
@@ -215,6 +217,7 @@ def optimal_matching(
     return sorted(pairs)
 
 
+@takes_options(SourceOptions, include=ANNOTATION_TABLE)
 def score_detections(
     detections: pd.DataFrame | str | os.PathLike[str],
     annotations: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | pd.DataFrame,
@@ -253,6 +256,7 @@ def score_detections(
             is the share of annotations that any detection matches, precision the share of
             detections that match any annotation; for dense calling, where one merged event spans
             several calls or several overlapping windows cover one call.
+        {options}
         label_map: rename annotation labels to model labels (e.g. ``{"PIHA": "bird"}``).
         out: CSV to write the table to (atomically; nothing is written when the inputs are bad).
 

@@ -10,9 +10,11 @@ from typing import Any
 
 import pandas as pd
 
+from chirpkit._options import takes_options
 from chirpkit.config import Config
 from chirpkit.data.catalog import read_catalog, write_catalog
 from chirpkit.data.ingest import ingest
+from chirpkit.data.options import SourceOptions
 from chirpkit.data.split import split
 from chirpkit.data.store import prepare
 
@@ -21,6 +23,7 @@ __all__ = ["fit"]
 log = logging.getLogger("chirpkit")
 
 
+@takes_options(SourceOptions)
 def fit(
     src: str | os.PathLike[str] | pd.DataFrame | None = None,
     *,
@@ -44,10 +47,10 @@ def fit(
     Writes into ``out``: ``catalog.parquet`` (with its split and counts), the run files of
     :func:`chirpkit.train` and the test report of :func:`chirpkit.evaluate` (``metrics.json``).
     The store goes to ``store`` (default ``out/store``); point several runs at one store to share
-    decoded audio. The annotation options are those of :func:`chirpkit.ingest`; windows take
-    ``config.audio.window_s``. When the annotation tables hold a single class (a single-species
-    detector) and ``background`` is not given, as many background windows as call windows are
-    added (labelled ``background_label``), with a warning that says so; ``background=0`` refuses.
+    decoded audio. Windows of annotation tables take ``config.audio.window_s``.
+
+    Args:
+        {options}
 
     Returns:
         ``{"run", "catalog", "store", "train", "metrics"}``.

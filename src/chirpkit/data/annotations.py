@@ -45,11 +45,11 @@ import numpy as np
 import pandas as pd
 
 from chirpkit._util import read_text_table
+from chirpkit.data.options import ANNOTATION_FORMATS
 from chirpkit.errors import AnnotationError
 
 __all__ = ["ANNOTATION_FORMATS", "detect_format", "read_annotations"]
 
-ANNOTATION_FORMATS = ("auto", "points", "raven", "audacity", "kaleidoscope", "csv")
 COLUMNS = ["file", "start_s", "end_s", "label", "low_freq_hz", "high_freq_hz", "group", "row", "table"]
 
 _NAMES: dict[str, tuple[str, ...]] = {

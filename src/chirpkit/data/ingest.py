@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from chirpkit._options import takes_options
 from chirpkit._util import existing_path, read_text_table, thread_map
 from chirpkit.audio import AudioInfo, info
 from chirpkit.data.catalog import (
@@ -36,6 +37,7 @@ from chirpkit.data.catalog import (
     validate_catalog,
     write_catalog,
 )
+from chirpkit.data.options import IngestOptions
 from chirpkit.data.reviews import ingest_reviews
 from chirpkit.errors import AudioDecodeError, DataError
 
@@ -322,28 +324,33 @@ def _check_classes(rows: pd.DataFrame, classes: Sequence[str], root: Path) -> No
         )
 
 
+@takes_options(IngestOptions)
 def ingest(
     src: str | os.PathLike[str] | None = None,
     *,
     out: str | os.PathLike[str] | None = None,
     group_by: str | None = None,
-    classes: Sequence[str] | None = None,
-    audio_dir: str | os.PathLike[str] | None = None,
     annotations: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    audio_dir: str | os.PathLike[str] | None = None,
     format: str = "auto",
     label_column: str | None = None,
     columns: Mapping[str, str] | None = None,
-    window_s: float = 3.0,
-    hop_s: float | None = None,
-    background: int | None = 0,
+    background: int | None = None,
     background_label: str = "noise",
+    classes: Sequence[str] | None = None,
     seed: int = 0,
-    workers: int = 8,
-    progress: bool = True,
     reviews: str | os.PathLike[str] | None = None,
     merge_with: str | os.PathLike[str] | pd.DataFrame | None = None,
+    window_s: float = 3.0,
+    hop_s: float | None = None,
+    workers: int = 8,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Build a catalog from a folder of class sub-folders, a label CSV, or annotation tables.
+
+    Annotation tables give one row per window (see :mod:`chirpkit.data.annotated`); a table with
+    a single class is ingested with a warning (it can be inspected, not trained on). Reviewed
+    detections go through :func:`chirpkit.data.reviews.ingest_reviews`.
 
     Args:
         src: ``data/`` holding ``data/<class>/*.wav|flac|mp3|ogg|...``, or a CSV with columns
@@ -351,28 +358,10 @@ def ingest(
             several labels joined by ``;``). Leave out when ``annotations`` is given.
         out: where to write the catalog (Parquet + CSV view + ``.skipped.csv`` +
             ``.anomalies.csv``, all or nothing); optional.
-        group_by: ``file`` (default), ``folder`` or ``regex:PATTERN`` (see :func:`group_rule`);
-            a ``group`` column in the CSV/table is used when no rule is given.
-        classes: the expected class names. A label outside them is an error in a label CSV, and
-            a reported, dropped annotation in an annotation table.
-        audio_dir: folder that relative paths (CSV) or file names (annotation tables) refer to.
-        annotations: one or more annotation tables (point/box CSV, Raven, Audacity,
-            Kaleidoscope; see :mod:`chirpkit.data.annotations`) over recordings in ``audio_dir``:
-            the catalog then holds one row per window (see :mod:`chirpkit.data.annotated`).
-        format, label_column, columns: how to read the annotation tables (``format="auto"``
-            detects it; ``columns`` maps ``file/start/end/duration/label/low_freq/high_freq/group``
-            to a generic CSV's column names).
+        {options}
         window_s, hop_s: window length and hop for annotation windows (use ``audio.window_s``).
-        background: number of background windows to sample away from all annotations, labelled
-            ``background_label`` (``None`` = 0). A table with a single class is ingested with a
-            warning (it can be inspected; :func:`chirpkit.fit` adds background windows itself).
-        seed: seed for background sampling.
         workers: threads that probe files.
         progress: show a progress bar.
-        reviews, merge_with: a ``detect`` folder with ``reviews.db`` instead of a source: its
-            reviewed windows (accepted → the label, relabelled → the right label, rejected →
-            ``background_label``) added to the catalog ``merge_with``; see
-            :func:`chirpkit.data.reviews.ingest_reviews`.
 
     Returns:
         The catalog. ``catalog.attrs["skipped"]`` lists skipped files (``source``, ``reason``),
