@@ -349,3 +349,18 @@ def test_the_other_verbs_from_the_command_line(
     assert "recall" in capsys.readouterr().out
     scores = pd.read_csv(tmp_path / "s.csv").set_index("class")
     assert scores.loc["all", "recall"] == 1.0 and scores.loc["all", "annotations"] == 2
+
+
+def test_flags_are_offered_only_by_verbs_that_use_them() -> None:
+    from chirpkit.cli import build_parser
+
+    parser = build_parser()
+    parser.parse_args(["train", "s", "--out", "r", "--resume", "--sanity"])
+    parser.parse_args(["fit", "d", "--out", "r", "--resume"])
+    for argv in (
+        ["fit", "d", "--out", "r", "--sanity"],
+        ["cross-validate", "s", "--out", "r", "--resume"],
+        ["distill", "s", "--out", "r", "--teacher", "t", "--sanity"],
+    ):
+        with pytest.raises(SystemExit):  # an unknown flag, not one accepted and ignored
+            parser.parse_args(argv)

@@ -493,7 +493,7 @@ def _config_flags(p: argparse.ArgumentParser, flags: Mapping[str, str]) -> None:
         p.add_argument(flag, dest=key, help=f"{field.description} [{key}{default}]", **extra)
 
 
-def _train_flags(p: argparse.ArgumentParser) -> None:
+def _train_flags(p: argparse.ArgumentParser, *, resume: bool = False, sanity: bool = False) -> None:
     _config_flags(
         p,
         {
@@ -505,12 +505,14 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
             "train.accelerator": "--accelerator",
         },
     )
-    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    p.add_argument(
-        "--sanity",
-        action="store_true",
-        help="only check that the model can overfit one training batch (fails loudly if not)",
-    )
+    if resume:
+        p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    if sanity:
+        p.add_argument(
+            "--sanity",
+            action="store_true",
+            help="only check that the model can overfit one training batch (fails loudly if not)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -604,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("train", cmd_train, "train a classifier on a prepared store")
     p.add_argument("store", help="prepared store")
     p.add_argument("--out", required=True, help="run folder")
-    _train_flags(p)
+    _train_flags(p, resume=True, sanity=True)
     _common(p)
 
     p = verb("evaluate", cmd_evaluate, "macro F1, per-class report and confusion matrix of a run")
@@ -785,7 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="store folder (default RUN/store); share one between runs")
     add_options(p, SourceOptions)
     _config_flags(p, {"audio.window_s": "--window-s"})
-    _train_flags(p)
+    _train_flags(p, resume=True)
     _common(p)
 
     p = verb("cross-validate", cmd_cv, "grouped k-fold CV over the split's folds (split.folds=K)")
