@@ -10,8 +10,10 @@
 
 Each dataset's label CSV (path,label,group) is written to the output folder and ``chirpkit.fit``
 runs on it; nothing from ../shared/data is copied. Skips (exit 0) when the data folder is absent.
-With ``--config RECIPE`` the recipe's model, augment and train sections are used, and the
-dataset's audio, features and split settings below (the sample rate and window fit the data).
+With ``--config RECIPE`` the recipe is the base and the dataset's audio, features and split
+settings below are applied over it (FSDD: 8 kHz, 1 s windows, its front-end; ESC-50: 5 s
+windows); the recipe's model, augment and train sections and any audio key not named below (the
+ESC-50 sample rate, margins, hops) stay the recipe's.
 """
 
 from __future__ import annotations

@@ -179,15 +179,58 @@ def test_fusion_head_chooses_its_weight_on_validation(fold_store: Store, tmp_pat
     assert chosen["fusion_weight"] in FUSION_GRID and len(chosen["val_macro_f1_by_weight"]) == 11
     best = max(chosen["val_macro_f1_by_weight"].values())
     assert chosen["val_macro_f1_by_weight"][f"{chosen['fusion_weight']:.1f}"] == best
+    assert chosen["val_macro_f1_selected"] == best
     net = load_model(tmp_path / "fusion")  # the chosen weight is part of the saved model
-    assert float(net.fusion_weight) == chosen["fusion_weight"]
-    emb = torch.from_numpy(embedding_cache(fold_store, progress=False))
+    assert float(net.fusion_weight) == pytest.approx(chosen["fusion_weight"])
+    # a warm start keeps this run's BirdNET rows (its label map), not the source run's
+    again = train(
+        fold_store,
+        out=tmp_path / "again",
+        config=tiny_config(
+            **{
+                "model.name": "birdnet_fusion",
+                "model.params": {"label_map": {**TWO_KNOWN, "high": "Cettia cetti"}},
+                "model.init_from": str(tmp_path / "fusion"),
+            }
+        ),
+        progress=False,
+    )
+    warm = load_model(tmp_path / "again")
+    assert not bool(net.known.all()) and bool(warm.known.all())
+    assert float(warm.fusion_weight) == pytest.approx(again["selected_on_val"]["fusion_weight"])
+
+
+def test_fusion_head_mixes_log_probabilities_and_picks_a_weight_in_the_grid() -> None:
+    import torch
+
+    from chirpkit.models.heads import FusionHead
+
+    torch.manual_seed(0)
+    net = FusionHead(3, dim=8, weight=0.3)
+    net.known[:2] = True  # classes 0 and 1 "known to BirdNET", class 2 new
+    net.prior_weight.normal_()
+    x = torch.randn(64, 8)
+    net.train()(x)  # the input statistics of the standardising norm
+    assert torch.equal(net.train()(x), net.head(x))  # training: the head alone
+    net.eval()
     with torch.no_grad():
-        fused, head = net(emb), net.head(emb)
-        w = chosen["fusion_weight"]
-        high = net.known.logical_not()
-        torch.testing.assert_close(fused[:, high], head[:, high])  # unknown to BirdNET: the head alone
-        torch.testing.assert_close(fused[:, ~high], w * net.prior(emb)[:, ~high] + (1 - w) * head[:, ~high])
+        head = torch.log_softmax(net.head(x), dim=1)
+        prior = torch.nn.functional.logsigmoid(net.prior(x))
+        fused = net(x)
+    torch.testing.assert_close(fused[:, 2], head[:, 2])
+    torch.testing.assert_close(fused[:, :2], 0.3 * prior[:, :2] + 0.7 * head[:, :2])
+
+    # validation windows that only a weight of 0.6-0.8 gets all right: the output is linear in
+    # the weight, as the network's own is (the hook asks for weights 0 and 1 only)
+    def logits_on_val() -> tuple[torch.Tensor, torch.Tensor]:
+        w = float(net.fusion_weight)
+        logits = torch.tensor([[w, 0.55, 0.0], [w, 0.85, 0.0], [0.0, 0.0, 1.0]])
+        return logits, torch.tensor([0, 1, 2])
+
+    chosen = net.select_on_validation(logits_on_val)
+    assert 0.6 <= chosen["fusion_weight"] <= 0.8 and chosen["val_macro_f1_selected"] == 1.0
+    assert float(net.fusion_weight) == pytest.approx(chosen["fusion_weight"])
+    assert chosen["val_macro_f1_by_weight"]["0.5"] < 1.0 and chosen["val_macro_f1_by_weight"]["0.9"] < 1.0
 
 
 def test_profile_measures_and_estimates() -> None:

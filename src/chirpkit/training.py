@@ -340,7 +340,11 @@ def train(
     selected = None
     select = getattr(net, "select_on_validation", None)
     if callable(select) and validate and trainer.global_rank == 0:  # e.g. a score-fusion weight
-        selected = select(lambda: _logits_on(net, task.input, dm.val_dataloader()))
+        try:
+            selected = select(lambda: _logits_on(net, task.input, dm.val_dataloader()))
+        except BaseException as exc:
+            folder.fail("failed", f"choosing on validation: {type(exc).__name__}: {exc}")
+            raise
     best_val = blob.get("chirpkit_val", {})
     best_f1 = best_val.get("macro_f1")
     summary = {
@@ -361,6 +365,7 @@ def train(
     }
     if trainer.global_rank == 0:
         folder.finish(net, spec, summary)
+    trainer.strategy.barrier("chirpkit-model-written")  # other ranks go on to read model.pt
     log.info(
         "trained %s in %.1f s; best val macro F1 %s; model: %s",
         spec.architecture,

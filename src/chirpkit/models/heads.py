@@ -96,7 +96,10 @@ for _name, _hidden in (("birdnet_linear", 0), ("birdnet_mlp", 256)):
 
 class _BirdNETRows(nn.Module):
     """BirdNET V2.4's dense-layer rows for the dataset's classes that name a BirdNET species
-    (zero rows, ``known`` False, for the others), copied by ``init_from_spec``."""
+    (zero rows, ``known`` False, for the others), copied by ``init_from_spec``. A warm start
+    (``model.init_from``) leaves them as this run's classes and ``label_map`` give them."""
+
+    warm_start_keep: tuple[str, ...] = ("prior_weight", "prior_bias", "known")
 
     def __init__(self, num_classes: int, dim: int, label_map: dict[str, str] | str | None) -> None:
         super().__init__()
@@ -191,15 +194,22 @@ FUSION_GRID = tuple(i / 10 for i in range(11))
 
 
 class FusionHead(_BirdNETRows):
-    """Late fusion: BirdNET's zero-shot logits and a trained linear head's, mixed per class.
+    """Late fusion of BirdNET's zero-shot scores and a trained linear head's, per class.
 
-    ``logits_c = w · birdnet_c(x) + (1 − w) · head_c(x)`` for the classes BirdNET knows and
-    ``head_c(x)`` for the others. The head trains alone (``w`` plays no part in training: in
-    training mode the forward pass is the head's); after training, ``select_on_validation`` tries
-    ``w`` in 0, 0.1, …, 1 on the validation windows and keeps the best macro F1 (ties: the lower
-    validation cross-entropy). ``w = 1`` is zero-shot on the known classes, ``w = 0`` the head.
-    Without validation windows ``w`` stays at ``weight`` (``model.params: {weight: 0.5}``).
+    Single-label: ``w · log σ(birdnet_c(x)) + (1 − w) · log softmax(head(x))_c`` for the classes
+    BirdNET knows and ``log softmax(head(x))_c`` for the others, i.e. both models as
+    log-probabilities (BirdNET's are per-species sigmoids), so known and new classes compare on
+    one scale. Multi-label (both models sigmoid): ``w · birdnet_c(x) + (1 − w) · head_c(x)`` on the
+    logits. ``w = 1`` ranks the known classes as zero-shot does; ``w = 0`` is the head.
+
+    The head trains alone: in training mode the forward pass is the head's. Validation during
+    training (the best epoch, early stopping) scores the fused output at the starting weight
+    (``model.params.weight``, 0.5). After training ``select_on_validation`` tries ``w`` in 0,
+    0.1, …, 1 on the validation windows and keeps the best macro F1 (ties: the lower
+    cross-entropy); without validation windows ``w`` stays at the starting weight.
     """
+
+    warm_start_keep = (*_BirdNETRows.warm_start_keep, "fusion_weight", "multilabel")
 
     def __init__(
         self,
@@ -214,7 +224,13 @@ class FusionHead(_BirdNETRows):
         self.num_features = dim
         self.head = EmbeddingHead(num_classes, dropout=dropout, dim=dim)
         self.fusion_weight: torch.Tensor
+        self.multilabel: torch.Tensor
         self.register_buffer("fusion_weight", torch.tensor(float(weight)))
+        self.register_buffer("multilabel", torch.tensor(False))
+
+    def init_from_spec(self, spec: Any) -> None:
+        self.multilabel.fill_(spec.task == "multilabel")
+        super().init_from_spec(spec)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -225,8 +241,12 @@ class FusionHead(_BirdNETRows):
         head = self.head(x)
         if self.training:
             return head
-        w = self.fusion_weight * self.known.to(head.dtype)
-        return w * self.prior(x).to(head.dtype) + (1 - w) * head
+        prior = self.prior(x).to(head.dtype)
+        # single-label: both as log-probabilities (torch.where: no host sync on a GPU)
+        head = torch.where(self.multilabel, head, torch.log_softmax(head, dim=1))
+        prior = torch.where(self.multilabel, prior, nn.functional.logsigmoid(prior))
+        w = self.fusion_weight.to(head.dtype) * self.known.to(head.dtype)
+        return w * prior + (1 - w) * head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(x)
@@ -235,30 +255,36 @@ class FusionHead(_BirdNETRows):
         self, logits_on_val: Callable[[], tuple[torch.Tensor, torch.Tensor]]
     ) -> dict[str, Any]:
         """Choose the fusion weight on validation; ``logits_on_val()`` runs the validation windows
-        through this network (in eval mode) and returns ``(logits, targets)``."""
+        through this network (in eval mode) and returns ``(logits, targets)``. The output is
+        linear in ``w``, so two passes (``w`` = 0 and 1) give every weight of the grid."""
+        start = float(self.fusion_weight)
         if not bool(self.known.any()):
             self.fusion_weight.fill_(0.0)
             return {"fusion_weight": 0.0, "note": "no class is a BirdNET species: the head alone"}
-        scores: dict[float, tuple[float, float]] = {}
-        for w in FUSION_GRID:
-            self.fusion_weight.fill_(w)
-            logits, y = logits_on_val()
-            scores[w] = _val_scores(logits, y)
+        self.fusion_weight.fill_(0.0)
+        head, y = logits_on_val()
+        self.fusion_weight.fill_(1.0)
+        prior, _ = logits_on_val()
+        scores = {w: _val_scores(w * prior + (1 - w) * head, y) for w in FUSION_GRID}
         best = max(FUSION_GRID, key=lambda w: (scores[w][0], -scores[w][1]))
         self.fusion_weight.fill_(best)
         log.info(
-            "birdnet_fusion: weight of BirdNET's scores %.1f (validation macro F1 %.4f)",
+            "birdnet_fusion: weight of BirdNET's scores %.1f (validation macro F1 %.4f; %.4f at %.1f)",
             best,
             scores[best][0],
+            scores[min(FUSION_GRID, key=lambda w: abs(w - start))][0],
+            start,
         )
         return {
             "fusion_weight": best,
+            "val_macro_f1_selected": round(scores[best][0], 4),
             "val_macro_f1_by_weight": {f"{w:.1f}": round(scores[w][0], 4) for w in FUSION_GRID},
         }
 
 
 def _val_scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """``(macro F1, cross-entropy)``; single-label targets as indices, multi-label as 0/1 rows."""
+    """``(macro F1 over the classes present, as evaluate computes it; unweighted cross-entropy)``
+    for single-label targets (indices) or multi-label ones (0/1 rows, threshold 0.5)."""
     from chirpkit.metrics import multilabel_scores, scores
 
     logits = logits.float()

@@ -97,10 +97,12 @@ def warm_start(net: nn.Module, spec: ModelSpec, source: str | os.PathLike[str]) 
     # the tensors whose shape follows the number of classes: those of a probe with one more class
     probe = build_network(replace(spec, class_names=[*spec.class_names, "\0probe"])).state_dict()
     per_class = {n for n, v in probe.items() if n in state and v.shape != state[n].shape}
+    # what the network sets up itself (a head's copy of BirdNET's rows for *this* run's classes)
+    keep = set(getattr(net, "warm_start_keep", ()))
     copied, class_rows, skipped = [], [], []
     for name, value in blob["state_dict"].items():
         mine = state.get(name)
-        if mine is None:
+        if mine is None or name in keep:
             skipped.append(name)
         elif name in per_class and mine.shape[1:] == value.shape[1:] and value.shape[0] == old.num_classes:
             mine = mine.clone()
