@@ -166,9 +166,7 @@ def test_prior_head_starts_as_birdnet_and_learns_a_new_class(fold_store: Store, 
 
 @needs_birdnet
 def test_fusion_head_chooses_its_weight_on_validation(fold_store: Store, tmp_path: Path) -> None:
-    import torch
 
-    from chirpkit.embeddings import embedding_cache
     from chirpkit.models import load_model
     from chirpkit.models.heads import FUSION_GRID
     from chirpkit.training import train
