@@ -13,25 +13,15 @@ from chirpkit._util import atomic_path
 from chirpkit.audio import info
 from chirpkit.errors import AudioDecodeError
 from chirpkit.events import write_raven
-from chirpkit.review.db import ReviewDB
+from chirpkit.review.db import REVIEW_COLUMNS, ReviewDB
 from chirpkit.review.items import load_detect_folder
 
 __all__ = ["EXPORT_COLUMNS", "export_reviews"]
 
 log = logging.getLogger("chirpkit")
 
-EXPORT_COLUMNS = [
-    "id",
-    "file",
-    "start_s",
-    "end_s",
-    "detected_label",
-    "score",
-    "verdict",
-    "label",
-    "reviewer",
-    "time",
-]
+#: the current reviews' columns, ``item`` named ``id`` as in the JSON API (``seq`` is internal)
+EXPORT_COLUMNS = ["id", *[c for c in REVIEW_COLUMNS if c not in ("seq", "item")]]
 
 
 def export_reviews(

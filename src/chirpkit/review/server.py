@@ -52,7 +52,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from chirpkit.errors import AudioDecodeError, DataError
-from chirpkit.review.db import VERDICTS, ReviewDB
+from chirpkit.review.db import REVIEW_COLUMNS, VERDICTS, ReviewDB
 from chirpkit.review.items import DetectFolder, load_detect_folder
 from chirpkit.review.queue import STRATEGIES, review_queue
 from chirpkit.review.render import read_clip, spectrogram_png, wav_bytes
@@ -335,19 +335,8 @@ def audio(request: Request) -> Response:
 
 def reviews(request: Request) -> Response:
     cur = _state(request).db.current()
-    cols = [
-        "item",
-        "file",
-        "start_s",
-        "end_s",
-        "detected_label",
-        "score",
-        "verdict",
-        "label",
-        "final_label",
-        "reviewer",
-        "time",
-    ]
+    cols = [c for c in REVIEW_COLUMNS if c != "seq"]
+    cols.insert(cols.index("label") + 1, "final_label")
     rows = [{k: _plain(r[k]) for k in cols} for r in cur.to_dict("records")]
     return JSONResponse({"reviews": rows, "total": len(rows)})
 
