@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +203,19 @@ def test_multilabel_training_evaluation_and_detection(tmp_path: Path) -> None:
     )
     at_1s = t[t["start_s"] == 1.0]
     assert set(at_1s["label"]) == {"low", "high"}
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "says"),
+    [
+        ("birdnet_fusion", {"weight": 1.5}, "weight=1.5"),
+        ("birdnet_fusion", {"weight": "half"}, "weight='half'"),
+        ("birdnet_prior", {"l2": -0.1}, "l2=-0.1"),
+        ("birdnet_prior", {"l2_new": float("nan")}, "l2_new=nan"),
+    ],
+)
+def test_a_bad_head_parameter_is_a_config_error_that_names_it(name: str, params: dict, says: str) -> None:
+    from chirpkit.models import create_model
+
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        create_model(name, num_classes=3, **params)

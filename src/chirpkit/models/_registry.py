@@ -112,5 +112,5 @@ def create_model(name: str, *, num_classes: int, in_chans: int = 1, **kwargs: An
         kwargs.pop("pretrained_file", None)
     try:
         return entry.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # an unknown or a bad parameter
         raise ConfigError(f"model {name!r}: {exc} (check model.params in the config)") from exc

@@ -11,6 +11,7 @@ through the same task as every other model.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -163,7 +164,7 @@ class PriorHead(_BirdNETRows):
     ) -> None:
         super().__init__(num_classes, dim, label_map)
         self.num_features = dim
-        self.l2, self.l2_new = float(l2), float(l2_new)
+        self.l2, self.l2_new = _in_range("l2", l2, 0, math.inf), _in_range("l2_new", l2_new, 0, math.inf)
         self.prior_scale = nn.Parameter(torch.ones(()), requires_grad=learn_prior_weight)
         # the residual sees standardised features (as EmbeddingHead); BirdNET's rows the raw ones
         self.norm = nn.BatchNorm1d(dim, affine=False, momentum=None)
@@ -187,6 +188,17 @@ class PriorHead(_BirdNETRows):
         """The L2 pull towards BirdNET's classifier, added to the training loss."""
         w2 = self.residual.weight.pow(2).sum(dim=1)
         return self.l2 * w2[self.known].sum() + self.l2_new * w2[~self.known].sum()
+
+
+def _in_range(name: str, value: Any, low: float, high: float) -> float:
+    """``value`` as a float in ``[low, high]``; ``ValueError`` naming the parameter otherwise."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not low <= x <= high:
+        raise ValueError(f"{name}={value!r} must be a number in [{low:g}, {high:g}]")
+    return x
 
 
 #: fusion weights tried on the validation windows
@@ -225,7 +237,7 @@ class FusionHead(_BirdNETRows):
         self.head = EmbeddingHead(num_classes, dropout=dropout, dim=dim)
         self.fusion_weight: torch.Tensor
         self.multilabel: torch.Tensor
-        self.register_buffer("fusion_weight", torch.tensor(float(weight)))
+        self.register_buffer("fusion_weight", torch.tensor(_in_range("weight", weight, 0, 1)))
         self.register_buffer("multilabel", torch.tensor(False))
 
     def init_from_spec(self, spec: Any) -> None:
