@@ -342,6 +342,9 @@ def train(
     if callable(select) and validate and trainer.global_rank == 0:  # e.g. a score-fusion weight
         try:
             selected = select(lambda: _logits_on(net, task.input, dm.val_dataloader()))
+        except KeyboardInterrupt:
+            folder.fail("interrupted", "stopped by Ctrl-C or SIGTERM while choosing on validation")
+            raise
         except BaseException as exc:
             folder.fail("failed", f"choosing on validation: {type(exc).__name__}: {exc}")
             raise
