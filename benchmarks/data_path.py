@@ -229,7 +229,7 @@ def training_share(store_dir: Path, batch_size: int, steps: int) -> dict[str, fl
     """Data path (load + augment) vs model (features + forward + backward + step) over ``steps``."""
 
     from chirpkit.config import Config
-    from chirpkit.trainer import training_process
+    from chirpkit.training.trainer import training_process
 
     cfg = Config()
     with training_process(cfg.train):  # glibc settings as chirpkit.train uses for CPU training

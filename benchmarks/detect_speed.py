@@ -85,7 +85,7 @@ def default_model(out: Path) -> Path:
 
 def run_chirpkit(model: Path, files: list[Path], hop_s: float, out: Path, threads: int) -> float:
     from chirpkit.config import DetectConfig
-    from chirpkit.detection import detect
+    from chirpkit.detection.job import detect
 
     t = time.perf_counter()
     detect(model, files, out=out, config=DetectConfig(hop_s=hop_s, workers=2), resume=False, progress=False)
@@ -93,7 +93,7 @@ def run_chirpkit(model: Path, files: list[Path], hop_s: float, out: Path, thread
 
 
 def run_birdnet(files: list[Path], threads: int) -> float:
-    from chirpkit.detect_run import _batched, sliding_windows
+    from chirpkit.detection.units import _batched, sliding_windows
     from chirpkit.models.birdnet import BirdNET
 
     net = BirdNET(num_threads=threads)
@@ -121,11 +121,11 @@ def run_birdnet(files: list[Path], threads: int) -> float:
 RSS_SCRIPT = """
 import sys, torch
 torch.set_num_threads({threads})
-from chirpkit.predict import load_predictor
+from chirpkit.models.predict import load_predictor
 load_predictor(sys.argv[1])
 if sys.argv[2] != "-":
     from chirpkit.config import DetectConfig
-    from chirpkit.detection import detect
+    from chirpkit.detection.job import detect
     cfg = DetectConfig(workers=2)
     detect(sys.argv[1], [sys.argv[2]], out=sys.argv[3], config=cfg, resume=False, progress=False)
 hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0]

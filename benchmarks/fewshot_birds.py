@@ -93,7 +93,7 @@ def draw_split(store: object, k: int, seed: int) -> object | None:
 def realtime_factors(student: Path, teacher: Path, work: Path) -> dict[str, float]:
     """``detect`` real-time factors of the student and of the teacher on the same 10 minutes."""
     from chirpkit.config import DetectConfig
-    from chirpkit.detection import detect
+    from chirpkit.detection.job import detect
 
     files = sorted((DATA.parent / "soundscape24h-maad" / "data").rglob("*.flac"))[:60]
     out = {}
@@ -106,11 +106,11 @@ def realtime_factors(student: Path, teacher: Path, work: Path) -> dict[str, floa
 
 
 def run_contender(name: str, view: object, recipe: Path, work: Path) -> dict[str, object]:
-    from chirpkit.baselines import baseline
     from chirpkit.config import load_config
-    from chirpkit.evaluation import evaluate
-    from chirpkit.training import train
-    from chirpkit.zeroshot import zero_shot
+    from chirpkit.evaluation.report import evaluate
+    from chirpkit.evaluation.zeroshot import zero_shot
+    from chirpkit.training.baselines import baseline
+    from chirpkit.training.loop import train
 
     t0 = time.perf_counter()
     if name == "zero-shot":
@@ -120,7 +120,7 @@ def run_contender(name: str, view: object, recipe: Path, work: Path) -> dict[str
         r = baseline(view, model=name, features="birdnet", progress=False)  # type: ignore[arg-type]
         res = {"macro_f1": r["test"]["macro_f1"], "C": r.get("C")}
     elif name == "student":
-        from chirpkit.distill import distill
+        from chirpkit.training.distill import distill
 
         teacher = work / "teacher"
         train(view, out=teacher, config=load_config(recipe), progress=False)  # type: ignore[arg-type]
@@ -152,7 +152,7 @@ def run_contender(name: str, view: object, recipe: Path, work: Path) -> dict[str
 
 
 def plot(table: pd.DataFrame, path: Path, title: str) -> None:
-    from chirpkit.plots import _save, plt
+    from chirpkit.utils.plots import _save, plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, g in table.groupby("contender", sort=False):

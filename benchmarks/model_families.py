@@ -71,12 +71,12 @@ def main() -> int:
     if not DATA.is_dir():
         print(f"skipped: {DATA} not found")
         return 0
-    from chirpkit.baselines import baseline
     from chirpkit.config import SplitConfig, load_config
     from chirpkit.data.ingest import ingest
     from chirpkit.data.split import split
     from chirpkit.data.store import prepare
-    from chirpkit.tuning import cross_validate
+    from chirpkit.training.baselines import baseline
+    from chirpkit.training.tuning import cross_validate
 
     logging.basicConfig(level=logging.INFO, format="chirpkit: %(message)s")
     out = Path(args.out)

@@ -57,7 +57,7 @@ def main() -> int:
         return 0
     import chirpkit
     from chirpkit.config import DetectConfig, load_config
-    from chirpkit.events import score_detections
+    from chirpkit.detection.events import score_detections
 
     logging.basicConfig(level=logging.WARNING, format="chirpkit: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,7 @@ def main() -> int:
         print(f"skipped: {DATA} not found (benchmark data is not shipped with chirpkit)")
         return 0
     from chirpkit.config import load_config
-    from chirpkit.pipeline import fit
+    from chirpkit.pipelines.fit import fit
 
     logging.basicConfig(level=logging.INFO, format="chirpkit: %(message)s")
     out = Path(args.out)

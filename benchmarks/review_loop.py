@@ -142,7 +142,7 @@ def screenshot(det_dir: Path, path: Path) -> None:
 
 
 def score(det_dir: Path, test_table: Path) -> dict[str, float]:
-    from chirpkit.events import score_detections
+    from chirpkit.detection.events import score_detections
 
     t = score_detections(det_dir / "detections.csv", test_table, tolerance_s=TOLERANCE_S, matching="any")
     row = t[t["class"] == "bird"].iloc[0] if (t["class"] == "bird").any() else t[t["class"] == "all"].iloc[0]

@@ -60,7 +60,7 @@ def build_files(out: Path, minutes: float) -> tuple[list[Path], float]:
 
 def run(model: Path, files: list[Path], out: Path, engine: str, workers: int) -> dict[str, float | None]:
     from chirpkit.config import DetectConfig
-    from chirpkit.detection import detect
+    from chirpkit.detection.job import detect
 
     cfg = DetectConfig(workers=workers, shard_s=300.0)
     t = time.perf_counter()

@@ -79,7 +79,7 @@ def tiny_config(**overrides: object) -> Config:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_folder: Path) -> Path:
     """A trained run (fit on the tiny folder), shared by the evaluate/detect tests."""
-    from chirpkit.pipeline import fit
+    from chirpkit.pipelines.fit import fit
 
     out = tmp_path_factory.mktemp("run") / "run"
     fit(tiny_folder, out=out, config=tiny_config(), group_by="regex:-(g\\d+)-", progress=False)

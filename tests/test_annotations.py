@@ -171,7 +171,7 @@ def test_single_class_table_is_ingested_with_a_warning(
 
 
 def test_fit_from_an_annotation_table(soundscapes: Path) -> None:
-    from chirpkit.pipeline import fit
+    from chirpkit.pipelines.fit import fit
     from tests.conftest import tiny_config
 
     res = fit(

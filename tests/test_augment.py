@@ -265,7 +265,7 @@ def test_a_pipeline_composes_any_transforms() -> None:
 
 def test_config_blocks_and_the_earlier_flat_keys(tmp_path: Path) -> None:
     from chirpkit.config import load_config
-    from chirpkit.tuning import DEFAULT_SPACE
+    from chirpkit.training.tuning import DEFAULT_SPACE
 
     new = load_config(
         overrides=["augment.noise.p=0.5", "augment.noise.min_snr_db=5", "augment.pitch.mode=waveform"]
@@ -314,8 +314,8 @@ def test_config_blocks_and_the_earlier_flat_keys(tmp_path: Path) -> None:
 
 
 def test_augment_preview_png(tmp_path: Path) -> None:
+    from chirpkit.augment.preview import augment_preview
     from chirpkit.config import load_config
-    from chirpkit.preview import augment_preview
 
     p = write(tmp_path / "call.wav", tone(3000, 4.0, SR) * 0.5, SR)
     cfg = load_config(overrides={"audio.sample_rate": SR, "audio.window_s": 1.0, "features.n_mels": 32})

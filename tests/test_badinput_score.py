@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from chirpkit.cli import main
+from chirpkit.detection.events import score_detections
 from chirpkit.errors import AnnotationError, ConfigError, DataError, MissingPathError
-from chirpkit.events import score_detections
 
 DET_HEAD = "file,start_s,end_s,label,score\n"
 DET = DET_HEAD + "r1.wav,0,3,a,0.9\nr1.wav,10,13,a,0.8\n"

@@ -71,17 +71,17 @@ def test_public_api_is_pinned() -> None:
     for name in chirpkit.__all__:
         assert getattr(chirpkit, name) is not None
     for module in (
-        "chirpkit.training",
-        "chirpkit.evaluation",
-        "chirpkit.detection",
-        "chirpkit.exporting",
-        "chirpkit.events",
-        "chirpkit.preview",
+        "chirpkit.training.loop",
+        "chirpkit.evaluation.report",
+        "chirpkit.detection.job",
+        "chirpkit.models.export",
+        "chirpkit.detection.events",
+        "chirpkit.augment.preview",
         "chirpkit.data.report",
-        "chirpkit.baselines",
-        "chirpkit.embeddings",
-        "chirpkit.profiling",
-        "chirpkit.tuning",
+        "chirpkit.training.baselines",
+        "chirpkit.models.embeddings",
+        "chirpkit.models.profile",
+        "chirpkit.training.tuning",
     ):
         importlib.import_module(module)  # importing a module must not shadow a function of the API
     for name in (

@@ -16,7 +16,7 @@ from chirpkit.conditioning import (
 )
 from chirpkit.config import AudioConfig, load_config
 from chirpkit.data.store import prepare
-from chirpkit.detection import sliding_windows
+from chirpkit.detection.job import sliding_windows
 from chirpkit.errors import ConfigError
 from tests.conftest import tone, write
 

@@ -81,7 +81,7 @@ def test_precision_auto_is_what_its_description_says(
     import torch
 
     from chirpkit.config import TrainConfig
-    from chirpkit.trainer import resolve_precision
+    from chirpkit.training.trainer import resolve_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from chirpkit.demo_pipeline import make_demo_data, score_calls
+from chirpkit.pipelines.demo import make_demo_data, score_calls
 from chirpkit.synth import CALL_TYPES, colored_noise, make_call
 
 
@@ -63,7 +63,7 @@ def test_score_calls() -> None:
 
 @pytest.mark.slow
 def test_full_demo_meets_its_numbers(tmp_path: Path) -> None:
-    from chirpkit.demo_pipeline import demo
+    from chirpkit.pipelines.demo import demo
 
     s = demo(tmp_path / "demo", progress=False)
     assert s["macro_f1"] >= 0.9 and s["detection_recall"] >= 0.8

@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 
 from chirpkit.config import DetectConfig
-from chirpkit.detection import detect
+from chirpkit.detection.job import detect
 from chirpkit.errors import ChirpkitError, DataError, MissingPathError, OutputError, RunError
 from tests.conftest import TINY_SR, broken_flac, read_csv, tone, write
 from tests.scale_helpers import make_hp_model
@@ -92,7 +92,7 @@ def test_a_signal_stops_detect_within_seconds_and_the_rerun_resumes(
 def test_a_full_disk_stops_detect_with_a_clear_error_and_never_hangs(
     model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import chirpkit.detect_plan as dp
+    import chirpkit.detection.plan as dp
 
     audio = tmp_path / "audio"
     for i in range(6):

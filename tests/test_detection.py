@@ -12,8 +12,8 @@ import pytest
 
 from chirpkit.config import DetectConfig
 from chirpkit.data.annotations import read_annotations
-from chirpkit.detection import detect
-from chirpkit.events import merge_events, score_detections
+from chirpkit.detection.events import merge_events, score_detections
+from chirpkit.detection.job import detect
 from tests.conftest import TINY_SR, tone, write
 
 CALLS = [(2.0, "low", 800), (6.0, "high", 5000), (9.5, "mid", 2500), (14.0, "low", 800)]
@@ -67,7 +67,7 @@ def test_detections_events_and_formats(tiny_run: Path, scapes: list[Path], tmp_p
 def test_a_killed_run_resumes_without_duplicates(
     tiny_run: Path, scapes: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import chirpkit.detect_run as det_mod
+    import chirpkit.detection.units as det_mod
 
     cfg = DetectConfig(hop_s=0.5, min_score=0.6)
     full = detect(tiny_run, scapes[:2], out=tmp_path / "ref", config=cfg, progress=False)
@@ -107,7 +107,7 @@ def test_a_killed_run_resumes_without_duplicates(
 def test_thresholds_from_evaluate_are_applied(tiny_run: Path, scapes: list[Path], tmp_path: Path) -> None:
     import shutil
 
-    from chirpkit.evaluation import evaluate
+    from chirpkit.evaluation.report import evaluate
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints"))
@@ -130,7 +130,7 @@ def test_thresholds_from_evaluate_are_applied(tiny_run: Path, scapes: list[Path]
 
 
 def test_choose_thresholds_known_answers() -> None:
-    from chirpkit.thresholds import choose_thresholds
+    from chirpkit.evaluation.thresholds import choose_thresholds
 
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1])
     probs = np.stack([scores, 1 - scores], axis=1)
@@ -221,7 +221,7 @@ def test_export_matches_pytorch_and_detects_the_same(
     tiny_run: Path, scapes: list[Path], tmp_path: Path, fmt: str, suffix: str
 ) -> None:
     pytest.importorskip("onnxruntime")
-    from chirpkit.exporting import export
+    from chirpkit.models.export import export
 
     info = export(tiny_run, format=fmt, out=tmp_path / f"model{suffix}")
     assert info["max_abs_diff"] < 1e-4 and Path(info["path"]).is_file()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from chirpkit.errors import ConfigError
-from chirpkit.training import train
+from chirpkit.training.loop import train
 from tests.conftest import TINY_CLASSES, TINY_SR, tiny_config, tone, write
 
 
@@ -31,8 +31,8 @@ def soundscapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_student_learns_from_the_teacher_alone(tiny_run: Path, soundscapes: Path, tmp_path: Path) -> None:
-    from chirpkit.distill import distill
-    from chirpkit.evaluation import evaluate
+    from chirpkit.evaluation.report import evaluate
+    from chirpkit.training.distill import distill
 
     # distill_weight 1: the labels play no part in the distillation step; only the teacher's scores
     cfg = tiny_config(**{"train.distill_weight": 1.0, "train.epochs": 20, "augment.mixup.p": 0.0})

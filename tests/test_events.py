@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
-from chirpkit.events import _pairs, optimal_matching, score_detections
+from chirpkit.detection.events import _pairs, optimal_matching, score_detections
 
 SED_DATA = Path(__file__).parent / "data" / "sed_eval"
 

@@ -42,7 +42,7 @@ def fold_store(tmp_path_factory: pytest.TempPathFactory, tiny_folder: Path) -> S
 
 
 def test_cross_validate_over_the_split_folds(fold_store: Store, tmp_path: Path) -> None:
-    from chirpkit.tuning import cross_validate, fold_view
+    from chirpkit.training.tuning import cross_validate, fold_view
 
     assert sorted(fold_store.index["fold"].unique()) == [-1, 0, 1, 2]
     view = fold_view(fold_store, 1)
@@ -64,7 +64,7 @@ def test_cross_validate_over_the_split_folds(fold_store: Store, tmp_path: Path) 
 
 def test_tune_searches_prunes_resumes_and_retrains(fold_store: Store, tmp_path: Path) -> None:
     pytest.importorskip("optuna")
-    from chirpkit.tuning import tune
+    from chirpkit.training.tuning import tune
 
     space = {"train.lr": {"low": 1e-3, "high": 5e-3, "log": True}, "train.batch_size": [4, 8]}
     s = tune(
@@ -89,7 +89,7 @@ def test_tune_searches_prunes_resumes_and_retrains(fold_store: Store, tmp_path: 
 
 @pytest.mark.parametrize("model", ["knn", "tree", "logreg", "mlp"])
 def test_sklearn_baselines(fold_store: Store, tmp_path: Path, model: str) -> None:
-    from chirpkit.baselines import baseline
+    from chirpkit.training.baselines import baseline
 
     res = baseline(fold_store, model=model, features="mfcc", out=tmp_path, progress=False)
     assert res["cv"] == "the split's folds" and len(res["cv_macro_f1"]) == 3
@@ -101,10 +101,10 @@ def test_sklearn_baselines(fold_store: Store, tmp_path: Path, model: str) -> Non
 
 @needs_birdnet
 def test_birdnet_head_and_zero_shot(fold_store: Store, tmp_path: Path) -> None:
-    from chirpkit.embeddings import birdnet_input, cache_root
-    from chirpkit.evaluation import evaluate
-    from chirpkit.training import train
-    from chirpkit.zeroshot import zero_shot
+    from chirpkit.evaluation.report import evaluate
+    from chirpkit.evaluation.zeroshot import zero_shot
+    from chirpkit.models.embeddings import birdnet_input, cache_root
+    from chirpkit.training.loop import train
 
     crops, owner = birdnet_input(np.zeros((2, 16000 * 5), np.float32), 16000)  # 5 s → two 3 s crops each
     assert crops.shape == (4, 144000) and owner.tolist() == [0, 0, 1, 1]
@@ -136,11 +136,11 @@ TWO_KNOWN = {"low": "Bubo bubo", "mid": "Turdus merula"}
 def test_prior_head_starts_as_birdnet_and_learns_a_new_class(fold_store: Store, tmp_path: Path) -> None:
     import torch
 
-    from chirpkit.embeddings import embedding_cache
-    from chirpkit.evaluation import evaluate
+    from chirpkit.evaluation.report import evaluate
     from chirpkit.models import build_network, load_model
     from chirpkit.models.birdnet import birdnet_classifier, birdnet_labels
-    from chirpkit.training import model_spec, train
+    from chirpkit.models.embeddings import embedding_cache
+    from chirpkit.training.loop import model_spec, train
 
     cfg = tiny_config(**{"model.name": "birdnet_prior", "model.params": {"label_map": TWO_KNOWN}})
     spec = model_spec(cfg, fold_store)
@@ -169,7 +169,7 @@ def test_fusion_head_chooses_its_weight_on_validation(fold_store: Store, tmp_pat
 
     from chirpkit.models import load_model
     from chirpkit.models.heads import FUSION_GRID
-    from chirpkit.training import train
+    from chirpkit.training.loop import train
 
     cfg = tiny_config(**{"model.name": "birdnet_fusion", "model.params": {"label_map": TWO_KNOWN}})
     summary = train(fold_store, out=tmp_path / "fusion", config=cfg, progress=False)
@@ -232,7 +232,7 @@ def test_fusion_head_mixes_log_probabilities_and_picks_a_weight_in_the_grid() ->
 
 
 def test_profile_measures_and_estimates() -> None:
-    from chirpkit.profiling import profile
+    from chirpkit.models.profile import profile
 
     cfg = tiny_config()
     res = profile("small_cnn", config=cfg, batch_size=4, steps=1)
@@ -247,7 +247,7 @@ def test_training_flops_of_depthwise_convolutions() -> None:
     import torch
     from torch import nn
 
-    from chirpkit.profiling import _flops
+    from chirpkit.models.profile import _flops
 
     # forward: 2 * B * H * W * C * k^2 multiply-adds for a depthwise 3x3 conv; a training step
     # adds the same again for the input gradient and for the weight gradient
@@ -261,7 +261,7 @@ def test_training_flops_of_depthwise_convolutions() -> None:
 
 def test_default_search_space_names_real_settings() -> None:
     from chirpkit.config import load_config
-    from chirpkit.tuning import DEFAULT_SPACE
+    from chirpkit.training.tuning import DEFAULT_SPACE
 
     for key, dist in DEFAULT_SPACE.items():
         values = dist if isinstance(dist, list) else [dist["low"], dist["high"]]
@@ -275,7 +275,7 @@ def test_embeddings_on_a_dask_cluster_equal_a_local_pass(
     fold_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("distributed")
-    from chirpkit.embeddings import EmbeddingCache, embed
+    from chirpkit.models.embeddings import EmbeddingCache, embed
 
     monkeypatch.setenv("CHIRPKIT_CACHE", str(tmp_path / "dask"))
     res = embed(fold_store, views=3, engine="dask", workers=2, progress=False)

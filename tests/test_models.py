@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from chirpkit.errors import ConfigError, RunError
-from chirpkit.losses import ClassificationLoss
 from chirpkit.models import create_model, list_models, model_info
 from chirpkit.models.timm_models import timm_available
+from chirpkit.training.losses import ClassificationLoss
 from tests.conftest import tiny_config
 
 
@@ -59,7 +59,7 @@ def test_pretrained_offline_fails_fast_with_the_fix(monkeypatch: pytest.MonkeyPa
 def test_an_embedding_head_is_not_built_as_a_waveform_network() -> None:
     from chirpkit.config import FeatureConfig
     from chirpkit.models import ClassifierNet, ModelSpec
-    from chirpkit.profiling import profile
+    from chirpkit.models.profile import profile
 
     spec = ModelSpec("birdnet_linear", ["a", "b"], 16000, 1.0, FeatureConfig().model_dump(), {})
     with pytest.raises(ConfigError, match=r"takes embeddings, not a spectrogram"):
@@ -122,7 +122,7 @@ def test_weighted_sampler_balances(tiny_run: Path, tmp_path: Path) -> None:
             list(WeightedRandomSampler(w.tolist(), 20000, generator=torch.Generator().manual_seed(0)))
         )
         assert (targets[draws] == 1).mean() == pytest.approx(share, abs=0.02)
-    from chirpkit.training import train
+    from chirpkit.training.loop import train
 
     store = json.loads((tiny_run / "data.json").read_text())["store"]
     s = train(
@@ -137,7 +137,7 @@ def test_weighted_sampler_balances(tiny_run: Path, tmp_path: Path) -> None:
 
 def test_sanity_check_passes_and_fails_loudly(tiny_run: Path, tmp_path: Path) -> None:
     from chirpkit.data.store import Store
-    from chirpkit.training import train
+    from chirpkit.training.loop import train
 
     store = json.loads((tiny_run / "data.json").read_text())["store"]
     res = train(
@@ -164,8 +164,8 @@ def test_multilabel_training_evaluation_and_detection(tmp_path: Path) -> None:
     import pandas as pd
 
     from chirpkit.config import DetectConfig
-    from chirpkit.detection import detect
-    from chirpkit.pipeline import fit
+    from chirpkit.detection.job import detect
+    from chirpkit.pipelines.fit import fit
     from tests.conftest import TINY_SR, tone, write
 
     rng = np.random.default_rng(0)

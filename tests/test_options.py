@@ -17,7 +17,7 @@ from chirpkit.config import Config
 from chirpkit.data.catalog import read_catalog
 from chirpkit.data.ingest import ingest
 from chirpkit.data.options import ANNOTATION_TABLE, IngestOptions, SourceOptions
-from chirpkit.pipeline import fit
+from chirpkit.pipelines.fit import fit
 
 COMMON = {"config", "set", "no_progress"}
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from chirpkit.config import DetectConfig
-from chirpkit.detection import detect, resolve_inputs, sliding_windows
+from chirpkit.detection.job import detect, resolve_inputs, sliding_windows
 from chirpkit.errors import DataError, MissingPathError
-from chirpkit.evaluation import evaluate
+from chirpkit.evaluation.report import evaluate
 from chirpkit.models import load_model
-from chirpkit.training import train
+from chirpkit.training.loop import train
 from tests.conftest import TINY_CLASSES, TINY_SR, tiny_config, tone, write
 
 

@@ -19,32 +19,24 @@ import torch
 from chirpkit.config import FeatureConfig
 from chirpkit.errors import ConfigError, RunError
 from chirpkit.models import ModelSpec, build_network, model_info, save_model, warm_start
-from chirpkit.training import train
+from chirpkit.training.loop import train
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # layers, lowest first: a module may import its own layer and those below, never above
 LAYERS = [
-    {"errors", "_version", "_util", "_compat", "_options", "config", "engine"},
-    # review.db and review.items are the reviews' storage format, which ingest reads like any data
-    {
-        "audio",
-        "conditioning",
-        "data",
-        "synth",
-        "plots",
-        "metrics",
-        "events",
-        "thresholds",
-        "losses",
-        "taxonomy",
-    }
-    | {"_score_inputs", "sources"}
-    | {"review.db", "review.items"},
-    {"features", "augment", "models", "embeddings"},
-    {"inputs", "task", "datamodule"},
-    {"trainer", "runs", "training", "predict"},
+    {"errors", "_version", "utils", "_options", "config"},
+    # review.db and review.items are the reviews' storage format, which ingest
+    # reads like any data
+    {"audio", "conditioning", "data", "synth", "metrics", "sources"}
+    | {"detection.events", "detection.score_inputs", "evaluation.thresholds", "training.losses"}
+    | {"models.taxonomy", "review.db", "review.items"},
+    {"features", "augment", "models", "models.embeddings"},
+    {"models.inputs", "training.task", "training.datamodule"},
+    {"training.trainer", "training.runs", "training.loop", "models.predict"},
+    # verbs that live in a lower folder (export and profile read a model, preview a store)
+    {"models.export", "models.profile", "augment.preview"},
 ]
 
 
@@ -76,6 +68,17 @@ def test_imports_have_no_cycles_and_run_downward() -> None:
         if m != "chirpkit" and _layer(d) > _layer(m)
     ]
     assert upward == []
+
+
+def test_stage_folders_import_one_way() -> None:
+    """At folder level (data, models, training, detection, ...) no two folders import each other."""
+    edges = {
+        (m.split(".")[1], d.split(".")[1])
+        for m, deps in _graph().items()
+        for d in deps
+        if m.count(".") >= 1 and d.count(".") >= 1 and m.split(".")[1] != d.split(".")[1]
+    }
+    assert sorted(f"{a} <-> {b}" for a, b in edges if (b, a) in edges and a < b) == []
 
 
 def test_nothing_outside_the_registry_branches_on_a_model_name() -> None:
@@ -135,7 +138,7 @@ def test_a_failed_train_leaves_no_run_folder(
 
 
 def test_divergence_stops_training_and_the_run_says_so(tiny_run: Path, tmp_path: Path) -> None:
-    from chirpkit.predict import load_predictor
+    from chirpkit.models.predict import load_predictor
 
     run = tmp_path / "run"
     cfg = tiny_config(**{"train.lr": 1e30, "train.epochs": 3, "train.warmup_epochs": 0})
@@ -149,7 +152,7 @@ def test_divergence_stops_training_and_the_run_says_so(tiny_run: Path, tmp_path:
 
 @pytest.mark.parametrize("damage", ["truncated", "random", "empty", "other_pickle"])
 def test_a_damaged_model_file_is_a_clear_error(tiny_run: Path, tmp_path: Path, damage: str) -> None:
-    from chirpkit.predict import load_predictor
+    from chirpkit.models.predict import load_predictor
 
     path = tmp_path / "model.pt"
     good = (tiny_run / "model.pt").read_bytes()
@@ -228,7 +231,7 @@ def test_tune_stops_on_ctrl_c_and_resumes(tiny_run: Path, tmp_path: Path) -> Non
     from chirpkit.config import SplitConfig
     from chirpkit.data.split import split
     from chirpkit.data.store import prepare
-    from chirpkit.tuning import tune
+    from chirpkit.training.tuning import tune
 
     pytest.importorskip("optuna")
     cat = split(tiny_run / "catalog.parquet", config=SplitConfig(folds=2, test_fraction=0.25, min_count=0))

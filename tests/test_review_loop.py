@@ -15,11 +15,11 @@ from chirpkit.cli import main
 from chirpkit.data.catalog import read_catalog
 from chirpkit.data.reviews import ingest_reviews
 from chirpkit.errors import ConfigError, DataError
+from chirpkit.evaluation.thresholds import load_thresholds
 from chirpkit.review.calibrate import _choose, calibrate, fit_correctness
 from chirpkit.review.db import ReviewDB
 from chirpkit.review.export import export_reviews
 from chirpkit.review.items import load_detect_folder
-from chirpkit.thresholds import load_thresholds
 from tests.review_helpers import make_detect_folder, truth
 
 
@@ -290,7 +290,7 @@ def test_the_loop_on_a_real_detect_folder(tiny_run: Path, tmp_path: Path) -> Non
 
     from chirpkit.config import DetectConfig
     from chirpkit.data.store import prepare
-    from chirpkit.detection import detect
+    from chirpkit.detection.job import detect
     from chirpkit.review.server import create_app
     from tests.conftest import TINY_SR, tiny_config, tone, write
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from chirpkit.config import DetectConfig
-from chirpkit.detection import detect, merge
+from chirpkit.detection.job import detect, merge
 from chirpkit.errors import ConfigError, RunError
 from tests.conftest import read_csv
 from tests.scale_helpers import assert_same_detections, make_hp_model, make_recordings
@@ -61,7 +61,7 @@ def test_time_shards_equal_one_pass_with_a_highpass_model(
     assert (manifest["status"] == "done").sum() == 12 and (manifest["status"] == "failed").sum() == 1
 
     # the warm-up is what makes it so: without it, a shard's high-pass (and resampler) starts cold
-    import chirpkit.detect_run as dr
+    import chirpkit.detection.units as dr
     import chirpkit.sources as so
 
     monkeypatch.setattr(dr, "_warmup_samples", lambda conditioner: 0)
@@ -73,7 +73,7 @@ def test_time_shards_equal_one_pass_with_a_highpass_model(
 def test_job_array_shards_any_order_twice_or_killed_give_the_same_tables(
     hp_model: Path, recordings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import chirpkit.detect_run as dr
+    import chirpkit.detection.units as dr
     from chirpkit.cli import main
 
     one = tmp_path / "one"

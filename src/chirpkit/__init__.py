@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from chirpkit._version import __version__
 
 if TYPE_CHECKING:
-    from chirpkit.baselines import baseline
+    from chirpkit.augment.preview import augment_preview
     from chirpkit.config import Config, load_config
     from chirpkit.data.catalog import read_catalog, write_catalog
     from chirpkit.data.ingest import ingest
@@ -29,22 +29,22 @@ if TYPE_CHECKING:
     from chirpkit.data.reviews import ingest_reviews
     from chirpkit.data.split import split
     from chirpkit.data.store import Store, prepare
-    from chirpkit.demo_pipeline import demo
-    from chirpkit.detection import detect, merge
-    from chirpkit.distill import distill
-    from chirpkit.evaluation import evaluate
-    from chirpkit.events import score_detections
-    from chirpkit.exporting import export
+    from chirpkit.detection.events import score_detections
+    from chirpkit.detection.job import detect, merge
+    from chirpkit.evaluation.report import evaluate
+    from chirpkit.evaluation.zeroshot import zero_shot
     from chirpkit.models import create_model, list_models, load_model
-    from chirpkit.pipeline import fit
-    from chirpkit.preview import augment_preview
-    from chirpkit.profiling import profile
+    from chirpkit.models.export import export
+    from chirpkit.models.profile import profile
+    from chirpkit.pipelines.demo import demo
+    from chirpkit.pipelines.fit import fit
     from chirpkit.review.calibrate import calibrate
     from chirpkit.review.export import export_reviews
     from chirpkit.review.serve import serve_review
-    from chirpkit.training import train
-    from chirpkit.tuning import cross_validate, tune
-    from chirpkit.zeroshot import zero_shot
+    from chirpkit.training.baselines import baseline
+    from chirpkit.training.distill import distill
+    from chirpkit.training.loop import train
+    from chirpkit.training.tuning import cross_validate, tune
 
 __all__ = [
     "Config",
@@ -91,24 +91,24 @@ _LAZY = {
     "split": "chirpkit.data.split",
     "Store": "chirpkit.data.store",
     "prepare": "chirpkit.data.store",
-    "demo": "chirpkit.demo_pipeline",
-    "distill": "chirpkit.distill",
-    "detect": "chirpkit.detection",
-    "merge": "chirpkit.detection",
-    "evaluate": "chirpkit.evaluation",
-    "export": "chirpkit.exporting",
-    "score_detections": "chirpkit.events",
+    "demo": "chirpkit.pipelines.demo",
+    "distill": "chirpkit.training.distill",
+    "detect": "chirpkit.detection.job",
+    "merge": "chirpkit.detection.job",
+    "evaluate": "chirpkit.evaluation.report",
+    "export": "chirpkit.models.export",
+    "score_detections": "chirpkit.detection.events",
     "create_model": "chirpkit.models",
     "list_models": "chirpkit.models",
     "load_model": "chirpkit.models",
-    "fit": "chirpkit.pipeline",
-    "augment_preview": "chirpkit.preview",
-    "train": "chirpkit.training",
-    "baseline": "chirpkit.baselines",
-    "zero_shot": "chirpkit.zeroshot",
-    "profile": "chirpkit.profiling",
-    "cross_validate": "chirpkit.tuning",
-    "tune": "chirpkit.tuning",
+    "fit": "chirpkit.pipelines.fit",
+    "augment_preview": "chirpkit.augment.preview",
+    "train": "chirpkit.training.loop",
+    "baseline": "chirpkit.training.baselines",
+    "zero_shot": "chirpkit.evaluation.zeroshot",
+    "profile": "chirpkit.models.profile",
+    "cross_validate": "chirpkit.training.tuning",
+    "tune": "chirpkit.training.tuning",
     "calibrate": "chirpkit.review.calibrate",
     "export_reviews": "chirpkit.review.export",
     "serve_review": "chirpkit.review.serve",

@@ -157,7 +157,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_augment_preview(args: argparse.Namespace) -> None:
-    from chirpkit.preview import augment_preview
+    from chirpkit.augment.preview import augment_preview
 
     path = augment_preview(args.source, out=args.out, config=_config(args), seed=args.seed)
     print(f"preview: {path}")
@@ -192,7 +192,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from chirpkit.training import train
+    from chirpkit.training.loop import train
 
     cfg = _config(args)
     summary = train(
@@ -207,7 +207,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_cv(args: argparse.Namespace) -> None:
-    from chirpkit.tuning import cross_validate
+    from chirpkit.training.tuning import cross_validate
 
     cfg = _config(args)
     res = cross_validate(args.store, config=cfg, out=args.out, progress=not args.no_progress, keep_runs=True)
@@ -215,7 +215,7 @@ def cmd_cv(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from chirpkit.embeddings import embed
+    from chirpkit.models.embeddings import embed
 
     cfg = _config(args)
     res = embed(
@@ -234,7 +234,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
-    from chirpkit.distill import distill
+    from chirpkit.training.distill import distill
 
     cfg = _config(args)
     res = distill(
@@ -257,7 +257,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
 def cmd_tune(args: argparse.Namespace) -> None:
     import yaml
 
-    from chirpkit.tuning import tune
+    from chirpkit.training.tuning import tune
 
     cfg = _config(args)
     space = yaml.safe_load(Path(args.space).read_text()) if args.space else None
@@ -277,7 +277,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
-    from chirpkit.baselines import baseline
+    from chirpkit.training.baselines import baseline
 
     res = baseline(
         args.store,
@@ -292,7 +292,7 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 
 
 def cmd_zero_shot(args: argparse.Namespace) -> None:
-    from chirpkit.zeroshot import zero_shot
+    from chirpkit.evaluation.zeroshot import zero_shot
 
     res = zero_shot(
         args.store, split=args.split, label_map=args.label_map, out=args.out, progress=not args.no_progress
@@ -301,7 +301,7 @@ def cmd_zero_shot(args: argparse.Namespace) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
-    from chirpkit.profiling import profile
+    from chirpkit.models.profile import profile
 
     res = profile(args.model, config=_config(args), batch_size=args.batch_size, device=args.device)
     mb = 1024**2
@@ -341,7 +341,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from chirpkit.evaluation import evaluate
+    from chirpkit.evaluation.report import evaluate
 
     metrics = evaluate(
         args.run,
@@ -356,7 +356,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
-    from chirpkit.detection import detect
+    from chirpkit.detection.job import detect
 
     cfg = _config(args, {"detect.formats": args.format})
     table = detect(
@@ -379,21 +379,21 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
-    from chirpkit.detection import merge
+    from chirpkit.detection.job import merge
 
     table = merge(args.out, partial=args.partial)
     print(f"{len(table)} detection(s) → {Path(args.out) / 'detections.csv'} (events: events.csv)")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from chirpkit.exporting import export
+    from chirpkit.models.export import export
 
     info = export(args.run, format=args.format, out=args.out)
     print(f"{info['format']} → {info['path']} (max |Δ probability| vs PyTorch {info['max_abs_diff']:.2g})")
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from chirpkit.events import score_detections
+    from chirpkit.detection.events import score_detections
 
     label_map = None
     if args.label_map:
@@ -418,7 +418,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from chirpkit.pipeline import fit
+    from chirpkit.pipelines.fit import fit
 
     result = fit(
         args.src,
@@ -439,7 +439,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from chirpkit.config import load_config
-    from chirpkit.demo_pipeline import demo, demo_config
+    from chirpkit.pipelines.demo import demo, demo_config
 
     overrides = list(args.set or []) + ([f"train.epochs={args.epochs}"] if args.epochs else [])
     cfg = load_config(args.config, overrides, base=demo_config(args.seed))
@@ -904,9 +904,9 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
 
 def _install_signal_handlers() -> Callable[[], None]:
     """SIGTERM (a scheduler's stop, `kill`) stops a verb the way Ctrl-C does (see
-    :func:`chirpkit._util.request_stop`): outputs complete so far. A second signal while stopping
+    :func:`chirpkit.utils.threads.request_stop`): outputs complete so far. A second signal while stopping
     exits at once. Returns a function that puts the previous handlers back."""
-    from chirpkit._util import request_stop, reset_stop
+    from chirpkit.utils.threads import request_stop, reset_stop
 
     reset_stop()
     if threading.current_thread() is not threading.main_thread():
@@ -934,8 +934,8 @@ def _install_signal_handlers() -> Callable[[], None]:
 
 def _report(verb: str, exc: BaseException, debug: bool) -> int:
     """Print one clear message for ``exc`` (the traceback only with --debug); the exit status."""
-    from chirpkit._util import is_output_failure, output_error
     from chirpkit.errors import ChirpkitError, OutputError
+    from chirpkit.utils.io import is_output_failure, output_error
 
     if debug:
         traceback.print_exception(exc)
@@ -1006,7 +1006,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _unraisable(info: Any) -> None:
     """A Ctrl-C that lands in a finaliser cannot be raised there; the stop it requested is
-    remembered (chirpkit._util.check_stop), so its 'Exception ignored' traceback is noise."""
+    remembered (chirpkit.utils.threads.check_stop), so its 'Exception ignored' traceback is noise."""
     if not issubclass(info.exc_type, KeyboardInterrupt):
         sys.__unraisablehook__(info)
 

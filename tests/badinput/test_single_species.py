@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from chirpkit.pipeline import fit
+from chirpkit.pipelines.fit import fit
 from tests.conftest import tiny_config
 
 

@@ -44,9 +44,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chirpkit._util import read_text_table
 from chirpkit.data.options import ANNOTATION_FORMATS
 from chirpkit.errors import AnnotationError
+from chirpkit.utils.io import read_text_table
 
 __all__ = ["ANNOTATION_FORMATS", "detect_format", "read_annotations"]
 

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chirpkit._util import atomic_paths, existing_path
 from chirpkit.errors import DataError
+from chirpkit.utils.io import atomic_paths, existing_path
 
 __all__ = [
     "CORE_COLUMNS",

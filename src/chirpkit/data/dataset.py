@@ -110,7 +110,7 @@ def feature_cache(
     sample rate) are part of the key, so a changed setting computes a new cache."""
     from tqdm.auto import tqdm
 
-    from chirpkit._util import atomic_path, stable_hash
+    from chirpkit.utils.io import atomic_path, stable_hash
 
     key = stable_hash(
         {

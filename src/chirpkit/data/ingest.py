@@ -27,7 +27,6 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from chirpkit._options import takes_options
-from chirpkit._util import existing_path, read_text_table, thread_map
 from chirpkit.audio import AudioInfo, info
 from chirpkit.data.catalog import (
     CORE_COLUMNS,
@@ -40,6 +39,8 @@ from chirpkit.data.catalog import (
 from chirpkit.data.options import IngestOptions
 from chirpkit.data.reviews import ingest_reviews
 from chirpkit.errors import AudioDecodeError, DataError
+from chirpkit.utils.io import existing_path, read_text_table
+from chirpkit.utils.threads import thread_map
 
 __all__ = ["group_rule", "ingest", "read_label_table"]
 

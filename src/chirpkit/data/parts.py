@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from chirpkit._util import FILE_MODE, human_size, output_error
 from chirpkit.audio import decode, resample
 from chirpkit.conditioning import Conditioner, steps_from_dicts
 from chirpkit.errors import AudioDecodeError
+from chirpkit.utils.io import FILE_MODE, human_size, output_error
 
 __all__ = ["build_part", "is_lossless", "part_ok", "release_scratch"]
 

@@ -32,11 +32,11 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from chirpkit import plots
-from chirpkit._util import atomic_path, output_dir, write_json, write_text
 from chirpkit.data.audit import FileAudit, audit_files, near_duplicates
 from chirpkit.data.catalog import read_catalog, validate_catalog
 from chirpkit.errors import DataError
+from chirpkit.utils import plots
+from chirpkit.utils.io import atomic_path, output_dir, write_json, write_text
 
 __all__ = ["inspect"]
 
@@ -51,7 +51,7 @@ class Plot:
 
 
 def _plot(caption: str, file: str, save: Callable[..., object], data: Any, **options: Any) -> Plot:
-    """A plot to draw later: ``save(data, path, **options)``, one of :mod:`chirpkit.plots`."""
+    """A plot to draw later: ``save(data, path, **options)``, one of :mod:`chirpkit.utils.plots`."""
     return Plot(caption, file, functools.partial(save, data, **options))
 
 

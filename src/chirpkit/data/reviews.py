@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from chirpkit._util import atomic_path
 from chirpkit.audio import info
 from chirpkit.data.catalog import (
     CORE_COLUMNS,
@@ -36,6 +35,7 @@ from chirpkit.data.catalog import (
 from chirpkit.errors import AudioDecodeError, DataError
 from chirpkit.review.db import ReviewDB, check_label
 from chirpkit.review.items import load_detect_folder, resolve_recording
+from chirpkit.utils.io import atomic_path
 
 __all__ = ["ingest_reviews", "reviews_to_rows"]
 

@@ -34,11 +34,11 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
-from chirpkit._util import atomic_path, write_json
 from chirpkit.config import SplitConfig
 from chirpkit.data.catalog import SPLITS, class_counts, read_catalog, validate_catalog, write_catalog
 from chirpkit.data.rotation import TEST, Layout, assign, coverage_gaps
 from chirpkit.errors import DataError, RunError
+from chirpkit.utils.io import atomic_path, write_json
 
 __all__ = ["check_no_group_leak", "few_groups_threshold", "split", "split_summary"]
 
@@ -200,7 +200,7 @@ def split_summary(df: pd.DataFrame, config: SplitConfig, info: dict[str, Any]) -
 
 
 def _plot_counts(counts: pd.DataFrame, path: Path, title: str) -> None:
-    from chirpkit.plots import save_split_counts
+    from chirpkit.utils.plots import save_split_counts
 
     save_split_counts(counts, path, title=title)
 

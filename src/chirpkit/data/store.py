@@ -40,7 +40,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from chirpkit._util import (
+from chirpkit._version import __version__
+from chirpkit.conditioning import steps_from_config, steps_to_dicts
+from chirpkit.config import AudioConfig
+from chirpkit.data.catalog import LABEL_SEP, catalog_fingerprint, read_catalog, validate_catalog
+from chirpkit.data.parts import build_part, is_lossless, part_ok, release_scratch
+from chirpkit.errors import DataError, OutputError, RunError
+from chirpkit.utils.io import (
     atomic_paths,
     existing_path,
     human_size,
@@ -49,14 +55,8 @@ from chirpkit._util import (
     output_error,
     read_json,
     stable_hash,
-    thread_map,
 )
-from chirpkit._version import __version__
-from chirpkit.conditioning import steps_from_config, steps_to_dicts
-from chirpkit.config import AudioConfig
-from chirpkit.data.catalog import LABEL_SEP, catalog_fingerprint, read_catalog, validate_catalog
-from chirpkit.data.parts import build_part, is_lossless, part_ok, release_scratch
-from chirpkit.errors import DataError, OutputError, RunError
+from chirpkit.utils.threads import thread_map
 
 __all__ = ["STORE_VERSION", "Store", "prepare", "window_starts"]
 
@@ -427,7 +427,7 @@ def prepare(
     bar = tqdm(total=len(todo), desc="prepare", unit="file", disable=not progress or not todo)
     running: Generator[dict[str, Any], None, None]
     if engine != "local" and todo:
-        from chirpkit.engine import map_on_dask
+        from chirpkit.utils.engine import map_on_dask
 
         running = map_on_dask(
             build_part,

@@ -4,7 +4,7 @@ scores and a trained head's, mixed by a weight chosen on validation).
 
 They are registered like every other model, with ``input="embedding"``: they take an embedding
 batch ``(batch, 1024)`` instead of a spectrogram. Training one (``chirpkit train --model
-birdnet_linear``) embeds the store's windows once (:mod:`chirpkit.embeddings`) and trains the head
+birdnet_linear``) embeds the store's windows once (:mod:`chirpkit.models.embeddings`) and trains the head
 through the same task as every other model.
 """
 
@@ -114,9 +114,9 @@ class _BirdNETRows(nn.Module):
 
     def init_from_spec(self, spec: Any) -> None:
         """Copy BirdNET's classifier rows of the classes that name a BirdNET species (through
-        :mod:`chirpkit.taxonomy`: names, synonyms, ``label_map``); the others start from zero."""
+        :mod:`chirpkit.models.taxonomy`: names, synonyms, ``label_map``); the others start from zero."""
         from chirpkit.models.birdnet import birdnet_classifier, birdnet_labels
-        from chirpkit.taxonomy import match_classes
+        from chirpkit.models.taxonomy import match_classes
 
         match = match_classes(spec.class_names, birdnet_labels(), self.label_map)
         weight, bias = birdnet_classifier()

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from chirpkit._util import atomic_path
 from chirpkit._version import __version__
 from chirpkit.config import FeatureConfig
 from chirpkit.errors import RunError
+from chirpkit.utils.io import atomic_path
 
 __all__ = ["MODEL_FORMAT", "ModelSpec", "read_model_file", "save_model"]
 

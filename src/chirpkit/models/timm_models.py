@@ -38,7 +38,7 @@ def timm_available() -> bool:
     """Whether timm can be imported (after chirpkit's torchvision compatibility step)."""
     import importlib.util
 
-    from chirpkit._compat import ensure_torchvision_importable
+    from chirpkit.utils.compat import ensure_torchvision_importable
 
     if importlib.util.find_spec("timm") is None:
         return False
@@ -47,7 +47,7 @@ def timm_available() -> bool:
 
 
 def _import_timm() -> Any:
-    from chirpkit._compat import ensure_torchvision_importable
+    from chirpkit.utils.compat import ensure_torchvision_importable
 
     ensure_torchvision_importable()
     try:

@@ -127,7 +127,7 @@ def _plot(
 ) -> None:
     from matplotlib.figure import Figure
 
-    from chirpkit._util import atomic_path
+    from chirpkit.utils.io import atomic_path
 
     fig = Figure(figsize=(7, 4.2), dpi=110)
     ax = fig.add_subplot(111)
@@ -221,9 +221,9 @@ def calibrate(
         ConfigError: both or neither target valid, or out of (0, 1].
         DataError: no reviews.
     """
+    from chirpkit.evaluation.thresholds import save_thresholds
     from chirpkit.review.db import ReviewDB
     from chirpkit.review.items import load_detect_folder
-    from chirpkit.thresholds import save_thresholds
 
     if precision is not None and recall is not None:
         raise ConfigError("give either precision or recall (--precision or --recall), not both")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from chirpkit._util import atomic_path
 from chirpkit.audio import info
+from chirpkit.detection.events import write_raven
 from chirpkit.errors import AudioDecodeError
-from chirpkit.events import write_raven
 from chirpkit.review.db import REVIEW_COLUMNS, ReviewDB
 from chirpkit.review.items import load_detect_folder
+from chirpkit.utils.io import atomic_path
 
 __all__ = ["EXPORT_COLUMNS", "export_reviews"]
 

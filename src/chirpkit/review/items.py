@@ -20,8 +20,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from chirpkit._util import existing_path, read_json
 from chirpkit.errors import DataError
+from chirpkit.utils.io import existing_path, read_json
 
 __all__ = [
     "ID_PATTERN",

@@ -1,0 +1,1 @@
+"""Detection over long recordings: the job, its plan and work units, events and their scoring."""

@@ -1,0 +1,1 @@
+"""Whole pipelines in one call: ``fit`` (ingest → split → prepare → train → evaluate) and ``demo``."""

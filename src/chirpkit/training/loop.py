@@ -1,0 +1,400 @@
+"""``chirpkit train``: one path for every model family.
+
+:func:`train` checks the store, builds the spec and the task
+(:class:`chirpkit.training.task.ClassifierTask`: the network and how it is fed come from the model's
+registry entry), the data module (:class:`chirpkit.training.datamodule.StoreDataModule`) and the
+trainer (:func:`chirpkit.training.trainer.build_trainer`), fits, and writes the run folder
+(:class:`chirpkit.training.runs.RunFolder`). Everything that can fail on bad
+settings (an unknown model, bad model parameters, an unavailable accelerator, a missing
+checkpoint) fails before the run folder is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from chirpkit.conditioning import steps_from_config, steps_to_dicts
+from chirpkit.config import Config, check_accelerator, load_config
+from chirpkit.data.dataset import split_positions, targets_of
+from chirpkit.data.store import Store
+from chirpkit.errors import ConfigError, DataError, RunError
+from chirpkit.models import ModelSpec, build_network, warm_start
+from chirpkit.models.inputs import ModelInput
+from chirpkit.models.predict import load_predictor
+from chirpkit.training.datamodule import SoftTargets, StoreDataModule, class_weights
+from chirpkit.training.losses import ClassificationLoss
+from chirpkit.training.runs import RunFolder
+from chirpkit.training.task import ClassifierTask
+from chirpkit.training.trainer import build_trainer, training_process
+from chirpkit.utils.io import atomic_path
+
+__all__ = ["checkpoint_network", "model_spec", "sanity_check", "teacher_targets", "train"]
+
+log = logging.getLogger("chirpkit")
+
+
+def model_spec(config: Config, store: Store) -> ModelSpec:
+    """The spec of a model trained with ``config`` on ``store`` (classes and audio from the store)."""
+    audio = store.audio
+    classes = store.classes
+    return ModelSpec(
+        architecture=config.model.name,
+        class_names=classes,
+        sample_rate=audio.sample_rate,
+        window_s=audio.window_s,
+        features=config.features.model_dump(),
+        model_params={"dropout": config.model.dropout, **config.model.params},
+        background_labels=[b for b in config.detect.background_labels if b in classes],
+        conditioning=steps_to_dicts(steps_from_config(audio)),
+        task="multilabel" if config.train.loss == "bce" else "multiclass",
+    )
+
+
+def _check_store(st: Store) -> None:
+    if "split" not in st.index.columns:
+        raise DataError(
+            f"store {st.root} has no split column: run `chirpkit split CATALOG` and then "
+            "`chirpkit prepare` again (decoded audio is reused, only the index is rewritten)"
+        )
+    if len(st.classes) < 2:
+        raise DataError(
+            f"store {st.root} holds a single class ({st.classes}); a classifier needs two or more "
+            "(for a single-species detector, add background windows: chirpkit ingest --background N)"
+        )
+    tr = split_positions(st, "train")
+    if len(tr) == 0:
+        raise DataError(f"store {st.root} has no 'train' windows; check the split fractions")
+    missing = sorted(set(st.classes) - set(st.index["label"].to_numpy()[tr]))
+    if missing:
+        log.warning("classes with no training windows (they cannot be learned): %s", missing)
+
+
+def sanity_check(
+    task: ClassifierTask, store: Store, config: Config, *, steps: int = 150, batch_size: int = 16
+) -> dict[str, Any]:
+    """Overfit one small batch of training windows (no augmentation): the loss must fall to a
+    tenth of its start and, single-label, every window be classified right.
+
+    A model that cannot memorise 16 windows has a bug upstream: labels that do not match the
+    audio, silent or clipped windows, features that flatten everything, or a learning rate far off.
+
+    Raises:
+        RunError: it did not get there within ``steps`` steps.
+    """
+    spec = task.spec
+    torch.manual_seed(config.train.seed)
+    rng = np.random.default_rng(config.train.seed)
+    train_pos = split_positions(store, "train")
+    pick = np.sort(rng.choice(train_pos, size=min(batch_size, len(train_pos)), replace=False))
+    targets = targets_of(store, pick, spec.class_names, multilabel=spec.task == "multilabel")
+    task.input.cache(store, progress=False)
+    items = [task.input.dataset(store, pick, targets, training=False)[i] for i in range(len(pick))]
+    x = torch.stack([it[0] for it in items])
+    target = task._target(torch.as_tensor(np.asarray(targets)))
+    net = task.net
+    loss_fn = ClassificationLoss(
+        config.train.loss, weight=task.loss_fn.weight, focal_gamma=config.train.focal_gamma
+    )
+    opt = torch.optim.AdamW(net.parameters(), lr=config.train.lr, weight_decay=0.0)
+    net.train()
+    first = last = float("nan")
+    reached = False
+    for step in range(steps):
+        opt.zero_grad()
+        logits = task.input.eval_logits(net, x)
+        loss = loss_fn(logits, target)
+        loss.backward()
+        opt.step()
+        last = float(loss.detach())
+        if step == 0:
+            first = last
+        with torch.no_grad():
+            right = (
+                ((torch.sigmoid(logits) > 0.5) == (target > 0.5)).all(1)
+                if loss_fn.multilabel
+                else (logits.argmax(1) == target.argmax(1))
+            )
+        if last <= 0.1 * first and bool(right.all()):
+            reached = True
+            break
+    result = {
+        "sanity": "passed" if reached else "failed",
+        "windows": len(x),
+        "steps": step + 1,
+        "loss_first": round(first, 4),
+        "loss_last": round(last, 4),
+    }
+    if not reached:
+        raise RunError(
+            f"sanity check failed: {spec.architecture} could not overfit one batch of {len(x)} training "
+            f"windows in {steps} steps (loss {first:.3f} → {last:.3f}). Check that the labels match the "
+            "audio, that windows are not silent or clipped (chirpkit inspect), the features and train.lr"
+        )
+    log.info(
+        "sanity check passed: %d windows memorised in %d steps (loss %.3f → %.3f)",
+        len(x),
+        step + 1,
+        first,
+        last,
+    )
+    return result
+
+
+def teacher_targets(
+    teacher: str | os.PathLike[str],
+    store: Store,
+    spec: ModelSpec,
+    positions: np.ndarray,
+    unlabelled: list[Store],
+    *,
+    device: str = "auto",
+    progress: bool = True,
+) -> SoftTargets:
+    """A teacher model's probabilities of the student's classes on the training windows and on
+    every window of the unlabelled stores (soft targets for distillation).
+
+    Raises:
+        ConfigError: the teacher does not know every class of the store, or reads windows of
+            another sample rate or length.
+    """
+    pred = load_predictor(teacher, device=device)
+    names = pred.spec.class_names
+    missing = [c for c in spec.class_names if c not in names]
+    if missing:
+        raise ConfigError(
+            f"train.teacher={teacher} does not know the class(es) {missing}; a teacher must score every "
+            f"class of the store (it knows {names[:10]})"
+        )
+    for st in (store, *unlabelled):
+        same = st.sample_rate == pred.spec.sample_rate and st.window_samples == pred.spec.window_samples
+        if pred.kind != "embedding" and not same:  # an embedding model resamples store windows itself
+            raise ConfigError(
+                f"train.teacher={teacher} reads {pred.spec.window_s} s windows at {pred.spec.sample_rate} Hz "
+                f"but store {st.root} holds {st.audio.window_s} s at {st.sample_rate} Hz; prepare the "
+                "store with the teacher's audio settings"
+            )
+    cols = [names.index(c) for c in spec.class_names]
+
+    def probs(st: Store, pos: np.ndarray) -> np.ndarray:
+        p = pred.on_store(st, pos, progress=progress, desc="teacher")[:, cols]
+        if spec.task != "multilabel":  # the teacher's probabilities over the student's classes
+            p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
+        return p.astype(np.float32)
+
+    everything = [np.arange(len(u)) for u in unlabelled]
+    return SoftTargets(
+        train=probs(store, positions),
+        unlabelled=[(u, pos, probs(u, pos)) for u, pos in zip(unlabelled, everything, strict=True)],
+    )
+
+
+def _data_summary(st: Store, dm: StoreDataModule, weights: list[float] | None) -> dict[str, Any]:
+    counts = st.index.groupby(["label", "split"]).size().unstack(fill_value=0)
+    return {
+        "classes": st.classes,
+        "windows": {s: int((st.index["split"] == s).sum()) for s in ("train", "val", "test")},
+        "windows_per_class": {lab: {k: int(v) for k, v in r.items()} for lab, r in counts.iterrows()},
+        "class_weights": weights,
+    }
+
+
+def checkpoint_network(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
+    """``(network in eval mode, spec, checkpoint)`` from a Lightning checkpoint of a chirpkit run
+    (``checkpoints/best.ckpt`` or ``last.ckpt``); no pretrained weights are downloaded."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        spec = ModelSpec.from_dict(blob["hyper_parameters"]["spec"])
+    except Exception as exc:
+        raise RunError(f"{path} is not a readable chirpkit checkpoint ({exc}); train again") from exc
+    net = build_network(spec)
+    net.load_state_dict({k[4:]: v for k, v in blob["state_dict"].items() if k.startswith("net.")})
+    return net.eval(), spec, blob
+
+
+def train(
+    store: str | os.PathLike[str] | Store,
+    *,
+    out: str | os.PathLike[str],
+    config: Config | None = None,
+    resume: bool = False,
+    sanity: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a classifier on the ``train`` windows of a store, choosing the best epoch on ``val``.
+
+    Args:
+        store: a prepared store (``chirpkit prepare``) whose catalog had a ``split`` column.
+        out: the run folder (see :mod:`chirpkit.training.runs`).
+        config: features, model and train sections are used; audio comes from the store.
+        resume: continue from ``out/checkpoints/last.ckpt`` (with none yet, start over, with a notice).
+        sanity: only check that the model can overfit one training batch (see
+            :func:`sanity_check`); raises :class:`RunError` if it cannot. Writes nothing.
+        progress: show Lightning's progress bar.
+
+    Returns:
+        The training summary (also in ``train_summary.json``).
+
+    Raises:
+        DataError: no split column, no training windows, or fewer than two classes.
+        ConfigError: an unknown model, bad model parameters, an accelerator this machine lacks.
+        RunError: training diverged (non-finite loss or weights).
+        KeyboardInterrupt: Ctrl-C or SIGTERM; the run is marked interrupted and ``--resume`` continues it.
+    """
+    cfg = config or Config()
+    st = store if isinstance(store, Store) else Store(store)
+    run = Path(out)
+    _check_store(st)
+    cfg = load_config(base=cfg, overrides={"audio": st.audio.model_dump()})
+    check_accelerator(cfg.train.accelerator)
+    spec = model_spec(cfg, st)
+    multilabel = spec.task == "multilabel"
+    train_targets = targets_of(st, split_positions(st, "train"), spec.class_names, multilabel=multilabel)
+    weights = (
+        class_weights(train_targets, spec.num_classes) if cfg.train.class_weights == "balanced" else None
+    )
+    if cfg.train.cache_features:
+        _check_cacheable(cfg)
+    task = ClassifierTask(
+        spec.to_dict(),
+        cfg.train.model_dump(),
+        weights,
+        cfg.augment.model_dump(),
+        margin_samples=st.margin_samples,
+        cached_features=cfg.train.cache_features,
+        embedding_views=cfg.model.embedding_views,
+        embedding_shift_s=cfg.model.embedding_shift_s,
+        pretrained=cfg.model.pretrained,
+        pretrained_file=cfg.model.pretrained_file,
+    )
+    started_from = None
+    if cfg.model.init_from:
+        started_from = warm_start(task.net, spec, cfg.model.init_from)
+        log.info(
+            "warm start from %s: %d tensor(s) copied, output rows of %d class(es); new classes: %s",
+            cfg.model.init_from,
+            started_from["copied"],
+            spec.num_classes - len(started_from["new_classes"]),
+            started_from["new_classes"] or "none",
+        )
+    if sanity:
+        return sanity_check(task, st, cfg)
+    soft = None
+    if cfg.train.teacher:
+        if cfg.augment.mixup.p > 0:
+            raise ConfigError("distillation (train.teacher) does not mix items: set augment.mixup.p=0")
+        unlabelled = [Store(u) for u in cfg.train.unlabelled]
+        soft = teacher_targets(
+            cfg.train.teacher, st, spec, split_positions(st, "train"), unlabelled, progress=progress
+        )
+    elif cfg.train.unlabelled:
+        raise ConfigError("train.unlabelled needs a teacher (train.teacher) to give its windows targets")
+    dm = StoreDataModule(
+        st, task.input, spec.class_names, cfg.train, multilabel=multilabel, progress=progress, soft=soft
+    )
+
+    last = run / "checkpoints" / "last.ckpt"
+    if resume and not last.is_file():
+        log.warning("nothing to resume in %s (no checkpoint was written yet): training from the start", run)
+        resume = False
+    folder = RunFolder(run)
+    folder.start(cfg, st, _data_summary(st, dm, weights) | {"init_from": started_from}, resume=resume)
+    log_csv = run / "logs" / "metrics.csv"
+    history = pd.read_csv(log_csv) if resume and log_csv.is_file() else None
+    validate = len(dm.val_pos) > 0
+    if not validate:
+        log.warning("no validation windows: the last epoch is kept as the model")
+    steps = max(1, len(dm.train_pos) // cfg.train.batch_size)
+    t0 = time.perf_counter()
+    with training_process(cfg.train):
+        trainer, best_cb = build_trainer(
+            cfg.train, run, validate=validate, progress=progress, steps_per_epoch=steps
+        )
+        try:
+            trainer.fit(task, datamodule=dm, ckpt_path=str(last) if resume else None)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            if isinstance(exc, SystemExit) and not trainer.interrupted:
+                raise
+            folder.fail("interrupted", "stopped by Ctrl-C or SIGTERM")
+            raise KeyboardInterrupt from None  # Lightning turns Ctrl-C into sys.exit(1)
+        except BaseException as exc:
+            folder.fail("failed", f"{type(exc).__name__}: {exc}")
+            raise
+    wall = time.perf_counter() - t0
+    if history is not None and trainer.global_rank == 0:  # Lightning's CSV logger starts a new file
+        new = pd.read_csv(log_csv) if log_csv.is_file() else history.iloc[:0]
+        first_new = new["epoch"].min() if len(new) else np.inf
+        merged = pd.concat([history[history["epoch"] < first_new], new], ignore_index=True)
+        with atomic_path(log_csv) as tmp:
+            merged.to_csv(tmp, index=False)
+
+    best_path = best_cb.best_model_path or best_cb.last_model_path
+    net, _, blob = checkpoint_network(best_path)
+    selected = None
+    select = getattr(net, "select_on_validation", None)
+    if callable(select) and validate and trainer.global_rank == 0:  # e.g. a score-fusion weight
+        try:
+            selected = select(lambda: _logits_on(net, task.input, dm.val_dataloader()))
+        except KeyboardInterrupt:
+            folder.fail("interrupted", "stopped by Ctrl-C or SIGTERM while choosing on validation")
+            raise
+        except BaseException as exc:
+            folder.fail("failed", f"choosing on validation: {type(exc).__name__}: {exc}")
+            raise
+    best_val = blob.get("chirpkit_val", {})
+    best_f1 = best_val.get("macro_f1")
+    summary = {
+        "best_checkpoint": Path(best_path).name if best_path else None,
+        "best_epoch": best_val.get("epoch", blob.get("epoch")),
+        "best_val_macro_f1": best_f1,
+        "best_val_loss": best_val.get("loss"),
+        "epochs_run": int(trainer.current_epoch),
+        "train_windows": len(dm.train_pos),
+        "val_windows": len(dm.val_pos),
+        "seconds": round(wall, 2),
+        "device": str(trainer.strategy.root_device),
+        "precision": str(trainer.precision),
+        "input": task.input.kind,
+        "teacher": str(cfg.train.teacher) if cfg.train.teacher else None,
+        "unlabelled_windows": sum(len(u[1]) for u in soft.unlabelled) if soft is not None else 0,
+        "selected_on_val": selected,
+    }
+    if trainer.global_rank == 0:
+        folder.finish(net, spec, summary)
+    trainer.strategy.barrier("chirpkit-model-written")  # other ranks go on to read model.pt
+    log.info(
+        "trained %s in %.1f s; best val macro F1 %s; model: %s",
+        spec.architecture,
+        wall,
+        f"{best_f1:.4f}" if best_f1 is not None else "n/a",
+        run / "model.pt",
+    )
+    return summary
+
+
+def _logits_on(net: nn.Module, model_input: ModelInput, batches: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, targets)`` of a network in eval mode over ``(x, y)`` batches (on the CPU)."""
+    net.eval()
+    logits, targets = [], []
+    with torch.inference_mode():
+        for x, y in batches:
+            logits.append(model_input.eval_logits(net, x).float())
+            targets.append(y)
+    return torch.cat(logits), torch.cat(targets)
+
+
+def _check_cacheable(cfg: Config) -> None:
+    on = [f"augment.{k}.p" for k in cfg.augment.enabled() if k not in ("freq_mask", "time_mask")]
+    if on:
+        raise ConfigError(
+            f"train.cache_features needs the waveform and pitch augmentations off: set {on} to 0 "
+            "(frequency and time masks still apply)"
+        )

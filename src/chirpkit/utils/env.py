@@ -1,0 +1,59 @@
+"""Facts about the environment a run ran in: Python, platform, library versions, devices."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Mapping
+from importlib import metadata
+from typing import Any
+
+__all__ = ["environment"]
+
+_TRACKED = (
+    "chirpkit",
+    "torch",
+    "lightning",
+    "torchmetrics",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "librosa",
+    "soundfile",
+    "soxr",
+    "av",
+    "matplotlib",
+    "pydantic",
+    "timm",
+    "optuna",
+    "onnxruntime",
+)
+
+
+def environment(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Versions of Python, the platform and the libraries that shape results."""
+    versions: dict[str, str | None] = {}
+    for name in _TRACKED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": versions,
+    }
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        env["torch_cuda"] = torch.version.cuda
+        env["cuda_available"] = bool(torch.cuda.is_available())
+        if torch.cuda.is_available():
+            env["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    if extra:
+        env.update(extra)
+    return env
