@@ -105,6 +105,11 @@ def realtime_factors(student: Path, teacher: Path, work: Path) -> dict[str, floa
     return out
 
 
+def _measures(m: dict[str, object]) -> dict[str, object]:
+    """The figures every contender reports: macro F1 and the threshold-free macro AP / ROC-AUC."""
+    return {k: m.get(k) for k in ("macro_f1", "cmap", "macro_roc_auc")}
+
+
 def run_contender(name: str, view: object, recipe: Path, work: Path) -> dict[str, object]:
     from chirpkit.config import load_config
     from chirpkit.evaluation.report import evaluate
@@ -115,10 +120,10 @@ def run_contender(name: str, view: object, recipe: Path, work: Path) -> dict[str
     t0 = time.perf_counter()
     if name == "zero-shot":
         r = zero_shot(view, split="test", progress=False)  # type: ignore[arg-type]
-        res = {"macro_f1": r["macro_f1"], "classes": len(r["classes_mapped"])}
+        res = {**_measures(r), "classes": len(r["classes_mapped"])}
     elif name in ("logreg", "prototype"):
         r = baseline(view, model=name, features="birdnet", progress=False)  # type: ignore[arg-type]
-        res = {"macro_f1": r["test"]["macro_f1"], "C": r.get("C")}
+        res = {**_measures(r["test"]), "C": r.get("C")}
     elif name == "student":
         from chirpkit.training.distill import distill
 
@@ -135,7 +140,7 @@ def run_contender(name: str, view: object, recipe: Path, work: Path) -> dict[str
             progress=False,
         )  # type: ignore[arg-type]
         m = evaluate(work / "student", split="test", store=view, progress=False)  # type: ignore[arg-type]
-        res = {"macro_f1": m["macro_f1"], **realtime_factors(work / "student", teacher, work)}
+        res = {**_measures(m), **realtime_factors(work / "student", teacher, work)}
     else:
         over: dict[str, object] = {"model.name": name}
         if name != "birdnet_prior":  # the recipe's parameters are the prior head's
@@ -146,7 +151,7 @@ def run_contender(name: str, view: object, recipe: Path, work: Path) -> dict[str
         m = evaluate(run, split="test", store=view, progress=False)  # type: ignore[arg-type]
         per_class = pd.read_csv(run / "eval-test" / "per_class.csv")
         new = per_class[per_class["class"].str.startswith("custom_")]
-        res = {"macro_f1": m["macro_f1"], "new_classes_f1": float(new["f1"].mean()) if len(new) else None}
+        res = {**_measures(m), "new_classes_f1": float(new["f1"].mean()) if len(new) else None}
     res["seconds"] = round(time.perf_counter() - t0, 1)
     return res
 
@@ -218,6 +223,11 @@ def main() -> int:
             if name in summary.index and ("mean", k) in summary.columns
         ]
         print(f"{name:16} " + "   ".join(f"k={k}: {c}" for k, c in zip(args.k, cells, strict=False)))
+    for measure in ("cmap", "macro_roc_auc"):
+        if measure not in table or table[measure].isna().all():
+            continue  # results from before these measures were recorded
+        m = table.groupby(["contender", "k"])[measure].agg(["mean", "std"]).round(3)
+        print(f"\ntest {measure} (threshold-free), mean / std over draws:\n" + m.unstack("k").to_string())
     if "new_classes_f1" in table and args.custom:
         new = table.dropna(subset=["new_classes_f1"]).groupby(["contender", "k"])["new_classes_f1"].mean()
         print("F1 on the custom species only:\n" + new.round(3).to_string())

@@ -45,6 +45,7 @@ def test_public_api_is_pinned() -> None:
         "cross_validate",
         "demo",
         "detect",
+        "detection_report",
         "distill",
         "evaluate",
         "export",

@@ -174,7 +174,7 @@ def test_merge_and_score_known_answers(tmp_path: Path) -> None:
     assert (
         s.loc["a", "tp"] == 1
     )  # IoU([0, 6], [2, 2.5]) = 0.083 passes, IoU([10, 13], [12.8, 13.5]) = 0.057 not
-    assert s.loc["b", "tp"] == 0
+    assert s.loc["b", "tp"] == 1  # a point annotation has no IoU: it matches the event that holds it
 
 
 def test_score_any_matching_and_only_scanned_recordings(tmp_path: Path) -> None:

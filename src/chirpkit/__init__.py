@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from chirpkit.data.store import Store, prepare
     from chirpkit.detection.events import score_detections
     from chirpkit.detection.job import detect, merge
+    from chirpkit.detection.scoring import detection_report
     from chirpkit.evaluation.report import evaluate
     from chirpkit.evaluation.zeroshot import zero_shot
     from chirpkit.models import create_model, list_models, load_model
@@ -57,6 +58,7 @@ __all__ = [
     "cross_validate",
     "demo",
     "detect",
+    "detection_report",
     "distill",
     "evaluate",
     "export",
@@ -98,6 +100,7 @@ _LAZY = {
     "evaluate": "chirpkit.evaluation.report",
     "export": "chirpkit.models.export",
     "score_detections": "chirpkit.detection.events",
+    "detection_report": "chirpkit.detection.scoring",
     "create_model": "chirpkit.models",
     "list_models": "chirpkit.models",
     "load_model": "chirpkit.models",

@@ -350,9 +350,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         out=args.out,
         device=args.device,
         thresholds=args.thresholds,
+        n_boot=args.n_boot,
+        seed=args.seed,
         progress=not args.no_progress,
     )
-    _print_json({k: metrics[k] for k in ("split", "macro_f1", "weighted_f1", "accuracy", "n_examples")})
+    keys = (
+        "split",
+        "macro_f1",
+        "weighted_f1",
+        "accuracy",
+        "cmap",
+        "macro_roc_auc",
+        "top1",
+        "ci",
+        "n_examples",
+    )
+    _print_json({k: metrics[k] for k in keys if k in metrics})
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
@@ -394,6 +407,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     from chirpkit.detection.events import score_detections
+    from chirpkit.detection.scoring import detection_report
 
     label_map = None
     if args.label_map:
@@ -403,6 +417,23 @@ def cmd_score(args: argparse.Namespace) -> None:
 
             raise ConfigError(f"--label-map {args.label_map!r} must look like PIHA=bird,WOTH=wood_thrush")
         label_map = {k.strip(): v.strip() for k, v in pairs}
+    source = options_from_args(SourceOptions, args, ANNOTATION_TABLE)
+    report = detection_report(
+        args.detections,
+        args.annotations,
+        scores=args.scores,
+        min_iou=args.min_iou,
+        collar_s=args.collar_s,
+        min_overlap_s=args.min_overlap_s,
+        background=args.background,
+        target_precision=args.target_precision,
+        max_efpr=args.max_efpr,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        label_map=label_map,
+        out=args.report,
+        **source,
+    )
     table = score_detections(
         args.detections,
         args.annotations,
@@ -412,9 +443,13 @@ def cmd_score(args: argparse.Namespace) -> None:
         matching=args.matching,
         label_map=label_map,
         out=args.out,
-        **options_from_args(SourceOptions, args, ANNOTATION_TABLE),
+        **source,
     )
+    print(report.text())
+    print(f"\nevents matched by --rule {args.rule} (--matching {args.matching}):")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.report:
+        print(f"\nreport (per_class.csv, summary.json, PNGs): {args.report}")
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
@@ -609,7 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
     _train_flags(p, resume=True, sanity=True)
     _common(p)
 
-    p = verb("evaluate", cmd_evaluate, "macro F1, per-class report and confusion matrix of a run")
+    p = verb(
+        "evaluate",
+        cmd_evaluate,
+        "macro F1, macro AP, ROC-AUC with intervals, per-class report, confusion matrix, PR curves of a run",
+    )
     p.add_argument("run", help="run folder")
     p.add_argument("--split", default="test", help="split to score (default test)")
     p.add_argument("--store", help="store to read (default: the one the run was trained on)")
@@ -621,6 +660,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also choose one threshold per class on the val split: precision=0.9, recall=0.8 or "
         "f1 (saved as RUN/thresholds.json; detect applies it)",
     )
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=1000,
+        help="bootstrap draws over groups (recordings) for the 95%% intervals (default 1000; 0: none)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     _common(p)
 
     p = verb("detect", cmd_detect, "slide a model over long recordings and write detection tables")
@@ -642,8 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         action="append",
-        choices=["csv", "parquet", "raven", "audacity"],
-        help="extra outputs (repeatable): parquet table, Raven selection tables, Audacity labels",
+        choices=["csv", "parquet", "raven", "audacity", "scores"],
+        help="extra outputs (repeatable): parquet table, Raven selection tables, Audacity labels, "
+        "scores (scores.parquet: every class for every window, for score-detections --scores)",
     )
     p.add_argument("--fresh", action="store_true", help="ignore results of an earlier run in --out")
     p.add_argument(
@@ -681,7 +728,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
 
-    p = verb("score-detections", cmd_score, "event precision/recall/F1 per class against an annotation table")
+    p = verb(
+        "score-detections",
+        cmd_score,
+        "score detections against annotations: event F1 (IoU, collar), window AP / ROC-AUC, PSDS, "
+        "false positives per hour, thresholds, confidence intervals",
+    )
     p.add_argument("detections", help="detections.csv or events.csv from detect")
     p.add_argument("annotations", nargs="+", help="annotation table(s): points/box CSV, Raven, Audacity, ...")
     p.add_argument(
@@ -698,7 +750,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="time tolerance (the DCASE collar) for overlap/onset/onset-offset (default 0.5)",
     )
-    p.add_argument("--min-iou", type=float, default=0.3, help="IoU needed with --rule iou (default 0.3)")
+    p.add_argument(
+        "--min-iou",
+        type=float,
+        default=0.3,
+        help="IoU of the summary's event F1 (DCASE task 5) and of --rule iou (default 0.3)",
+    )
     p.add_argument(
         "--matching",
         default="one-to-one",
@@ -709,7 +766,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_options(p, SourceOptions, ANNOTATION_TABLE)
     p.add_argument("--label-map", help="rename annotation labels: PIHA=bird,WOTH=wood_thrush")
-    p.add_argument("--out", help="CSV to write the table to")
+    p.add_argument("--out", help="CSV to write the table of --rule to")
+    p.add_argument(
+        "--report", help="folder for the field's measures: per_class.csv, summary.json, thresholds.csv, PNGs"
+    )
+    p.add_argument(
+        "--scores",
+        help="score matrix (scores.parquet from detect --format scores): window AP / ROC-AUC, PSDS, "
+        "thresholds",
+    )
+    p.add_argument(
+        "--background",
+        nargs="+",
+        help="recordings with no target sound, for false positives per hour (default: the scanned "
+        "recordings without annotations)",
+    )
+    p.add_argument(
+        "--collar-s", type=float, default=0.2, help="collar of the collar-based event F1 (DCASE: 0.2)"
+    )
+    p.add_argument(
+        "--min-overlap-s",
+        type=float,
+        default=0.5,
+        help="a window is positive for a class when an annotation overlaps it by this much (or by "
+        "its whole length when shorter; default 0.5)",
+    )
+    p.add_argument(
+        "--target-precision",
+        type=float,
+        default=0.9,
+        help="per-class thresholds reach this window precision (default 0.9)",
+    )
+    p.add_argument(
+        "--max-efpr", type=float, default=100.0, help="PSDS: largest false positives per hour (default 100)"
+    )
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=1000,
+        help="bootstrap draws over recordings for the 95%% intervals (default 1000; 0: none)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     _common(p)
 
     p = verb(

@@ -472,7 +472,7 @@ class SplitConfig(_Section):
         return self
 
 
-DetectFormat = Literal["csv", "parquet", "raven", "audacity"]
+DetectFormat = Literal["csv", "parquet", "raven", "audacity", "scores"]
 
 
 def _csv_only() -> list[DetectFormat]:
@@ -502,7 +502,8 @@ class DetectConfig(_Section):
     formats: list[DetectFormat] = Field(
         default_factory=_csv_only,
         description="outputs besides detections.csv and events.csv (always written): parquet, raven, "
-        "audacity",
+        "audacity, scores (scores.parquet: every class's score for every window, float16, for "
+        "score-detections' threshold-free measures)",
     )
     merge_gap_s: float = Field(
         0.0,

@@ -10,7 +10,8 @@
   IoU) under a time rule: ``overlap`` (detection overlaps the annotation widened by
   ``tolerance_s``), ``onset`` (|detection start − annotation start| ≤ ``tolerance_s``),
   ``onset-offset`` (DCASE: onset within the collar, offset within max(collar, half the length)) or
-  ``iou`` (intersection over union ≥ ``min_iou``).
+  ``iou`` (intersection over union ≥ ``min_iou``; a point annotation, which has no IoU, matches
+  a detection that holds it).
 """
 
 from __future__ import annotations
@@ -36,8 +37,12 @@ from chirpkit.utils.io import atomic_path
 __all__ = [
     "EVENT_COLUMNS",
     "RULES",
+    "check_match_settings",
+    "match_counts",
     "merge_events",
     "optimal_matching",
+    "prepare_scoring",
+    "prf",
     "score_detections",
     "write_audacity",
     "write_raven",
@@ -164,8 +169,10 @@ def _pairs(
             d_off = np.abs(de - a_e_)
             hit = (d_on <= tolerance_s) & (d_off <= np.maximum(tolerance_s, offset_share * (a_e_ - a_s_)))
             quality = 1.0 / (1.0 + d_on + d_off)
-        elif rule == "iou":
-            hit, quality = (union > 0) & (iou >= min_iou), iou
+        elif rule == "iou":  # a point annotation has no IoU: it matches a detection holding it
+            point = (a_e_ - a_s_) <= 0
+            held = point & (ds <= a_s_) & (de >= a_s_)
+            hit, quality = ((union > 0) & (iou >= min_iou) & ~point) | held, np.where(point, 0.5, iou)
         else:  # overlap with the annotation widened by the tolerance
             hit, quality = (ds <= a_e_ + tolerance_s) & (de >= a_s_ - tolerance_s), iou
         di, ai = np.nonzero(hit)
@@ -269,6 +276,35 @@ def score_detections(
         AnnotationError: an annotation table cannot be read or has a bad row.
         ConfigError: an unknown rule or matching, or a negative tolerance.
     """
+    check_match_settings(rule, tolerance_s, min_iou, matching)
+    if out is not None and Path(out).is_dir():
+        raise ConfigError(f"out={out} is a folder; give a CSV file name")
+    det, ann, _ = prepare_scoring(
+        detections,
+        annotations,
+        format=format,
+        label_column=label_column,
+        columns=columns,
+        label_map=label_map,
+        recordings=recordings,
+    )
+    counts = match_counts(det, ann, rule=rule, tolerance_s=tolerance_s, min_iou=min_iou, matching=matching)
+    by = counts.groupby("class", sort=True)[["annotations", "detections", "ann_hit", "det_hit"]].sum()
+    rows = [prf(str(c), *(int(v) for v in r)) for c, r in zip(by.index, by.to_numpy(), strict=True)]
+    rows.append(prf("all", *(int(v) for v in by.sum().to_numpy())))
+    table = pd.DataFrame(rows)
+    if out is not None:
+        try:
+            with atomic_path(out) as tmp:
+                table.to_csv(tmp, index=False, float_format="%.4f")
+        except OSError as exc:
+            raise RunError(f"cannot write {out}: {exc}") from exc
+    return table
+
+
+def check_match_settings(rule: str, tolerance_s: float, min_iou: float, matching: str) -> None:
+    """Raise :class:`~chirpkit.errors.ConfigError` for an unknown rule or matching, a negative or
+    non-finite tolerance, or an IoU outside (0, 1]."""
     if rule not in RULES:
         raise ConfigError(f"rule={rule!r} must be one of {', '.join(RULES)}")
     if matching not in ("one-to-one", "any"):
@@ -277,8 +313,24 @@ def score_detections(
         raise ConfigError(f"tolerance_s={tolerance_s} must be a finite number of seconds >= 0")
     if not (0 < min_iou <= 1):
         raise ConfigError(f"min_iou={min_iou} must be in (0, 1]")
-    if out is not None and Path(out).is_dir():
-        raise ConfigError(f"out={out} is a folder; give a CSV file name")
+
+
+def prepare_scoring(
+    detections: pd.DataFrame | str | os.PathLike[str],
+    annotations: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | pd.DataFrame,
+    *,
+    format: str = "auto",
+    label_column: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    label_map: Mapping[str, str] | None = None,
+    recordings: Sequence[str | os.PathLike[str]] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, set[str] | None]:
+    """Read and check detections and annotations, keep the recordings that were scanned.
+
+    Returns:
+        ``(detections, annotations, scanned stems or None)``; both tables gain ``_stem`` (the
+        file name without folder and suffix), annotations are ordered (start <= end).
+    """
     det, det_path = read_detections(detections)
     ann = read_annotation_tables(annotations, format=format, label_column=label_column, columns=columns)
     if label_map:
@@ -287,6 +339,7 @@ def score_detections(
     ann["_stem"] = ann["file"].map(lambda f: Path(str(f)).stem)
     if recordings is None:
         recordings = scanned_recordings(det_path)
+    scanned: set[str] | None = None
     if recordings is not None:
         scanned = {Path(str(f)).stem for f in recordings}
         outside = ~ann["_stem"].isin(scanned)
@@ -303,17 +356,29 @@ def score_detections(
     ann = ann.assign(
         start_s=np.minimum(ann["start_s"], ann["end_s"]), end_s=np.maximum(ann["start_s"], ann["end_s"])
     )
+    return det, ann, scanned
+
+
+def match_counts(
+    det: pd.DataFrame,
+    ann: pd.DataFrame,
+    *,
+    rule: str,
+    tolerance_s: float,
+    min_iou: float,
+    matching: str = "one-to-one",
+) -> pd.DataFrame:
+    """Matches per class and recording: ``class, stem, annotations, detections, ann_hit, det_hit``
+    (annotations found, detections that match; equal under one-to-one matching). Tables as
+    :func:`prepare_scoring` returns them."""
     det_groups = dict(list(det.groupby(["label", "_stem"], sort=False)))
     ann_groups = dict(list(ann.groupby(["label", "_stem"], sort=False)))
     rows = []
-    for c in sorted(set(det["label"]) | set(ann["label"])):
-        n_det = n_ann = ann_hit = det_hit = 0
-        for key in sorted({k for k in (*det_groups, *ann_groups) if k[0] == c}):
-            d, a = det_groups.get(key), ann_groups.get(key)
-            n_d, n_a = (0 if d is None else len(d)), (0 if a is None else len(a))
-            n_det, n_ann = n_det + n_d, n_ann + n_a
-            if d is None or a is None:
-                continue
+    for key in sorted(set(det_groups) | set(ann_groups)):
+        d, a = det_groups.get(key), ann_groups.get(key)
+        n_d, n_a = (0 if d is None else len(d)), (0 if a is None else len(a))
+        ann_hit = det_hit = 0
+        if d is not None and a is not None:
             di, ai, q = _pairs(
                 d["start_s"].to_numpy(float),
                 d["end_s"].to_numpy(float),
@@ -324,33 +389,17 @@ def score_detections(
                 min_iou=min_iou,
             )
             if matching == "any":  # an annotation is found if any detection matches it, and vice versa
-                ann_hit += len(np.unique(ai))
-                det_hit += len(np.unique(di))
+                ann_hit, det_hit = len(np.unique(ai)), len(np.unique(di))
             else:
-                n_pairs = len(optimal_matching(n_d, n_a, di, ai, q))
-                ann_hit += n_pairs
-                det_hit += n_pairs
-        rows.append(_prf(c, n_ann, n_det, ann_hit, det_hit))
-    rows.append(
-        _prf(
-            "all",
-            sum(r["annotations"] for r in rows),
-            sum(r["detections"] for r in rows),
-            sum(r["tp"] for r in rows),
-            sum(r["detections"] - r["fp"] for r in rows),
+                ann_hit = det_hit = len(optimal_matching(n_d, n_a, di, ai, q))
+        rows.append(
+            {"class": key[0], "stem": key[1], "annotations": n_a, "detections": n_d}
+            | {"ann_hit": ann_hit, "det_hit": det_hit}
         )
-    )
-    table = pd.DataFrame(rows)
-    if out is not None:
-        try:
-            with atomic_path(out) as tmp:
-                table.to_csv(tmp, index=False, float_format="%.4f")
-        except OSError as exc:
-            raise RunError(f"cannot write {out}: {exc}") from exc
-    return table
+    return pd.DataFrame(rows, columns=["class", "stem", "annotations", "detections", "ann_hit", "det_hit"])
 
 
-def _prf(c: str, n_ann: int, n_det: int, ann_hit: int, det_hit: int) -> dict[str, Any]:
+def prf(c: str, n_ann: int, n_det: int, ann_hit: int, det_hit: int) -> dict[str, Any]:
     """``tp``: annotations found; ``fp``: detections that match nothing; ``fn``: annotations missed
     (one-to-one matching: annotations found = detections that match)."""
     p = det_hit / n_det if n_det else float("nan")

@@ -39,6 +39,7 @@ from chirpkit.detection.plan import (
     failed_path,
     merge,
     part_path,
+    part_top,
     plan_units,
     read_part,
     select,
@@ -189,6 +190,7 @@ def detect(
         "thresholds": thresholds,
         "background": sorted(set(cfg.background_labels) | set(spec.background_labels)),
         "formats": list(cfg.formats),
+        "classes": list(spec.class_names),
         "merge_gap_s": cfg.merge_gap_s,
         "shards": shard_of[1] if shard_of else None,
     }
@@ -204,6 +206,8 @@ def detect(
         for u in mine:
             failed_path(out_dir, u).unlink(missing_ok=True)
     reused = {u.key for u in mine if u.key in Results(out_dir).parts} if resume else set()
+    if "scores" in cfg.formats:  # parts from a run without the score matrix hold a few labels only
+        reused = {k for k in reused if part_top(out_dir / ".parts" / f"{k}.parquet") >= spec.num_classes}
     todo = [u for u in mine if u.key not in reused]
     if reused:
         log.info(

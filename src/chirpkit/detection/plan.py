@@ -237,6 +237,12 @@ def read_part(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     return table.to_pandas(), json.loads(meta) if meta else {}
 
 
+def part_top(path: Path) -> int:
+    """How many labels per window a part keeps (from its metadata alone; 0 when unknown)."""
+    meta = (pq.read_schema(path).metadata or {}).get(_META)
+    return int(json.loads(meta).get("stored_top", 0)) if meta else 0
+
+
 class Results:
     """Which units have a part or a failure, from one listing of ``.parts/`` (one call, not two
     per unit: tens of thousands of units on a network file system)."""
@@ -305,6 +311,7 @@ def merge(
             f"(e.g. {missing[0].file} from {missing[0].start_s} s): {hint}; or merge --partial"
         )
     tables: list[pd.DataFrame] = []
+    dense = _DenseScores(out_dir, settings) if "scores" in settings["formats"] else None
     manifest: list[dict[str, Any]] = []
     errors = [dict(p) for p in problems]
     audio_s = compute_s = 0.0
@@ -316,6 +323,8 @@ def merge(
         if u.key in results.parts:
             cands, stats = read_part(part_path(out_dir, u))
             tables.append(select(cands, settings).assign(file=u.file)[DETECTION_COLUMNS])
+            if dense is not None:
+                dense.add(u, cands)
             audio_s += stats.get("audio_s", 0.0)
             compute_s += stats.get("seconds", 0.0)
             for kind in ("nonfinite", "clipped"):
@@ -336,6 +345,8 @@ def merge(
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=DETECTION_COLUMNS)
     events = merge_events(table, gap_s=settings["merge_gap_s"])
     with output_guard(out_dir):
+        if dense is not None:
+            dense.close()
         _write_tables(out_dir, table, events, errors, manifest, settings)
         summary: dict[str, Any] = {
             "files": len({u.file for u in units}) + len(problems),
@@ -371,6 +382,47 @@ def merge(
     for f, windows in dropped.items():
         log.warning("%s: %d window(s) whose scores were not finite left out", f, windows)
     return table
+
+
+class _DenseScores:
+    """``scores.parquet``: every class's score for every window (``file, start_s, end_s`` and one
+    float16 column per class), written part by part so memory stays flat, and renamed into place
+    when complete."""
+
+    def __init__(self, out_dir: Path, settings: dict[str, Any]) -> None:
+        self.path = out_dir / "scores.parquet"
+        self.tmp = out_dir / ".parts" / "scores.parquet.tmp"
+        self.classes: list[str] = list(settings.get("classes") or [])
+        self.writer: pq.ParquetWriter | None = None
+
+    def add(self, unit: WorkUnit, cands: pd.DataFrame) -> None:
+        wide = cands.pivot_table(index=["start_s", "end_s"], columns="label", values="score", aggfunc="max")
+        if not self.classes:  # a plan written before the class names were recorded
+            self.classes = sorted(map(str, wide.columns))
+        wide = wide.reindex(columns=self.classes)
+        if wide.isna().to_numpy().any():
+            raise RunError(
+                f"the part of {unit.file} from {unit.start_s:g} s keeps only the best labels of each window, "
+                "not every class: run detect again with the same output and --formats scores (it redoes "
+                "those units)"
+            )
+        frame = wide.astype(np.float16).reset_index()
+        frame.insert(0, "file", unit.file)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            with output_guard(self.path.parent):
+                self.writer = pq.ParquetWriter(self.tmp, table.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is None:  # no part: an empty matrix with the right columns
+            frame = pd.DataFrame(columns=["file", "start_s", "end_s", *self.classes])
+            frame[self.classes] = frame[self.classes].astype(np.float16)
+            with atomic_path(self.path) as tmp:
+                frame.to_parquet(tmp, index=False)
+            return
+        self.writer.close()
+        self.tmp.replace(self.path)
 
 
 def _write_tables(

@@ -32,7 +32,7 @@ from chirpkit.models import ModelSpec
 from chirpkit.models.predict import Predictor, load_predictor
 from chirpkit.sources import AudioSpan
 
-__all__ = ["run_units", "sliding_windows"]
+__all__ = ["run_units", "sliding_windows", "stored_top"]
 
 log = logging.getLogger("chirpkit")
 
@@ -231,7 +231,7 @@ _INPUT_ERRORS = (AudioDecodeError, FileNotFoundError, IsADirectoryError, Permiss
 
 
 def _consume(
-    unit: WorkUnit, q: queue.Queue[Any], predictor: Predictor, names: np.ndarray, t0: float
+    unit: WorkUnit, q: queue.Queue[Any], predictor: Predictor, names: np.ndarray, t0: float, top: int
 ) -> dict[str, Any]:
     """Score a unit's batches → ``{"cands" | "failure", "transient", stats...}``."""
     starts: list[int] = []
@@ -275,15 +275,24 @@ def _consume(
         "dropped": int((~ok).sum()),
         "seconds": round(time.perf_counter() - t0, 3),
         "windows": len(starts),
+        "stored_top": min(top, len(names)),
     }
-    return {"cands": _candidates(start_s, scores[ok], window_s, names), "stats": stats}
+    return {"cands": _candidates(start_s, scores[ok], window_s, names, top), "stats": stats}
 
 
-def _candidates(starts: np.ndarray, probs: np.ndarray, window_s: float, names: np.ndarray) -> pd.DataFrame:
-    k = min(_STORED_TOP, probs.shape[1])
-    top = np.argsort(-probs, axis=1)[:, :k]
+def stored_top(cfg: DetectConfig, num_classes: int) -> int:
+    """Labels kept per window in a part: every class when the dense score matrix is asked for
+    (``formats: [scores]``), else the best few, so that thresholds can still change later."""
+    return num_classes if "scores" in cfg.formats else min(_STORED_TOP, num_classes)
+
+
+def _candidates(
+    starts: np.ndarray, probs: np.ndarray, window_s: float, names: np.ndarray, top: int
+) -> pd.DataFrame:
+    k = min(top, probs.shape[1])
+    best = np.argsort(-probs, axis=1)[:, :k]
     st = np.repeat(np.asarray(starts, dtype=np.float64), k)
-    lab = top.ravel()
+    lab = best.ravel()
     return pd.DataFrame(
         {
             "start_s": st,
@@ -324,7 +333,7 @@ def run_units(
             start(i)
         for i, unit in enumerate(units):
             t0 = time.perf_counter()
-            result = _consume(unit, queues.pop(i), predictor, names, t0)
+            result = _consume(unit, queues.pop(i), predictor, names, t0, stored_top(cfg, len(names)))
             start(i + threads)
             on_result(unit, result)
     finally:

@@ -1,10 +1,15 @@
 """Evaluate a trained run on a split of its store: macro F1 first.
 
 Writes to ``RUN/eval-<split>/``: ``metrics.json`` (``macro_f1``, ``weighted_f1``, ``accuracy``, …),
-``per_class.csv``, ``report.txt``, ``confusion_matrix.png`` (+ ``.csv``), ``pred_labels.npy`` /
-``true_labels.npy`` (class names), ``predictions.csv``; for the test split, ``RUN/metrics.json``
-too. Scores are per example (catalog row): the class probabilities of an example's windows are
-averaged; window-level scores are reported beside them.
+``per_class.csv``, ``report.txt``, ``confusion_matrix.png`` (+ ``.csv``), ``pr_curves.png``,
+``pred_labels.npy`` / ``true_labels.npy`` (class names), ``predictions.csv``; for the test split,
+``RUN/metrics.json`` too. Scores are per example (catalog row): the class probabilities of an
+example's windows are averaged; window-level scores are reported beside them.
+
+Beside the F1 figures, the threshold-free ones the field compares models with
+(:func:`chirpkit.metrics.ranking_scores`): ``cmap`` (macro average precision), ``macro_roc_auc``
+(classes without positives skipped, and listed) and ``top1``; and 95 % intervals of the headline
+figures (``ci``) by a seeded bootstrap over the examples' groups (recordings).
 """
 
 from __future__ import annotations
@@ -16,15 +21,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import classification_report, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from chirpkit.data.dataset import split_positions
 from chirpkit.data.store import Store
-from chirpkit.errors import DataError, RunError
-from chirpkit.metrics import multilabel_scores, scores
+from chirpkit.errors import ConfigError, DataError, RunError
+from chirpkit.metrics import bootstrap_ci, multilabel_scores, ranking_scores, scores
 from chirpkit.models.predict import Predictor, load_predictor
 from chirpkit.utils.io import atomic_path, read_json, write_json, write_text
-from chirpkit.utils.plots import save_confusion_matrix
+from chirpkit.utils.plots import save_confusion_matrix, save_pr_curves
 
 __all__ = ["evaluate", "scores"]
 
@@ -132,10 +137,11 @@ def _evaluate_multilabel(
     batch_size: int,
     dev: Any,
     progress: bool,
+    n_boot: int,
+    seed: int,
 ) -> dict[str, Any]:
     """Multi-label scores: F1 at 0.5 per class (macro over classes present), subset accuracy and
     mean average precision, per example (window scores averaged) and per window."""
-    from sklearn.metrics import average_precision_score
 
     spec = net.spec
     names = np.array(spec.class_names)
@@ -152,7 +158,10 @@ def _evaluate_multilabel(
         **multilabel_scores(y_true, row_scores),
         "n_examples": len(y_true),
         "n_windows": len(win_true),
-        "window": multilabel_scores(win_true, probs),
+        "window": multilabel_scores(win_true, probs)
+        | {
+            k: v for k, v in ranking_scores(win_true, probs).items() if k in ("cmap", "macro_roc_auc", "top1")
+        },
         "classes_evaluated": int(y_true.any(axis=0).sum()),
         "model": spec.architecture,
         "store": str(st.root),
@@ -161,14 +170,13 @@ def _evaluate_multilabel(
         metrics["thresholds"] = _thresholds(
             net, st, thresholds, lookup, batch_size, dev, progress, run_dir, split, probs, win_true
         )
+    ranking, curves = _ranking(y_true, row_scores, names, _groups(first), n_boot, seed, multi=True)
+    metrics.update(ranking)
     out_dir.mkdir(parents=True, exist_ok=True)
     y_pred = row_scores >= 0.5
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
-    ap = [
-        float(average_precision_score(y_true[:, c], row_scores[:, c])) if y_true[:, c].any() else float("nan")
-        for c in range(len(names))
-    ]
-    per_class = pd.DataFrame({"class": names, "precision": p, "recall": r, "f1": f, "support": s, "ap": ap})
+    per_class = pd.DataFrame({"class": names, "precision": p, "recall": r, "f1": f, "support": s})
+    per_class = pd.concat([per_class, curves], axis=1)
     with atomic_path(out_dir / "per_class.csv") as tmp:
         per_class.to_csv(tmp, index=False, float_format="%.4f")
     write_text(
@@ -176,9 +184,13 @@ def _evaluate_multilabel(
         f"split: {split}   examples: {len(y_true)}   windows: {len(win_true)}   "
         "(multi-label, threshold 0.5)\n"
         f"macro F1: {metrics['macro_f1']:.4f}   weighted F1: {metrics['weighted_f1']:.4f}   "
-        f"subset accuracy: {metrics['accuracy']:.4f}   mAP: {metrics['map']:.4f}\n\n"
+        f"subset accuracy: {metrics['accuracy']:.4f}   mAP: {metrics['map']:.4f}   "
+        f"macro ROC-AUC: {metrics['macro_roc_auc']:.4f}\n{_ci_line(metrics)}\n"
         + per_class.to_string(index=False, float_format=lambda v: f"{v:.4f}")
         + "\n",
+    )
+    save_pr_curves(
+        y_true, row_scores, list(names), out_dir / "pr_curves.png", title=_pr_title(split, metrics)
     )
     for fname, arr in (("pred_labels.npy", y_pred), ("true_labels.npy", y_true)):
         with atomic_path(out_dir / fname) as tmp, open(tmp, "wb") as fh:
@@ -206,6 +218,56 @@ def _evaluate_multilabel(
     return metrics
 
 
+def _ranking(
+    y_true: np.ndarray, probs: np.ndarray, names: Any, groups: np.ndarray, n_boot: int, seed: int, multi: bool
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Threshold-free scores, their intervals over groups, and per-class AP / ROC-AUC."""
+    r = ranking_scores(y_true, probs, list(names))
+    out: dict[str, Any] = {k: r[k] for k in ("cmap", "macro_roc_auc", "top1")}
+    out["skipped_roc_auc"] = r["skipped_roc_auc"]
+    out["skipped_ap"] = r["skipped_ap"]
+    if n_boot:
+
+        def statistic(w: np.ndarray) -> dict[str, float]:
+            rs = ranking_scores(y_true, probs, sample_weight=w, exact=False)
+            return {"macro_f1": _macro_f1(y_true, probs, w, multi), "cmap": rs["cmap"]} | {
+                "macro_roc_auc": rs["macro_roc_auc"]
+            }
+
+        out["ci"] = bootstrap_ci(statistic, groups, n_boot=n_boot, seed=seed)
+        out["ci_settings"] = {"level": 0.95, "n_boot": n_boot, "seed": seed, "over": "groups"}
+    per_class = pd.DataFrame({"ap": r["ap"], "roc_auc": r["roc_auc"]})
+    return out, per_class
+
+
+def _macro_f1(y_true: np.ndarray, probs: np.ndarray, w: np.ndarray, multi: bool) -> float:
+    """Macro F1 with rows weighted by ``w``: argmax, or multi-label at 0.5 over classes present."""
+    if not multi:
+        return scores(y_true, probs.argmax(axis=1), sample_weight=w)["macro_f1"]
+    keep = w > 0
+    yt, yp = y_true[keep], probs[keep] >= 0.5
+    present = yt.any(axis=0)
+    kw: dict[str, Any] = {"average": "macro", "zero_division": 0, "sample_weight": w[keep]}
+    return float(f1_score(yt[:, present], yp[:, present], **kw))
+
+
+def _ci_line(metrics: dict[str, Any]) -> str:
+    ci = metrics.get("ci") or {}
+    parts = [f"{name} [{lo:.4f}, {hi:.4f}]" for name, (lo, hi) in ci.items()]
+    return f"95 % intervals (bootstrap over groups): {', '.join(parts)}\n" if parts else ""
+
+
+def _pr_title(split: str, metrics: dict[str, Any]) -> str:
+    return f"{split}: macro AP {metrics['cmap']:.3f}, macro ROC-AUC {metrics['macro_roc_auc']:.3f}"
+
+
+def _groups(first: pd.DataFrame) -> np.ndarray:
+    """The group of each example (recording / site), or the example itself when none is stored."""
+    if "group" in first.columns:
+        return first["group"].astype(str).to_numpy()
+    return np.asarray(first.index.astype(str))
+
+
 def evaluate(
     run: str | os.PathLike[str],
     *,
@@ -215,6 +277,8 @@ def evaluate(
     batch_size: int = 64,
     device: str = "auto",
     thresholds: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score the run's model on ``split`` of its store (or another store with the same classes).
@@ -223,6 +287,9 @@ def evaluate(
     threshold per class is also chosen on the validation windows and saved as
     ``RUN/thresholds.json`` (``chirpkit detect`` applies it by default), with the precision and
     recall it reaches on val and on ``split``.
+
+    ``n_boot`` bootstrap draws over the examples' groups (recordings; ``seed``) give the 95 %
+    intervals of macro F1, macro AP and macro ROC-AUC (``metrics["ci"]``); 0 skips them.
 
     Returns:
         The metrics (also written to ``metrics.json``).
@@ -276,7 +343,11 @@ def evaluate(
             batch_size,
             dev,
             progress,
+            n_boot,
+            seed,
         )
+    if n_boot < 0:
+        raise ConfigError(f"n_boot={n_boot} must be >= 0")
     win_true = idx["label"].map(lookup).to_numpy()
     win_pred = probs.argmax(axis=1)
 
@@ -293,7 +364,12 @@ def evaluate(
         **scores(y_true, y_pred, k),
         "n_examples": len(y_true),
         "n_windows": len(win_true),
-        "window": scores(win_true, win_pred, k),
+        "window": scores(win_true, win_pred, k)
+        | {
+            k_: v
+            for k_, v in ranking_scores(win_true, probs).items()
+            if k_ in ("cmap", "macro_roc_auc", "top1")
+        },
         "classes_evaluated": len(np.unique(y_true)),
         "model": spec.architecture,
         "store": str(st.root),
@@ -302,11 +378,14 @@ def evaluate(
         metrics["thresholds"] = _thresholds(
             net, st, thresholds, lookup, batch_size, dev, progress, run_dir, split, probs, win_true
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = np.array(spec.class_names)
+    ranking, curves = _ranking(y_true, row_probs, names, _groups(rows), n_boot, seed, multi=False)
+    metrics.update(ranking)
+    out_dir.mkdir(parents=True, exist_ok=True)
     present = np.unique(np.concatenate([y_true, y_pred]))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=np.arange(k), zero_division=0)
     per_class = pd.DataFrame({"class": names, "precision": p, "recall": r, "f1": f, "support": s})
+    per_class = pd.concat([per_class, curves], axis=1)
     with atomic_path(out_dir / "per_class.csv") as tmp:
         per_class.to_csv(tmp, index=False, float_format="%.4f")
     report = classification_report(
@@ -321,7 +400,8 @@ def evaluate(
         out_dir / "report.txt",
         f"split: {split}   examples: {len(y_true)}   windows: {len(win_true)}\n"
         f"macro F1: {metrics['macro_f1']:.4f}   weighted F1: {metrics['weighted_f1']:.4f}   "
-        f"accuracy: {metrics['accuracy']:.4f}\n\n{report}",
+        f"accuracy: {metrics['accuracy']:.4f}\nmacro AP: {metrics['cmap']:.4f}   macro ROC-AUC: "
+        f"{metrics['macro_roc_auc']:.4f}   top-1: {metrics['top1']:.4f}\n{_ci_line(metrics)}\n{report}",
     )
     cm = confusion_matrix(y_true, y_pred, labels=np.arange(k))
     with atomic_path(out_dir / "confusion_matrix.csv") as tmp:
@@ -331,6 +411,13 @@ def evaluate(
         spec.class_names,
         out_dir / "confusion_matrix.png",
         title=f"{split}: macro F1 {metrics['macro_f1']:.3f} (n={len(y_true)})",
+    )
+    save_pr_curves(
+        np.eye(k, dtype=bool)[y_true],
+        row_probs,
+        list(names),
+        out_dir / "pr_curves.png",
+        title=_pr_title(split, metrics),
     )
     for fname, arr in (("pred_labels.npy", names[y_pred]), ("true_labels.npy", names[y_true])):
         with atomic_path(out_dir / fname) as tmp, open(tmp, "wb") as fh:

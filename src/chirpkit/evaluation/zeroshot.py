@@ -19,7 +19,7 @@ import pandas as pd
 from chirpkit.data.dataset import split_positions
 from chirpkit.data.store import Store
 from chirpkit.errors import DataError
-from chirpkit.metrics import scores
+from chirpkit.metrics import headline
 from chirpkit.models.birdnet import birdnet_classifier, birdnet_labels
 from chirpkit.models.embeddings import embedding_cache
 from chirpkit.models.taxonomy import match_classes
@@ -68,11 +68,10 @@ def zero_shot(
     rows = pd.DataFrame(z).groupby(idx["row"].to_numpy(), sort=True).mean()
     lookup = {c: i for i, c in enumerate(mapped)}
     y_true = idx.groupby("row", sort=True).first()["label"].map(lookup).to_numpy()
-    y_pred = rows.to_numpy().argmax(1)
     res: dict[str, Any] = {
         "split": split,
         "model": "BirdNET V2.4 zero-shot",
-        **scores(y_true, y_pred, len(mapped)),
+        **headline(y_true, rows.to_numpy()),
         "n_examples": len(y_true),
         "classes_mapped": match.names,
         "matched_via": match.via,

@@ -109,13 +109,13 @@ def _model(name: str, seed: int, c: float = 1.0) -> Any:
 
 
 def _example_scores(clf: Any, x: np.ndarray, idx: pd.DataFrame, lookup: dict[str, int]) -> dict[str, float]:
-    from chirpkit.evaluation.report import scores
+    from chirpkit.metrics import headline
 
     probs = np.zeros((len(x), len(lookup)))
     probs[:, [lookup[c] for c in clf.classes_]] = clf.predict_proba(x)
     rows = pd.DataFrame(probs).groupby(idx["row"].to_numpy(), sort=True).mean()
     y_true = idx.groupby("row", sort=True).first()["label"].map(lookup).to_numpy()
-    return scores(y_true, rows.to_numpy().argmax(1), len(lookup))
+    return headline(y_true, rows.to_numpy())
 
 
 def baseline(

@@ -23,6 +23,8 @@ __all__ = [
     "save_frequency_ranges",
     "save_heatmap",
     "save_histogram",
+    "save_pr_curves",
+    "save_psd_roc",
     "save_split_counts",
 ]
 
@@ -178,4 +180,57 @@ def save_heatmap(matrix: pd.DataFrame, path: str | os.PathLike[str], *, title: s
     ax.set_ylabel("annotated class")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return _save(fig, path)
+
+
+def save_pr_curves(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    class_names: Sequence[str],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "",
+    top: int = 12,
+) -> Path:
+    """Precision-recall curves: the micro-average over every class (black) and the ``top`` classes
+    with the most positives, each labelled with its average precision."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    truth = np.asarray(y_true, dtype=bool)
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    if truth.any():
+        p, r, _ = precision_recall_curve(truth.ravel(), scores.ravel())
+        ap = average_precision_score(truth.ravel(), scores.ravel())
+        ax.plot(r, p, color="black", lw=2, label=f"micro-average (AP {ap:.3f})")
+    support = truth.sum(axis=0)
+    for c in [c for c in np.argsort(-support, kind="stable")[:top] if support[c]]:
+        p, r, _ = precision_recall_curve(truth[:, c], scores[:, c])
+        ap = average_precision_score(truth[:, c], scores[:, c])
+        ax.plot(r, p, lw=1, alpha=0.8, label=f"{str(class_names[c])[:28]} (AP {ap:.2f}, n={support[c]})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title or "precision-recall")
+    ax.legend(loc="lower left", fontsize=7)
+    return _save(fig, path)
+
+
+def save_psd_roc(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    values: dict[str, float],
+    path: str | os.PathLike[str],
+    *,
+    unit: str = "hour",
+) -> Path:
+    """PSD-ROC curves (effective TP rate against effective false positives per ``unit``), one per
+    scenario, each labelled with its PSDS."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, (etpr, efpr) in curves.items():
+        ax.step(efpr, etpr, where="post", label=f"{name}: PSDS {values.get(name, float('nan')):.3f}")
+    ax.set_xlabel(f"effective false positives per {unit}")
+    ax.set_ylabel("effective true-positive rate")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("PSD-ROC (sed_scores_eval)")
+    ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
