@@ -16,7 +16,9 @@ class ``bird``) is split by recording into three fixed sets that never share a r
 * test (3 recordings, 67 calls): never used for training, reviewing or calibrating; every model
   detects on them and ``score_detections`` scores the detection windows against their
   annotations (``--matching any``, 0.25 s tolerance: precision = share of detection windows on a
-  call, recall = share of calls found).
+  call, recall = share of calls found), and :func:`chirpkit.detection_report` adds the field's
+  measures: event F1 at IoU 0.3 and the threshold-free window AP and ROC-AUC of ``bird`` from the
+  score matrix (``detect --format scores``).
 
 Rows of the table:
 
@@ -143,10 +145,22 @@ def screenshot(det_dir: Path, path: Path) -> None:
 
 def score(det_dir: Path, test_table: Path) -> dict[str, float]:
     from chirpkit.detection.events import score_detections
+    from chirpkit.detection.scoring import detection_report
 
     t = score_detections(det_dir / "detections.csv", test_table, tolerance_s=TOLERANCE_S, matching="any")
     row = t[t["class"] == "bird"].iloc[0] if (t["class"] == "bird").any() else t[t["class"] == "all"].iloc[0]
-    return {k: float(row[k]) for k in ("detections", "precision", "recall", "f1")}
+    out = {k: float(row[k]) for k in ("detections", "precision", "recall", "f1")}
+    # the field's measures: threshold-free window AP / ROC-AUC of "bird" and event F1 at IoU 0.3
+    rep = detection_report(
+        det_dir / "detections.csv", test_table, scores=det_dir / "scores.parquet", n_boot=0
+    )
+    pc = rep.per_class.set_index("class")
+    bird = "bird" if "bird" in pc.index else "all"
+    out |= {
+        "window_ap": float(pc.loc[bird, "window_ap"]),
+        "window_roc_auc": float(pc.loc[bird, "window_roc_auc"]),
+    }
+    return out | {"event_f1_iou": rep.summary["events"]["f1"]}
 
 
 def one_seed(
@@ -170,7 +184,12 @@ def one_seed(
     def detect(run: Path, recs: list[str], name: str, **kw: Any) -> Path:
         d = out / name
         chirpkit.detect(
-            run, audio(data, recs), out=d, config=DetectConfig(**kw), resume=False, progress=False
+            run,
+            audio(data, recs),
+            out=d,
+            config=DetectConfig(**{"formats": ["csv", "scores"], **kw}),
+            resume=False,
+            progress=False,
         )
         return d
 
@@ -260,6 +279,7 @@ def main() -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     table.to_csv(Path(args.out) / "review_loop.csv", index=False, float_format="%.4f")
     cols = ["seed", "stage", "model", "thresholds", "detections", "precision", "recall", "f1"]
+    cols += ["event_f1_iou", "window_ap", "window_roc_auc"]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if len(args.seeds) > 1:
         order = list(dict.fromkeys(table["stage"]))

@@ -384,6 +384,10 @@ def cmd_detect(args: argparse.Namespace) -> None:
         scheduler=args.scheduler,
         shard=args.shard,
         retries=args.retries,
+        species=args.species,
+        lat=args.lat,
+        lon=args.lon,
+        week=args.week,
     )
     if args.shard is not None and not (Path(args.out) / "detections.csv").is_file():
         print(f"shard {args.shard}: {len(table)} detection(s) in its parts; the last shard writes the tables")
@@ -670,7 +674,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = verb("detect", cmd_detect, "slide a model over long recordings and write detection tables")
-    p.add_argument("run", help="run folder, model.pt, or an export (model.onnx, model.ts)")
+    p.add_argument(
+        "run",
+        help="run folder, model.pt, an export (model.onnx, model.ts), or birdnet (BirdNET V2.4's own "
+        "scores, no training)",
+    )
     p.add_argument("audio", nargs="+", help="files, folders, glob patterns or @list.txt")
     p.add_argument("--out", required=True, help="output folder (detections.csv, events.csv, ...)")
     _config_flags(
@@ -695,6 +703,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="ignore results of an earlier run in --out")
     p.add_argument(
         "--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (dask: cuda = one GPU per worker)"
+    )
+    p.add_argument(
+        "--species", help="birdnet only: species list file (one a line: Latin_Common, Latin or common name)"
+    )
+    p.add_argument("--lat", type=float, help="birdnet only: latitude for BirdNET's location filter")
+    p.add_argument("--lon", type=float, help="birdnet only: longitude for BirdNET's location filter")
+    p.add_argument(
+        "--week",
+        type=int,
+        default=-1,
+        help="birdnet only: week of the year 1-48 (four a month) for the location filter; -1: all year",
     )
     p.add_argument(
         "--engine",

@@ -50,6 +50,7 @@ from chirpkit.detection.plan import (
 from chirpkit.detection.units import sliding_windows
 from chirpkit.errors import ChirpkitError, ConfigError, DataError, OutputError, RunError
 from chirpkit.evaluation.thresholds import load_thresholds
+from chirpkit.models.birdnet_species import resolve_species
 from chirpkit.models.predict import Predictor, load_predictor
 from chirpkit.sources import resolve_sources
 from chirpkit.utils.engine import assign_shards, interruptible, output_guard, parse_shard
@@ -73,9 +74,9 @@ def resolve_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path | str]
     return [s if "://" in s else Path(s) for s in sources]
 
 
-def _load(run: str | os.PathLike[str], device: str) -> Predictor:
+def _load(run: str | os.PathLike[str], device: str, species: list[str] | None = None) -> Predictor:
     try:
-        return load_predictor(run, device=device)
+        return load_predictor(run, device=device, species=species)
     except ChirpkitError:
         raise
     except Exception as exc:
@@ -107,11 +108,17 @@ def detect(
     scheduler: Any = None,
     shard: str | tuple[int, int] | None = None,
     retries: int = 2,
+    species: str | os.PathLike[str] | Sequence[str] | None = None,
+    lat: float | None = None,
+    lon: float | None = None,
+    week: int = -1,
 ) -> pd.DataFrame:
-    """Run a trained model over recordings and write detection tables to ``out``.
+    """Run a trained model, or BirdNET itself, over recordings and write detection tables to ``out``.
 
     Args:
-        run: a run folder, ``model.pt``, or an export (``model.onnx`` / ``model.ts``).
+        run: a run folder, ``model.pt``, an export (``model.onnx`` / ``model.ts``), or
+            ``"birdnet"``: BirdNET V2.4's own per-species scores, no training (as
+            BirdNET-Analyzer's ``analyze``).
         inputs: files, folders (recursive), glob patterns, URLs (``s3://…``, ``gs://…``,
             ``memory://…``, read through fsspec) or ``@list.txt``.
         out: ``detections.csv`` (window rows ``file, start_s, end_s, label, score``; ``.parquet``
@@ -130,6 +137,9 @@ def detect(
         shard: ``"I/N"``: run only the I-th of N shards of the units into the shared ``out``; the
             shard that completes the job writes the tables (or run :func:`merge`).
         retries: further attempts of a unit whose failure may pass (not a decode error).
+        species: BirdNET only: a species list file (one species a line) or names to detect.
+        lat, lon, week: BirdNET only: keep the species its location model expects there in that
+            week (1-48, four a month; -1: the whole year), as BirdNET-Analyzer's filter.
 
     Returns:
         The window detections (with ``shard`` while other shards are unfinished: this shard's).
@@ -159,7 +169,11 @@ def detect(
                 else " (folders are searched for audio file endings: .wav, .flac, ...)"
             )
         )
-    predictor = _load(run, device if engine == "local" else "cpu")
+    filtered = species is not None or lat is not None or lon is not None or week != -1
+    chosen = resolve_species(species, lat=lat, lon=lon, week=week) if filtered else None
+    if chosen:
+        log.info("detect: %d species chosen (e.g. %s)", len(chosen), ", ".join(chosen[:3]))
+    predictor = _load(run, device if engine == "local" else "cpu", chosen)
     spec = predictor.spec
     hop_s = cfg.hop_s if cfg.hop_s is not None else spec.window_s / 2
     thresholds = load_thresholds(run) if cfg.thresholds == "auto" else None

