@@ -263,3 +263,32 @@ def test_tune_stops_on_ctrl_c_and_resumes(tiny_run: Path, tmp_path: Path) -> Non
     space_ = {"train.lr": {"low": 0.001, "high": 0.005, "log": True}}
     s = tune(store, out=study, config=tiny_config(), trials=done + 1, epochs=2, space=space_)
     assert s["completed"] == done + 1  # the interrupted trial did not count; one more ran
+
+
+def test_training_never_ends_below_the_network_it_started_from(tiny_run: Path, tmp_path: Path) -> None:
+    """The starting network (here a warm start from a good run; for birdnet_prior, BirdNET's own
+    classifier) is a candidate: training on wrong labels cannot make the saved model worse on
+    validation."""
+    import copy
+
+    from chirpkit.data.store import Store
+
+    summary = json.loads((tiny_run / "train_summary.json").read_text())
+    assert summary["kept"] == "trained"  # from random weights, training wins
+    assert summary["val_macro_f1_trained"] >= summary["val_macro_f1_untrained"]
+    st = Store(tiny_run / "store")
+    wrong = copy.copy(st)
+    idx = st.index.copy()
+    rotate = {"low": "mid", "mid": "high", "high": "low"}
+    is_train = idx["split"] == "train"
+    idx.loc[is_train, "label"] = idx.loc[is_train, "label"].map(rotate)
+    idx.loc[is_train, "labels"] = idx.loc[is_train, "labels"].map(lambda v: [rotate[c] for c in v])
+    wrong.index = idx
+    cfg = tiny_config(**{"model.init_from": str(tiny_run / "model.pt"), "train.epochs": 4, "train.lr": 1e-2})
+    out = train(wrong, out=tmp_path / "run", config=cfg, progress=False)
+    assert out["kept"] == "untrained"
+    assert out["val_macro_f1_untrained"] > out["val_macro_f1_trained"]
+    from chirpkit.evaluation.report import evaluate
+
+    m = evaluate(tmp_path / "run", split="val", store=st, n_boot=0, progress=False)
+    assert m["window"]["macro_f1"] == pytest.approx(out["val_macro_f1_untrained"], abs=1e-6)

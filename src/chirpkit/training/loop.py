@@ -11,6 +11,7 @@ checkpoint) fails before the run folder is touched.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -313,6 +314,11 @@ def train(
     if not validate:
         log.warning("no validation windows: the last epoch is kept as the model")
     steps = max(1, len(dm.train_pos) // cfg.train.batch_size)
+    # the network as it starts (a pretrained prior, a warm start) stays a candidate: training must
+    # beat it on validation to replace it
+    initial = (
+        {k: v.detach().clone() for k, v in task.net.state_dict().items()} if validate and not resume else None
+    )
     t0 = time.perf_counter()
     with training_process(cfg.train):
         trainer, best_cb = build_trainer(
@@ -338,6 +344,9 @@ def train(
 
     best_path = best_cb.best_model_path or best_cb.last_model_path
     net, _, blob = checkpoint_network(best_path)
+    kept = {"kept": "trained"}
+    if initial is not None and trainer.global_rank == 0:
+        net, kept = _keep_better(net, initial, task, dm)
     selected = None
     select = getattr(net, "select_on_validation", None)
     if callable(select) and validate and trainer.global_rank == 0:  # e.g. a score-fusion weight
@@ -366,6 +375,7 @@ def train(
         "teacher": str(cfg.train.teacher) if cfg.train.teacher else None,
         "unlabelled_windows": sum(len(u[1]) for u in soft.unlabelled) if soft is not None else 0,
         "selected_on_val": selected,
+        **kept,
     }
     if trainer.global_rank == 0:
         folder.finish(net, spec, summary)
@@ -378,6 +388,38 @@ def train(
         run / "model.pt",
     )
     return summary
+
+
+def _val_macro_f1(net: nn.Module, task: ClassifierTask, dm: StoreDataModule) -> float:
+    """Macro F1 over the validation windows, as the task computes it for checkpoint selection."""
+    logits, targets = _logits_on(net, task.input, dm.val_dataloader())
+    metric = task.val_f1.clone().cpu()
+    metric.reset()
+    if task.multilabel:
+        metric.update(torch.sigmoid(logits), targets.int())
+    else:
+        metric.update(logits.argmax(dim=1), targets)
+    return float(metric.compute())
+
+
+def _keep_better(
+    net: nn.Module, initial: dict[str, torch.Tensor], task: ClassifierTask, dm: StoreDataModule
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained network, or the one training started from when that scores strictly better on
+    validation (a head that starts as BirdNET's zero-shot classifier never ends below it)."""
+    start = copy.deepcopy(net)
+    start.load_state_dict(initial)
+    trained_f1, start_f1 = _val_macro_f1(net, task, dm), _val_macro_f1(start, task, dm)
+    facts = {"val_macro_f1_trained": trained_f1, "val_macro_f1_untrained": start_f1}
+    if start_f1 > trained_f1:
+        log.warning(
+            "the untrained network scores better on validation (macro F1 %.4f against %.4f after "
+            "training): it is kept as the model",
+            start_f1,
+            trained_f1,
+        )
+        return start, {"kept": "untrained", **facts}
+    return net, {"kept": "trained", **facts}
 
 
 def _logits_on(net: nn.Module, model_input: ModelInput, batches: Any) -> tuple[torch.Tensor, torch.Tensor]:
