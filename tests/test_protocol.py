@@ -292,3 +292,30 @@ def test_training_never_ends_below_the_network_it_started_from(tiny_run: Path, t
 
     m = evaluate(tmp_path / "run", split="val", store=st, n_boot=0, progress=False)
     assert m["window"]["macro_f1"] == pytest.approx(out["val_macro_f1_untrained"], abs=1e-6)
+
+
+def test_progress_is_one_line_per_epoch_off_a_terminal(
+    tiny_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import io
+
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from chirpkit.data.store import Store
+    from chirpkit.training.trainer import EpochLines, progress_callback
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert isinstance(progress_callback(True, stream=Terminal()), TQDMProgressBar)
+    assert isinstance(progress_callback(True, stream=io.StringIO()), EpochLines)
+    assert progress_callback(False) is None
+    train(
+        Store(tiny_run / "store"),
+        out=tmp_path / "r",
+        config=tiny_config(**{"train.epochs": 2}),
+        progress=True,
+    )
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(lines) == 2 and lines[1].startswith("epoch 2/2, train loss ") and "val macro F1" in lines[1]

@@ -31,7 +31,14 @@ from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 from chirpkit.config import TrainConfig  # noqa: E402
 from chirpkit.utils.threads import check_stop  # noqa: E402
 
-__all__ = ["build_trainer", "on_cpu", "resolve_precision", "training_process"]
+__all__ = [
+    "EpochLines",
+    "build_trainer",
+    "on_cpu",
+    "progress_callback",
+    "resolve_precision",
+    "training_process",
+]
 
 log = logging.getLogger("chirpkit")
 
@@ -126,6 +133,33 @@ class _StopOnRequest(L.Callback):
         check_stop()
 
 
+class EpochLines(L.Callback):
+    """Progress for logs that are not a terminal (a batch job's output file, CI): one line per
+    epoch with the losses and validation macro F1, instead of a progress bar redrawn per step."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank != 0 or trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        for key, name in (
+            ("train_loss", "train loss"),
+            ("val_loss", "val loss"),
+            ("val_macro_f1", "val macro F1"),
+        ):
+            if key in m:
+                parts.append(f"{name} {float(m[key]):.4f}")
+        log.info("%s", ", ".join(parts))
+
+
+def progress_callback(progress: bool, *, stream: Any = None) -> L.Callback | None:
+    """A progress bar on a terminal, one line per epoch elsewhere, nothing without progress."""
+    if not progress:
+        return None
+    out = stream if stream is not None else sys.stderr
+    return TQDMProgressBar(leave=True) if out.isatty() else EpochLines()
+
+
 def _loggers(run: Path, tensorboard: bool) -> list[Any]:
     loggers: list[Any] = [CSVLogger(save_dir=str(run), name="logs", version="")]
     if tensorboard:
@@ -157,8 +191,9 @@ def build_trainer(
         enable_version_counter=False,
     )
     callbacks: list[L.Callback] = [best, _StopOnRequest()]
-    if progress:
-        callbacks.append(TQDMProgressBar(leave=True))
+    shown = progress_callback(progress)
+    if shown is not None:
+        callbacks.append(shown)
     if cfg.patience and validate:
         # on macro F1 itself: the selection score's loss tie-break would count every loss decrease
         # as progress and never stop a run whose F1 has plateaued
@@ -174,7 +209,7 @@ def build_trainer(
         callbacks=callbacks,
         logger=_loggers(run, cfg.tensorboard),
         gradient_clip_val=cfg.grad_clip,
-        enable_progress_bar=progress,
+        enable_progress_bar=isinstance(shown, TQDMProgressBar),
         enable_model_summary=False,
         log_every_n_steps=max(1, min(10, steps_per_epoch)),
         num_sanity_val_steps=0,
