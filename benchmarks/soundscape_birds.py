@@ -144,6 +144,22 @@ def soundscapes(
     return files + free, table, free
 
 
+def background_catalog(files: list[Path]) -> pd.DataFrame:
+    """Catalog rows (the columns ``ingest`` writes) for whole recordings labelled ``noise``."""
+    from chirpkit.audio import info
+
+    rows = []
+    for p in files:
+        facts = info(p).to_dict()
+        facts.pop("path")
+        facts.pop("frames")
+        rows.append(
+            {"source": str(p), "start_s": 0.0, "end_s": facts["duration_s"], "label": "noise"}
+            | {"labels": ["noise"], "group": p.stem, "split": "train", **facts}
+        )
+    return pd.DataFrame(rows)
+
+
 def measures(report: object) -> dict[str, float]:
     s = report.summary  # type: ignore[attr-defined]
     psds = s.get("psds", {})
@@ -175,13 +191,7 @@ def one_draw(seed: int, args: argparse.Namespace) -> list[dict[str, object]]:
     files, table, free = soundscapes(work / "audio", cat[~is_train], beds, seed, args.files, args.bird_free)
     species = sorted(labels["label"].unique())
     train_cat = cat[is_train].assign(split="train")
-    noise_dir = work / "background" / "noise"
-    noise_dir.mkdir(parents=True, exist_ok=True)
-    for p in background:
-        link = noise_dir / p.name
-        if not link.exists():
-            link.symlink_to(p)
-    noise_cat = ingest(work / "background", progress=False).assign(split="train")
+    noise_cat = background_catalog(background)
     models: list[tuple[str, object, dict[str, object]]] = [("zero-shot", "birdnet", {"species": species})]
     train_s: dict[str, float] = {}
     for name in args.contenders:

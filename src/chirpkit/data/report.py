@@ -36,7 +36,7 @@ from chirpkit.data.audit import FileAudit, audit_files, near_duplicates
 from chirpkit.data.catalog import read_catalog, validate_catalog
 from chirpkit.errors import DataError
 from chirpkit.utils import plots
-from chirpkit.utils.io import atomic_path, output_dir, write_json, write_text
+from chirpkit.utils.io import output_dir, write_csv, write_json, write_text
 
 __all__ = ["inspect"]
 
@@ -102,8 +102,7 @@ def _render(root: Path, title: str, sections: list[Section], summary: dict[str, 
         for p in s.plots:
             p.draw(root / p.file)
         for name, df in s.csv.items():
-            with atomic_path(root / name) as tmp:
-                df.to_csv(tmp, index=False)
+            write_csv(root / name, df, index=False)
     for template, name in (("report.html.j2", "index.html"), ("report.md.j2", "report.md")):
         write_text(root / name, _TEMPLATES.get_template(template).render(title=title, sections=sections))
     write_json(root / "summary.json", summary)

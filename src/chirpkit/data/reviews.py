@@ -35,7 +35,7 @@ from chirpkit.data.catalog import (
 from chirpkit.errors import AudioDecodeError, DataError
 from chirpkit.review.db import ReviewDB, check_label
 from chirpkit.review.items import load_detect_folder, resolve_recording
-from chirpkit.utils.io import atomic_path
+from chirpkit.utils.io import write_csv
 
 __all__ = ["ingest_reviews", "reviews_to_rows"]
 
@@ -164,8 +164,7 @@ def ingest_reviews(
         path = write_catalog(cat, out)
         rep = path.with_suffix(".skipped.csv")
         if skipped:
-            with atomic_path(rep) as tmp:
-                pd.DataFrame(skipped, columns=["source", "reason"]).to_csv(tmp, index=False)
+            write_csv(rep, pd.DataFrame(skipped, columns=["source", "reason"]), index=False)
         elif rep.exists():
             rep.unlink()
     cat.attrs["skipped"] = skipped

@@ -38,7 +38,7 @@ from chirpkit.config import SplitConfig
 from chirpkit.data.catalog import SPLITS, class_counts, read_catalog, validate_catalog, write_catalog
 from chirpkit.data.rotation import TEST, Layout, assign, coverage_gaps
 from chirpkit.errors import DataError, RunError
-from chirpkit.utils.io import atomic_path, write_json
+from chirpkit.utils.io import write_csv, write_json
 
 __all__ = ["check_no_group_leak", "few_groups_threshold", "split", "split_summary"]
 
@@ -331,8 +331,7 @@ def split(
             counts = (
                 counts.join(per_fold.rename(columns=lambda f: f"fold{f}"), how="left").fillna(0).astype(int)
             )
-        with atomic_path(Path(f"{stem}.split_counts.csv")) as tmp:
-            counts.to_csv(tmp, index_label="label")
+        write_csv(Path(f"{stem}.split_counts.csv"), counts, index_label="label")
         write_json(f"{stem}.split_counts.json", summary)
         _plot_counts(
             class_counts(kept_df, "split"),

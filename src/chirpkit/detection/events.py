@@ -32,7 +32,7 @@ from chirpkit.errors import (
     ConfigError,
     RunError,
 )
-from chirpkit.utils.io import atomic_path
+from chirpkit.utils.io import atomic_path, write_csv
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -107,8 +107,7 @@ def write_raven(events: pd.DataFrame, folder: str | os.PathLike[str], *, high_fr
             }
         )
         path = root / _table_name(str(f), ".chirpkit.selections.txt")
-        with atomic_path(path) as tmp:
-            t.to_csv(tmp, sep="\t", index=False)
+        write_csv(path, t, sep="\t", index=False)
         paths.append(path)
     return paths
 
@@ -295,8 +294,7 @@ def score_detections(
     table = pd.DataFrame(rows)
     if out is not None:
         try:
-            with atomic_path(out) as tmp:
-                table.to_csv(tmp, index=False, float_format="%.4f")
+            write_csv(out, table, index=False, float_format="%.4f")
         except OSError as exc:
             raise RunError(f"cannot write {out}: {exc}") from exc
     return table

@@ -34,7 +34,7 @@ from chirpkit.detection.events import merge_events, write_audacity, write_raven
 from chirpkit.errors import AudioDecodeError, RunError
 from chirpkit.sources import Probe, identity, is_url, probe
 from chirpkit.utils.engine import output_guard
-from chirpkit.utils.io import atomic_path, read_json, stable_hash, write_json
+from chirpkit.utils.io import atomic_path, read_json, stable_hash, write_csv, write_json
 
 __all__ = ["DETECTION_COLUMNS", "MANIFEST_COLUMNS", "WorkUnit", "merge", "plan_units"]
 
@@ -434,23 +434,19 @@ def _write_tables(
     settings: dict[str, Any],
 ) -> None:
     formats = settings["formats"]
-    with atomic_path(out_dir / "detections.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
+    write_csv(out_dir / "detections.csv", table, index=False, float_format="%.4f")
     if "parquet" in formats:
         with atomic_path(out_dir / "detections.parquet") as tmp:
             table.to_parquet(tmp, index=False)
-    with atomic_path(out_dir / "events.csv") as tmp:
-        events.to_csv(tmp, index=False, float_format="%.4f")
+    write_csv(out_dir / "events.csv", events, index=False, float_format="%.4f")
     if "raven" in formats:
         write_raven(events, out_dir / "raven", high_freq_hz=settings["sample_rate"] / 2)
     if "audacity" in formats:
         write_audacity(events, out_dir / "audacity")
-    with atomic_path(out_dir / "manifest.csv") as tmp:
-        pd.DataFrame(list(manifest), columns=MANIFEST_COLUMNS).to_csv(tmp, index=False)
+    write_csv(out_dir / "manifest.csv", pd.DataFrame(list(manifest), columns=MANIFEST_COLUMNS), index=False)
     err_path = out_dir / "errors.csv"
     if errors:
-        with atomic_path(err_path) as tmp:
-            pd.DataFrame(errors, columns=["file", "reason"]).to_csv(tmp, index=False)
+        write_csv(err_path, pd.DataFrame(errors, columns=["file", "reason"]), index=False)
     elif err_path.exists():
         err_path.unlink()
 

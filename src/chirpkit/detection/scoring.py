@@ -43,7 +43,7 @@ from chirpkit.detection.events import check_match_settings, match_counts, prepar
 from chirpkit.errors import ConfigError, DataError, MissingPathError
 from chirpkit.evaluation.thresholds import choose_thresholds
 from chirpkit.metrics import bootstrap_ci, ranking_scores
-from chirpkit.utils.io import atomic_path, output_dir, write_json
+from chirpkit.utils.io import output_dir, write_csv, write_json
 
 __all__ = [
     "PSDS_SCENARIOS",
@@ -275,13 +275,11 @@ class DetectionReport:
 
         root = output_dir(out, "score-detections report folder")
         written = [root / "per_class.csv", root / "summary.json"]
-        with atomic_path(written[0]) as tmp:
-            self.per_class.to_csv(tmp, index=False, float_format="%.4f")
+        write_csv(written[0], self.per_class, index=False, float_format="%.4f")
         write_json(written[1], self.summary)
         if self.thresholds is not None:
             written.append(root / "thresholds.csv")
-            with atomic_path(written[-1]) as tmp:
-                self.thresholds.to_csv(tmp, index=False, float_format="%.4f")
+            write_csv(written[-1], self.thresholds, index=False, float_format="%.4f")
         if self.window_truth is not None and self.window_scores is not None:
             names = self.per_class.loc[self.per_class["class"] != "all", "class"].tolist()
             w = self.summary["window"]

@@ -28,7 +28,7 @@ from chirpkit.data.store import Store
 from chirpkit.errors import ConfigError, DataError, RunError
 from chirpkit.metrics import bootstrap_ci, multilabel_scores, ranking_scores, scores
 from chirpkit.models.predict import Predictor, load_predictor
-from chirpkit.utils.io import atomic_path, read_json, write_json, write_text
+from chirpkit.utils.io import atomic_path, read_json, write_csv, write_json, write_text
 from chirpkit.utils.plots import save_confusion_matrix, save_pr_curves
 
 __all__ = ["evaluate", "scores"]
@@ -177,8 +177,7 @@ def _evaluate_multilabel(
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
     per_class = pd.DataFrame({"class": names, "precision": p, "recall": r, "f1": f, "support": s})
     per_class = pd.concat([per_class, curves], axis=1)
-    with atomic_path(out_dir / "per_class.csv") as tmp:
-        per_class.to_csv(tmp, index=False, float_format="%.4f")
+    write_csv(out_dir / "per_class.csv", per_class, index=False, float_format="%.4f")
     write_text(
         out_dir / "report.txt",
         f"split: {split}   examples: {len(y_true)}   windows: {len(win_true)}   "
@@ -202,8 +201,7 @@ def _evaluate_multilabel(
             "pred": [";".join(names[q]) for q in y_pred],
         }
     )
-    with atomic_path(out_dir / "predictions.csv") as tmp:
-        preds.to_csv(tmp, index=False)
+    write_csv(out_dir / "predictions.csv", preds, index=False)
     write_json(out_dir / "metrics.json", metrics)
     if split == "test" and headline:
         write_json(run_dir / "metrics.json", metrics)
@@ -386,8 +384,7 @@ def evaluate(
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=np.arange(k), zero_division=0)
     per_class = pd.DataFrame({"class": names, "precision": p, "recall": r, "f1": f, "support": s})
     per_class = pd.concat([per_class, curves], axis=1)
-    with atomic_path(out_dir / "per_class.csv") as tmp:
-        per_class.to_csv(tmp, index=False, float_format="%.4f")
+    write_csv(out_dir / "per_class.csv", per_class, index=False, float_format="%.4f")
     report = classification_report(
         y_true,
         y_pred,
@@ -404,8 +401,7 @@ def evaluate(
         f"{metrics['macro_roc_auc']:.4f}   top-1: {metrics['top1']:.4f}\n{_ci_line(metrics)}\n{report}",
     )
     cm = confusion_matrix(y_true, y_pred, labels=np.arange(k))
-    with atomic_path(out_dir / "confusion_matrix.csv") as tmp:
-        pd.DataFrame(cm, index=names, columns=names).to_csv(tmp)
+    write_csv(out_dir / "confusion_matrix.csv", pd.DataFrame(cm, index=names, columns=names))
     save_confusion_matrix(
         cm,
         spec.class_names,
@@ -430,8 +426,7 @@ def evaluate(
             "score": row_probs.max(axis=1),
         }
     )
-    with atomic_path(out_dir / "predictions.csv") as tmp:
-        preds.to_csv(tmp, index=False, float_format="%.4f")
+    write_csv(out_dir / "predictions.csv", preds, index=False, float_format="%.4f")
     write_json(out_dir / "metrics.json", metrics)
     if split == "test" and out is None:
         write_json(run_dir / "metrics.json", metrics)

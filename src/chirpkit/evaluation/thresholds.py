@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.metrics import precision_recall_curve
 
 from chirpkit.errors import ConfigError
-from chirpkit.utils.io import atomic_path, read_json, write_json
+from chirpkit.utils.io import read_json, write_csv, write_json
 
 __all__ = ["choose_thresholds", "load_thresholds", "parse_rule", "save_thresholds"]
 
@@ -104,8 +104,7 @@ def choose_thresholds(
 def save_thresholds(table: pd.DataFrame, run: str | os.PathLike[str], *, rule: str, split: str) -> Path:
     """``RUN/thresholds.json`` (what detect reads) and ``RUN/thresholds.csv``."""
     root = Path(run)
-    with atomic_path(root / "thresholds.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
+    write_csv(root / "thresholds.csv", table, index=False, float_format="%.4f")
     data = {
         "rule": rule,
         "split": split,

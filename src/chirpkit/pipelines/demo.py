@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from chirpkit.config import Config, load_config
 from chirpkit.synth import CALL_TYPES, colored_noise, make_call, mix_at_snr
-from chirpkit.utils.io import atomic_path, write_json
+from chirpkit.utils.io import atomic_path, write_csv, write_json
 
 __all__ = ["demo", "demo_config", "make_demo_data", "score_calls"]
 
@@ -87,8 +87,7 @@ def make_demo_data(
                 bar.update()
     bar.close()
     labels = root / "labels.csv"
-    with atomic_path(labels) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
+    write_csv(labels, pd.DataFrame(rows), index=False)
 
     scapes, calls = [], []
     m = int(soundscape_s * sample_rate)
@@ -114,8 +113,7 @@ def make_demo_data(
             )
             t += call.size / sample_rate + rng.uniform(2.0, 5.0)
         _write(path, y, sample_rate)
-        with atomic_path(path.with_suffix(".calls.csv")) as tmp:
-            pd.DataFrame(these).drop(columns="file").to_csv(tmp, index=False)
+        write_csv(path.with_suffix(".calls.csv"), pd.DataFrame(these).drop(columns="file"), index=False)
         scapes.append(path)
         calls += these
     return {"labels": labels, "soundscapes": scapes, "calls": pd.DataFrame(calls)}

@@ -14,7 +14,7 @@ from chirpkit.detection.events import write_raven
 from chirpkit.errors import AudioDecodeError
 from chirpkit.review.db import REVIEW_COLUMNS, ReviewDB
 from chirpkit.review.items import load_detect_folder
-from chirpkit.utils.io import atomic_path
+from chirpkit.utils.io import write_csv
 
 __all__ = ["EXPORT_COLUMNS", "export_reviews"]
 
@@ -55,8 +55,7 @@ def export_reviews(
         table = cur.assign(label=cur["final_label"]).rename(columns={"item": "id"})[EXPORT_COLUMNS]
         table = table.reset_index(drop=True)
     out_path = Path(out)
-    with atomic_path(out_path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
+    write_csv(out_path, table, index=False, float_format="%.4f")
     right = db.current()
     right = right[right["final_label"].notna()]
     raven_dir = Path(raven) if raven is not None else out_path.parent / "raven-accepted"

@@ -36,7 +36,7 @@ from chirpkit.training.losses import ClassificationLoss
 from chirpkit.training.runs import RunFolder
 from chirpkit.training.task import ClassifierTask
 from chirpkit.training.trainer import build_trainer, training_process
-from chirpkit.utils.io import atomic_path
+from chirpkit.utils.io import write_csv
 
 __all__ = ["checkpoint_network", "model_spec", "sanity_check", "teacher_targets", "train"]
 
@@ -339,8 +339,7 @@ def train(
         new = pd.read_csv(log_csv) if log_csv.is_file() else history.iloc[:0]
         first_new = new["epoch"].min() if len(new) else np.inf
         merged = pd.concat([history[history["epoch"] < first_new], new], ignore_index=True)
-        with atomic_path(log_csv) as tmp:
-            merged.to_csv(tmp, index=False)
+        write_csv(log_csv, merged, index=False)
 
     best_path = best_cb.best_model_path or best_cb.last_model_path
     net, _, blob = checkpoint_network(best_path)

@@ -37,7 +37,7 @@ from chirpkit.errors import ConfigError, DataError, RunError
 from chirpkit.metrics import multilabel_scores, scores
 from chirpkit.models.predict import Predictor
 from chirpkit.training.loop import checkpoint_network, train
-from chirpkit.utils.io import atomic_path, write_json, write_text
+from chirpkit.utils.io import write_csv, write_json, write_text
 from chirpkit.utils.plots import save_confusion_matrix
 from chirpkit.utils.threads import check_stop
 
@@ -115,8 +115,7 @@ def _pooled(oof: pd.DataFrame, names: list[str], root: Path | None, multilabel: 
                     truth[i, lookup[lab]] = True
         res = {**multilabel_scores(truth, oof[names].to_numpy()), "n_examples": len(oof)}
         if root is not None:
-            with atomic_path(root / "oof_predictions.csv") as tmp:
-                oof.to_csv(tmp, float_format="%.5f")
+            write_csv(root / "oof_predictions.csv", oof, float_format="%.5f")
         return res
     known = oof["true"].isin(names).to_numpy()
     y_true = oof.loc[known, "true"].map(lookup).to_numpy()
@@ -128,10 +127,8 @@ def _pooled(oof: pd.DataFrame, names: list[str], root: Path | None, multilabel: 
     per_class = pd.DataFrame({"class": names, "precision": p, "recall": r, "f1": f, "support": sup})
     if root is not None:
         table = oof.assign(pred=np.array(names)[oof[names].to_numpy().argmax(1)])
-        with atomic_path(root / "oof_predictions.csv") as tmp:
-            table.to_csv(tmp, float_format="%.5f")
-        with atomic_path(root / "oof_per_class.csv") as tmp:
-            per_class.to_csv(tmp, index=False, float_format="%.4f")
+        write_csv(root / "oof_predictions.csv", table, float_format="%.5f")
+        write_csv(root / "oof_per_class.csv", per_class, index=False, float_format="%.4f")
         save_confusion_matrix(
             confusion_matrix(y_true, y_pred, labels=np.arange(len(names))),
             names,
@@ -328,8 +325,7 @@ def tune(
         )
     table = study.trials_dataframe()
     table["state"] = table["state"].astype(str)
-    with atomic_path(root / "trials.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(root / "trials.csv", table, index=False)
     _plot(table, root / "tune.png")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:

@@ -33,6 +33,7 @@ __all__ = [
     "read_json",
     "read_text_table",
     "stable_hash",
+    "write_csv",
     "write_json",
     "write_text",
 ]
@@ -217,6 +218,13 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=True) + "\n")
+    return Path(path)
+
+
+def write_csv(path: str | os.PathLike[str], frame: Any, **to_csv: Any) -> Path:
+    """Write a DataFrame as CSV (``to_csv`` keyword arguments pass through), atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, **to_csv)
     return Path(path)
 
 
