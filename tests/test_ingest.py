@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -128,3 +129,29 @@ def test_clear_errors(tmp_path: Path, setup: str, match: str) -> None:
 def test_missing_source_path(tmp_path: Path) -> None:
     with pytest.raises(MissingPathError, match="ingest source not found"):
         ingest(tmp_path / "nowhere", progress=False)
+
+
+def test_background_audio_becomes_noise_examples(tiny_folder: Path, tmp_path: Path) -> None:
+    """Recordings without any class (a folder, recursively) are whole-file background examples,
+    each its own group; an unreadable one is skipped and reported."""
+    from chirpkit.cli import main
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write(
+            tmp_path / "site" / "night" / f"bg{i}.wav",
+            0.01 * rng.standard_normal(TINY_SR * 4).astype(np.float32),
+            TINY_SR,
+        )
+    (tmp_path / "site" / "broken.wav").write_bytes(b"RIFF nonsense")
+    cat = ingest(tiny_folder, background_audio=[tmp_path / "site"], progress=False)
+    noise = cat[cat["label"] == "noise"]
+    assert len(noise) == 3 and (noise["end_s"] == 4.0).all() and noise["group"].nunique() == 3
+    assert noise["labels"].map(list).tolist() == [["noise"]] * 3
+    assert "broken.wav" in " ".join(s["source"] for s in cat.attrs["skipped"])
+    out = tmp_path / "cat.parquet"
+    argv = ["ingest", str(tiny_folder), "--background-audio", str(tmp_path / "site"), "--out", str(out)]
+    assert main([*argv, "--background-label", "quiet", "--no-progress"]) == 0
+    assert (pd.read_parquet(out)["label"] == "quiet").sum() == 3
+    with pytest.raises(FileNotFoundError):
+        ingest(tiny_folder, background_audio=[tmp_path / "nowhere"], progress=False)

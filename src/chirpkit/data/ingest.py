@@ -325,6 +325,43 @@ def _check_classes(rows: pd.DataFrame, classes: Sequence[str], root: Path) -> No
         )
 
 
+def _background_rows(
+    inputs: Sequence[str | os.PathLike[str]],
+    label: str,
+    probe: Any,
+) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """Catalog rows for recordings without any class: the whole file, ``label``, its own group."""
+    from chirpkit.sources import resolve_sources
+
+    sources, problems = resolve_sources(inputs)
+    skipped = [{"source": p["file"], "reason": p["reason"]} for p in problems]
+    if not sources:
+        raise DataError(f"no audio files found in background audio {[str(i) for i in inputs]}")
+    rows = []
+    for src_path, res in probe(sources).items():
+        if isinstance(res, str):
+            skipped.append({"source": src_path, "reason": res})
+            continue
+        facts = res.to_dict()
+        rows.append(
+            {
+                "source": src_path,
+                "label": label,
+                "labels": [label],
+                "group": f"background:{Path(src_path).stem}",
+            }
+            | {"start_s": 0.0, "end_s": facts["duration_s"]}
+            | {k: v for k, v in facts.items() if k not in ("path", "frames")}
+        )
+    if not rows:
+        raise DataError(
+            f"none of the {len(sources)} background file(s) could be read as audio; first reasons: "
+            f"{[s['reason'] for s in skipped[:3]]}"
+        )
+    log.info("%d background recording(s) labelled %r", len(rows), label)
+    return pd.DataFrame(rows), skipped
+
+
 @takes_options(IngestOptions)
 def ingest(
     src: str | os.PathLike[str] | None = None,
@@ -337,6 +374,7 @@ def ingest(
     label_column: str | None = None,
     columns: Mapping[str, str] | None = None,
     background: int | None = None,
+    background_audio: Sequence[str | os.PathLike[str]] | None = None,
     background_label: str = "noise",
     classes: Sequence[str] | None = None,
     seed: int = 0,
@@ -492,6 +530,10 @@ def ingest(
         rule = group_rule(group_by or "file", rule_root)
         groups = {s: rule(Path(s)) for s in rows["source"].unique()}
         rows["group"] = rows["source"].map(groups)
+    if background_audio:
+        extra_rows, extra_skipped = _background_rows(background_audio, background_label, probe)
+        rows = pd.concat([rows, extra_rows], ignore_index=True)
+        skipped += extra_skipped
 
     n_classes = rows["label"].nunique()
     if n_classes < 2:

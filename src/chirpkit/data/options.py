@@ -95,6 +95,16 @@ class SourceOptions:
             metavar="N",
         ),
     )
+    background_audio: Sequence[str | os.PathLike[str]] | None = field(
+        default=None,
+        metadata=option(
+            "recordings that hold none of the classes (files, folders, glob patterns): every one "
+            "becomes a {background_label} example, negatives from your own sites (e.g. soundscapes "
+            "without your species)",
+            nargs="+",
+            metavar="AUDIO",
+        ),
+    )
     background_label: str = field(
         default="noise",
         metadata=option("label of background windows and rejected reviews (default noise)"),
