@@ -38,6 +38,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "RULES",
     "check_match_settings",
+    "event_table",
     "match_counts",
     "merge_events",
     "optimal_matching",
@@ -288,10 +289,7 @@ def score_detections(
         recordings=recordings,
     )
     counts = match_counts(det, ann, rule=rule, tolerance_s=tolerance_s, min_iou=min_iou, matching=matching)
-    by = counts.groupby("class", sort=True)[["annotations", "detections", "ann_hit", "det_hit"]].sum()
-    rows = [prf(str(c), *(int(v) for v in r)) for c, r in zip(by.index, by.to_numpy(), strict=True)]
-    rows.append(prf("all", *(int(v) for v in by.sum().to_numpy())))
-    table = pd.DataFrame(rows)
+    table = event_table(counts)
     if out is not None:
         try:
             write_csv(out, table, index=False, float_format="%.4f")
@@ -395,6 +393,17 @@ def match_counts(
             | {"ann_hit": ann_hit, "det_hit": det_hit}
         )
     return pd.DataFrame(rows, columns=["class", "stem", "annotations", "detections", "ann_hit", "det_hit"])
+
+
+def event_table(counts: pd.DataFrame, classes: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per-class precision / recall / F1 (and ``all``) from :func:`match_counts`; ``classes``
+    (default: those in ``counts``, sorted) sets the rows, a class without matches counting zero."""
+    by = counts.groupby("class", sort=True)[["annotations", "detections", "ann_hit", "det_hit"]].sum()
+    names = sorted(map(str, by.index)) if classes is None else list(classes)
+    values = by.reindex(names, fill_value=0).to_numpy(np.int64)
+    rows = [prf(c, *(int(v) for v in values[i])) for i, c in enumerate(names)]
+    rows.append(prf("all", *(int(v) for v in values.sum(axis=0))))
+    return pd.DataFrame(rows)
 
 
 def prf(c: str, n_ann: int, n_det: int, ann_hit: int, det_hit: int) -> dict[str, Any]:

@@ -39,7 +39,7 @@ import pandas as pd
 
 from chirpkit._options import takes_options
 from chirpkit.data.options import ANNOTATION_TABLE, SourceOptions
-from chirpkit.detection.events import check_match_settings, match_counts, prepare_scoring, prf
+from chirpkit.detection.events import check_match_settings, event_table, match_counts, prepare_scoring
 from chirpkit.errors import ConfigError, DataError, MissingPathError
 from chirpkit.evaluation.thresholds import choose_thresholds
 from chirpkit.metrics import bootstrap_ci, ranking_scores
@@ -451,7 +451,7 @@ def detection_report(
     classes = sorted(set(det["label"]) | set(ann["label"]) | set(model_classes))
 
     counts = match_counts(det, ann, rule="iou", tolerance_s=0.0, min_iou=min_iou)
-    per_class = _event_table(counts, classes)
+    per_class = event_table(counts, classes)
     collar = _collar_f1(det, ann, classes, collar_s) | {"collar_s": collar_s}
     if collar.get("per_class"):
         per_class["f1_collar"] = per_class["class"].map(collar["per_class"] | {"all": collar["micro_f1"]})
@@ -523,15 +523,6 @@ def detection_report(
 
 def _nan_none(v: float) -> float | None:
     return None if v != v else float(v)
-
-
-def _event_table(counts: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
-    by = counts.groupby("class")[["annotations", "detections", "ann_hit", "det_hit"]].sum()
-    by = by.reindex(list(classes), fill_value=0)
-    values = by.to_numpy(np.int64)
-    rows = [prf(c, *(int(v) for v in values[i])) for i, c in enumerate(classes)]
-    rows.append(prf("all", *(int(v) for v in values.sum(axis=0))))
-    return pd.DataFrame(rows)
 
 
 def _window_measures(
