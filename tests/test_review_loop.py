@@ -324,3 +324,34 @@ def test_the_loop_on_a_real_detect_folder(tiny_run: Path, tmp_path: Path) -> Non
     store = prepare(merged, out=tmp_path / "store", config=tiny_config().audio, progress=False)
     windows = store.index[store.index["source"] == str(rec.resolve())]
     assert len(windows) == len(rev)  # one 1 s window per reviewed detection
+
+
+def test_recordings_are_found_from_any_folder_and_after_a_move(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """detect run with relative paths records where it ran: review finds the recordings from
+    another folder, and after the recordings and the detections were moved together."""
+    import shutil
+
+    from chirpkit.config import DetectConfig
+    from chirpkit.detection.job import detect
+    from chirpkit.review.items import load_detect_folder
+    from tests.conftest import tone, write
+
+    project = tmp_path / "project"
+    sr = 16000
+    y = (0.005 * np.random.default_rng(0).standard_normal(sr * 6)).astype(np.float32)
+    y[2 * sr : 3 * sr] += tone(5000, 1.0, sr)
+    write(project / "audio" / "site1.wav", y, sr)
+    monkeypatch.chdir(project)
+    detect(tiny_run, ["audio/site1.wav"], out="out/det", config=DetectConfig(min_score=0.0), progress=False)
+    assert (pd.read_csv(project / "out" / "det" / "detections.csv")["file"] == "audio/site1.wav").all()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    det = load_detect_folder(project / "out" / "det")
+    assert det.paths["audio/site1.wav"] == (project / "audio" / "site1.wav").resolve()
+    moved = tmp_path / "moved"
+    shutil.move(str(project), moved)
+    det = load_detect_folder(moved / "out" / "det")
+    assert det.paths["audio/site1.wav"] == (moved / "audio" / "site1.wav").resolve()

@@ -430,4 +430,7 @@ class _Job:
             "shard": f"{shard[0]}/{shard[1]}" if shard else None,
             "model_loads_per_worker": {str(k): v for k, v in sorted(self.loads.items())} or None,
             "cluster_start_seconds": None if self.cluster_start_s is None else round(self.cluster_start_s, 3),
+            # where relative recording paths in the tables start from, and where the tables were
+            # written: review finds the recordings from any folder, and after both were moved
+            "paths": {"cwd": str(Path.cwd()), "out": str(self.out_dir.resolve())},
         }

@@ -123,11 +123,27 @@ def read_run_classes(run: str | os.PathLike[str] | None) -> tuple[list[str], lis
     return classes, background, rate
 
 
-def resolve_recording(file: str, root: Path, audio_dir: Path | None) -> Path | None:
-    """Where the recording a detection table names is: an absolute path as is; a relative one from
-    the current folder, the detections folder's parent, then ``audio_dir`` (by path, then by name)."""
+def resolve_recording(
+    file: str, root: Path, audio_dir: Path | None, paths: dict[str, str] | None = None
+) -> Path | None:
+    """Where the recording a detection table names is.
+
+    Tried in turn: the path as written (absolute, or from the current folder); from the folder
+    ``detect`` ran in (``paths["cwd"]`` of ``detect_summary.json``); at the same place relative to
+    the detections folder as when it was written (``paths["out"]``: the recordings and the
+    detections were moved together); from the detections folder's parent; then ``audio_dir`` (by
+    path, then by name)."""
     p = Path(file)
-    candidates = [p] if p.is_absolute() else [Path.cwd() / p, root.parent / p]
+    candidates = [p] if p.is_absolute() else [Path.cwd() / p]
+    paths = paths or {}
+    if paths.get("cwd") and paths.get("out"):
+        where = p if p.is_absolute() else Path(paths["cwd"]) / p
+        if not p.is_absolute():
+            candidates.append(where)
+        # the recording's place relative to the detections folder when they were written
+        candidates.append(root / os.path.relpath(where, paths["out"]))
+    if not p.is_absolute():
+        candidates.append(root.parent / p)
     if audio_dir is not None:
         candidates += [audio_dir / p, audio_dir / p.name] if not p.is_absolute() else [audio_dir / p.name]
     for c in candidates:
@@ -219,7 +235,8 @@ def load_detect_folder(
     items = table.set_index("id")[["file", "name", "start_s", "end_s", "label", "score"]]
 
     a_dir = Path(audio_dir).expanduser().resolve() if audio_dir is not None else None
-    paths = {f: resolve_recording(f, root, a_dir) for f in items["file"].unique()}
+    recorded = summary.get("paths") if isinstance(summary.get("paths"), dict) else None
+    paths = {f: resolve_recording(f, root, a_dir, recorded) for f in items["file"].unique()}
     lost = [f for f, p in paths.items() if p is None]
     if lost:
         log.warning(
