@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -319,3 +320,31 @@ def test_progress_is_one_line_per_epoch_off_a_terminal(
     )
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert len(lines) == 2 and lines[1].startswith("epoch 2/2, train loss ") and "val macro F1" in lines[1]
+
+
+def test_last_checkpoint_is_the_last_epoch_also_after_a_resume(tiny_folder: Path, tmp_path: Path) -> None:
+    """last.ckpt holds the last epoch run, not the last one that improved (Lightning's save_last),
+    so a resume continues from where training stopped and repeats no epoch."""
+    from chirpkit.data.store import Store
+    from chirpkit.pipelines.fit import fit
+
+    run = tmp_path / "run"
+    fit(
+        tiny_folder,
+        out=run,
+        config=tiny_config(**{"train.epochs": 2}),
+        group_by="regex:-(g\\d+)-",
+        progress=False,
+    )
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert first["epoch"] == 1
+    summary = train(
+        Store(run / "store"), out=run, config=tiny_config(**{"train.epochs": 4}), resume=True, progress=False
+    )
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (
+        last["epoch"] == 3 and last["global_step"] == 2 * first["global_step"] and summary["epochs_run"] == 4
+    )
+    epochs = pd.read_csv(run / "logs" / "metrics.csv").dropna(subset=["val_macro_f1"])["epoch"].tolist()
+    assert epochs == [0, 1, 2, 3]
+    assert not list((run / "checkpoints").glob(".*.tmp"))

@@ -341,7 +341,7 @@ def train(
         merged = pd.concat([history[history["epoch"] < first_new], new], ignore_index=True)
         write_csv(log_csv, merged, index=False)
 
-    best_path = best_cb.best_model_path or best_cb.last_model_path
+    best_path = best_cb.best_model_path or str(last)
     net, _, blob = checkpoint_network(best_path)
     kept = {"kept": "trained"}
     if initial is not None and trainer.global_rank == 0:

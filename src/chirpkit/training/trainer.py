@@ -25,7 +25,7 @@ ensure_torchvision_importable()  # before Lightning imports torchvision (see chi
 
 import lightning.pytorch as L  # noqa: E402
 import torch  # noqa: E402
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar  # noqa: E402
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ModelCheckpoint, TQDMProgressBar  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 from chirpkit.config import TrainConfig  # noqa: E402
@@ -33,6 +33,7 @@ from chirpkit.utils.threads import check_stop  # noqa: E402
 
 __all__ = [
     "EpochLines",
+    "LastCheckpoint",
     "build_trainer",
     "on_cpu",
     "progress_callback",
@@ -133,6 +134,27 @@ class _StopOnRequest(L.Callback):
         check_stop()
 
 
+class LastCheckpoint(Checkpoint):
+    """``last.ckpt`` after every epoch, written atomically, for ``--resume``.
+
+    Lightning's ``ModelCheckpoint(save_last=True)`` writes it only in an epoch that also saved a
+    top-k checkpoint, so after a run whose last epochs did not improve, ``last.ckpt`` held an
+    earlier epoch and a resume repeated them. A checkpoint callback runs after the others, so the
+    best-checkpoint state it stores is the epoch's."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            tmp.replace(self.path)
+        trainer.strategy.barrier("chirpkit-last-checkpoint")
+
+
 class EpochLines(L.Callback):
     """Progress for logs that are not a terminal (a batch job's output file, CI): one line per
     epoch with the losses and validation macro F1, instead of a progress bar redrawn per step."""
@@ -187,10 +209,10 @@ def build_trainer(
         filename="best",
         monitor="val_selection" if validate else None,
         mode="max",
-        save_last=True,
+        save_last=False,  # LastCheckpoint: Lightning's save_last only follows a new best
         enable_version_counter=False,
     )
-    callbacks: list[L.Callback] = [best, _StopOnRequest()]
+    callbacks: list[L.Callback] = [best, LastCheckpoint(run / "checkpoints" / "last.ckpt"), _StopOnRequest()]
     shown = progress_callback(progress)
     if shown is not None:
         callbacks.append(shown)
