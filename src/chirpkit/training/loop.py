@@ -389,8 +389,9 @@ def train(
     return summary
 
 
-def _val_macro_f1(net: nn.Module, task: ClassifierTask, dm: StoreDataModule) -> float:
-    """Macro F1 over the validation windows, as the task computes it for checkpoint selection."""
+def _val_scores(net: nn.Module, task: ClassifierTask, dm: StoreDataModule) -> tuple[float, float]:
+    """``(macro F1, loss)`` over the validation windows, as the task computes them for checkpoint
+    selection."""
     logits, targets = _logits_on(net, task.input, dm.val_dataloader())
     metric = task.val_f1.clone().cpu()
     metric.reset()
@@ -398,24 +399,37 @@ def _val_macro_f1(net: nn.Module, task: ClassifierTask, dm: StoreDataModule) -> 
         metric.update(torch.sigmoid(logits), targets.int())
     else:
         metric.update(logits.argmax(dim=1), targets)
-    return float(metric.compute())
+    with torch.inference_mode():
+        loss = float(task.loss_fn.cpu()(logits, task._target(targets)))
+    return float(metric.compute()), loss
 
 
 def _keep_better(
     net: nn.Module, initial: dict[str, torch.Tensor], task: ClassifierTask, dm: StoreDataModule
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The trained network, or the one training started from when that scores strictly better on
-    validation (a head that starts as BirdNET's zero-shot classifier never ends below it)."""
+    validation by the checkpoints' own rule (macro F1, ties broken by the lower loss): a head that
+    starts as BirdNET's zero-shot classifier never ends below it."""
     start = copy.deepcopy(net)
     start.load_state_dict(initial)
-    trained_f1, start_f1 = _val_macro_f1(net, task, dm), _val_macro_f1(start, task, dm)
-    facts = {"val_macro_f1_trained": trained_f1, "val_macro_f1_untrained": start_f1}
-    if start_f1 > trained_f1:
+    (trained_f1, trained_loss), (start_f1, start_loss) = (
+        _val_scores(net, task, dm),
+        _val_scores(start, task, dm),
+    )
+    facts = {
+        "val_macro_f1_trained": trained_f1,
+        "val_macro_f1_untrained": start_f1,
+        "val_loss_trained": trained_loss,
+        "val_loss_untrained": start_loss,
+    }
+    if (start_f1, -start_loss) > (trained_f1, -trained_loss):
         log.warning(
-            "the untrained network scores better on validation (macro F1 %.4f against %.4f after "
-            "training): it is kept as the model",
+            "the untrained network scores better on validation (macro F1 %.4f, loss %.4f, against "
+            "%.4f, %.4f after training): it is kept as the model",
             start_f1,
+            start_loss,
             trained_f1,
+            trained_loss,
         )
         return start, {"kept": "untrained", **facts}
     return net, {"kept": "trained", **facts}

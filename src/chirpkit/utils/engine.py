@@ -278,15 +278,31 @@ def dask_results(
     cancels the unfinished ones when closed."""
     distributed = _distributed()
     token = uuid.uuid4().hex[:8]
+    args_of = dict(tasks)
     futures = {
         client.submit(fn, *args, key=f"chirpkit-{name}-{token}", retries=retries, pure=False): name
         for name, args in tasks
     }
+    resubmitted: dict[str, int] = {}
     try:
-        for fut in distributed.as_completed(list(futures)):
+        finished = distributed.as_completed(list(futures))
+        for fut in finished:
             name = futures[fut]
+            if fut.status == "cancelled" and resubmitted.get(name, 0) < max(1, retries):
+                # the scheduler dropped the task (its worker died at a bad moment: "already
+                # forgotten"), though nobody cancelled it: submit it again under a new key
+                n = resubmitted[name] = resubmitted.get(name, 0) + 1
+                again = client.submit(
+                    fn, *args_of[name], key=f"chirpkit-{name}-{token}-{n}", retries=retries, pure=False
+                )
+                futures[again] = name
+                finished.add(again)
+                continue
             if fut.status == "error":
                 yield name, False, fut.exception()
+            elif fut.status == "cancelled":
+                dropped = resubmitted.get(name, 0) + 1
+                yield name, False, RuntimeError(f"the cluster dropped the task of {name} {dropped} times")
             else:
                 yield name, True, fut.result()
             fut.release()
