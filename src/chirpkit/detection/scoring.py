@@ -417,8 +417,7 @@ def detection_report(
         The report: ``per_class`` (one row per class and ``all``), ``summary`` (every figure and
         its interval), ``thresholds``.
     """
-    if not (0 < min_iou <= 1):
-        raise ConfigError(f"min_iou={min_iou} must be in (0, 1]")
+    check_match_settings("iou", 0.0, min_iou, "one-to-one")
     for name, value in (("collar_s", collar_s), ("min_overlap_s", min_overlap_s)):
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{name}={value} must be a finite number of seconds >= 0")
@@ -428,7 +427,6 @@ def detection_report(
         raise ConfigError(f"n_boot={n_boot} must be >= 0")
     if not max_efpr > 0:
         raise ConfigError(f"max_efpr={max_efpr} must be > 0")
-    check_match_settings("iou", 0.0, min_iou, "one-to-one")
     matrix = read_score_matrix(scores) if scores is not None else None
     if recordings is None and matrix is not None:
         recordings = sorted(set(matrix["file"].astype(str)))
