@@ -16,7 +16,7 @@ import re
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -39,9 +39,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("chirpkit")
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 # errors of the writing side: they stop a job, and never mark an input file as bad
 _OUTPUT_ERRNOS = {
