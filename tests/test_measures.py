@@ -170,6 +170,9 @@ def test_detection_report_known_answers(rng: np.random.Generator, tmp_path: Path
         assert (tmp_path / "rep" / name).is_file(), name
     assert json.loads((tmp_path / "rep" / "summary.json").read_text())["window"]["windows"] == len(m)
     # the same report without the matrix: events and false positives only; bg.wav has no duration
+    own = score_detections(det, ann, rule="onset", tolerance_s=0.5)
+    by_rule = detection_report(det, ann, n_boot=0, rule="onset", tolerance_s=0.5).rule_table
+    pd.testing.assert_frame_equal(by_rule, own)  # one reading of the inputs serves both tables
     bare = detection_report(det, ann, n_boot=0, background=["bg.wav"])
     assert "window" not in bare.summary and bare.summary["events"]["f1"] == s["events"]["f1"]
 

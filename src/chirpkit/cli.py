@@ -410,17 +410,18 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from chirpkit.detection.events import score_detections
     from chirpkit.detection.scoring import detection_report
+    from chirpkit.errors import ConfigError, RunError
+    from chirpkit.utils.io import write_csv
 
     label_map = None
     if args.label_map:
         pairs = [item.split("=", 1) for item in args.label_map.split(",") if item.strip()]
         if any(len(p) != 2 or not p[0].strip() for p in pairs):
-            from chirpkit.errors import ConfigError
-
             raise ConfigError(f"--label-map {args.label_map!r} must look like PIHA=bird,WOTH=wood_thrush")
         label_map = {k.strip(): v.strip() for k, v in pairs}
+    if args.out and Path(args.out).is_dir():
+        raise ConfigError(f"out={args.out} is a folder; give a CSV file name")
     source = options_from_args(SourceOptions, args, ANNOTATION_TABLE)
     report = detection_report(
         args.detections,
@@ -434,21 +435,20 @@ def cmd_score(args: argparse.Namespace) -> None:
         max_efpr=args.max_efpr,
         n_boot=args.n_boot,
         seed=args.seed,
+        rule=args.rule,
+        tolerance_s=args.tolerance_s,
+        matching=args.matching,
         label_map=label_map,
         out=args.report,
         **source,
     )
-    table = score_detections(
-        args.detections,
-        args.annotations,
-        rule=args.rule,
-        tolerance_s=args.tolerance_s,
-        min_iou=args.min_iou,
-        matching=args.matching,
-        label_map=label_map,
-        out=args.out,
-        **source,
-    )
+    table = report.rule_table
+    assert table is not None
+    if args.out:
+        try:
+            write_csv(args.out, table, index=False, float_format="%.4f")
+        except OSError as exc:
+            raise RunError(f"cannot write {args.out}: {exc}") from exc
     print(report.text())
     print(f"\nevents matched by --rule {args.rule} (--matching {args.matching}):")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

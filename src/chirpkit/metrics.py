@@ -25,6 +25,7 @@ __all__ = [
     "one_hot",
     "ranking_scores",
     "scores",
+    "threshold_free",
 ]
 
 
@@ -153,12 +154,19 @@ def ranking_scores(
     }
 
 
+THRESHOLD_FREE = ("cmap", "macro_roc_auc", "top1")
+
+
+def threshold_free(ranking: Mapping[str, Any]) -> dict[str, float]:
+    """The headline figures of a :func:`ranking_scores` result: ``cmap``, ``macro_roc_auc``, ``top1``."""
+    return {k: ranking[k] for k in THRESHOLD_FREE}
+
+
 def headline(y_true: np.ndarray, scores_: np.ndarray) -> dict[str, float]:
     """``macro_f1``, ``weighted_f1``, ``accuracy`` (argmax) and the threshold-free ``cmap``,
     ``macro_roc_auc`` and ``top1`` of single-label class indices ``(n,)`` against scores
     ``(n, classes)`` (probabilities or logits: the threshold-free ones only use the ranking)."""
-    r = ranking_scores(y_true, scores_)
-    return scores(y_true, scores_.argmax(axis=1)) | {k: r[k] for k in ("cmap", "macro_roc_auc", "top1")}
+    return scores(y_true, scores_.argmax(axis=1)) | threshold_free(ranking_scores(y_true, scores_))
 
 
 def bootstrap_ci(

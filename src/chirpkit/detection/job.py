@@ -219,9 +219,14 @@ def detect(
     if not resume:
         for u in mine:
             failed_path(out_dir, u).unlink(missing_ok=True)
-    reused = {u.key for u in mine if u.key in Results(out_dir).parts} if resume else set()
-    if "scores" in cfg.formats:  # parts from a run without the score matrix hold a few labels only
-        reused = {k for k in reused if part_top(out_dir / ".parts" / f"{k}.parquet") >= spec.num_classes}
+    done = Results(out_dir).parts if resume else set()
+    # with the score matrix asked for, a part from a run without it (a few labels a window) is redone
+    dense = "scores" in cfg.formats
+    reused = {
+        u.key
+        for u in mine
+        if u.key in done and (not dense or part_top(part_path(out_dir, u)) >= spec.num_classes)
+    }
     todo = [u for u in mine if u.key not in reused]
     if reused:
         log.info(

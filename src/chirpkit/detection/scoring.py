@@ -42,7 +42,7 @@ from chirpkit.data.options import ANNOTATION_TABLE, SourceOptions
 from chirpkit.detection.events import check_match_settings, event_table, match_counts, prepare_scoring
 from chirpkit.errors import ConfigError, DataError, MissingPathError
 from chirpkit.evaluation.thresholds import choose_thresholds
-from chirpkit.metrics import bootstrap_ci, ranking_scores
+from chirpkit.metrics import bootstrap_ci, ranking_scores, threshold_free
 from chirpkit.utils.io import output_dir, write_csv, write_json
 
 __all__ = [
@@ -267,6 +267,9 @@ class DetectionReport:
     window_truth: np.ndarray | None = None
     window_scores: np.ndarray | None = None
     psd_roc: dict[str, Any] = field(default_factory=dict)
+    #: the event table under the caller's own matching rule (``rule``, ``tolerance_s``,
+    #: ``matching``): what :func:`~chirpkit.detection.events.score_detections` returns
+    rule_table: pd.DataFrame | None = None
 
     def write(self, out: str | os.PathLike[str]) -> list[Path]:
         """``per_class.csv``, ``summary.json``, ``thresholds.csv`` (with a score matrix),
@@ -382,6 +385,9 @@ def detection_report(
     max_efpr: float = 100.0,
     n_boot: int = 1000,
     seed: int = 0,
+    rule: str = "overlap",
+    tolerance_s: float = 0.5,
+    matching: str = "one-to-one",
     format: str = "auto",
     label_column: str | None = None,
     columns: Mapping[str, str] | None = None,
@@ -407,6 +413,9 @@ def detection_report(
         max_efpr: PSDS's largest false-positive rate (per hour) of the area.
         n_boot: bootstrap draws (over recordings) for the 95 % intervals; 0 skips them.
         seed: the bootstrap's seed.
+        rule, tolerance_s, matching: a further event table under this matching rule
+            (``rule_table``, as :func:`~chirpkit.detection.events.score_detections`), from the
+            same reading of the inputs.
         {options}
         label_map: rename annotation labels to model labels (``{"PIHA": "bird"}``).
         recordings: the recordings that were scanned (default: the ``manifest.csv`` beside the
@@ -418,6 +427,7 @@ def detection_report(
         its interval), ``thresholds``.
     """
     check_match_settings("iou", 0.0, min_iou, "one-to-one")
+    check_match_settings(rule, tolerance_s, min_iou, matching)
     for name, value in (("collar_s", collar_s), ("min_overlap_s", min_overlap_s)):
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{name}={value} must be a finite number of seconds >= 0")
@@ -493,7 +503,10 @@ def detection_report(
         "per_hour": len(fp_det) / hours if hours else None,
     }
 
-    report = DetectionReport(per_class=per_class, summary=summary)
+    rule_counts = match_counts(
+        det, ann, rule=rule, tolerance_s=tolerance_s, min_iou=min_iou, matching=matching
+    )
+    report = DetectionReport(per_class=per_class, summary=summary, rule_table=event_table(rule_counts))
     if matrix is not None:
         _window_measures(report, matrix, ann, model_classes, min_overlap_s, target_precision)
         # PSDS averages over classes with ground truth (sed_scores_eval refuses the others)
@@ -547,7 +560,8 @@ def _window_measures(
         "rule": f"a window is positive for a class when an annotation of it overlaps the window by "
         f">= min({min_overlap_s} s, its length); a point annotation inside the window",
         "windows": len(values),
-        **{k: r[k] for k in ("cmap", "macro_roc_auc", "top1", "classes_scored_ap", "classes_scored_roc_auc")},
+        **threshold_free(r),
+        **{k: r[k] for k in ("classes_scored_ap", "classes_scored_roc_auc")},
         "skipped_ap": r["skipped_ap"],
         "skipped_roc_auc": r["skipped_roc_auc"],
     }

@@ -26,7 +26,7 @@ from sklearn.metrics import classification_report, confusion_matrix, f1_score, p
 from chirpkit.data.dataset import split_positions
 from chirpkit.data.store import Store
 from chirpkit.errors import ConfigError, DataError, RunError
-from chirpkit.metrics import bootstrap_ci, multilabel_scores, ranking_scores, scores
+from chirpkit.metrics import bootstrap_ci, multilabel_scores, ranking_scores, scores, threshold_free
 from chirpkit.models.predict import Predictor, load_predictor
 from chirpkit.utils.io import atomic_path, read_json, write_csv, write_json, write_text
 from chirpkit.utils.plots import save_confusion_matrix, save_pr_curves
@@ -158,10 +158,7 @@ def _evaluate_multilabel(
         **multilabel_scores(y_true, row_scores),
         "n_examples": len(y_true),
         "n_windows": len(win_true),
-        "window": multilabel_scores(win_true, probs)
-        | {
-            k: v for k, v in ranking_scores(win_true, probs).items() if k in ("cmap", "macro_roc_auc", "top1")
-        },
+        "window": multilabel_scores(win_true, probs) | threshold_free(ranking_scores(win_true, probs)),
         "classes_evaluated": int(y_true.any(axis=0).sum()),
         "model": spec.architecture,
         "store": str(st.root),
@@ -221,7 +218,7 @@ def _ranking(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Threshold-free scores, their intervals over groups, and per-class AP / ROC-AUC."""
     r = ranking_scores(y_true, probs, list(names))
-    out: dict[str, Any] = {k: r[k] for k in ("cmap", "macro_roc_auc", "top1")}
+    out: dict[str, Any] = threshold_free(r)
     out["skipped_roc_auc"] = r["skipped_roc_auc"]
     out["skipped_ap"] = r["skipped_ap"]
     if n_boot:
@@ -362,12 +359,7 @@ def evaluate(
         **scores(y_true, y_pred, k),
         "n_examples": len(y_true),
         "n_windows": len(win_true),
-        "window": scores(win_true, win_pred, k)
-        | {
-            k_: v
-            for k_, v in ranking_scores(win_true, probs).items()
-            if k_ in ("cmap", "macro_roc_auc", "top1")
-        },
+        "window": scores(win_true, win_pred, k) | threshold_free(ranking_scores(win_true, probs)),
         "classes_evaluated": len(np.unique(y_true)),
         "model": spec.architecture,
         "store": str(st.root),
