@@ -53,7 +53,7 @@ from chirpkit.evaluation.thresholds import load_thresholds
 from chirpkit.models.birdnet_species import resolve_species
 from chirpkit.models.predict import Predictor, load_predictor
 from chirpkit.sources import resolve_sources
-from chirpkit.utils.engine import assign_shards, interruptible, output_guard, parse_shard
+from chirpkit.utils.engine import assign_shards, interruptible, keep, output_guard, parse_shard
 
 __all__ = ["DETECTION_COLUMNS", "detect", "merge", "resolve_inputs", "sliding_windows"]
 
@@ -389,7 +389,16 @@ class _Job:
         with dask_client(scheduler, workers=cfg.workers) as client:
             self.cluster_start_s = time.perf_counter() - self.t0
             self._open_bar(progress, f"dask, {len(client.scheduler_info()['workers'])} workers")
-            (blob,) = client.scatter([model_blob(run, predictor)], broadcast=True)
+            # a task, not scattered data: if the worker holding it dies, the scheduler computes it
+            # again from the task itself (scattered data has no recipe, and every unit that needed
+            # it was dropped with it: "already forgotten")
+            blob = client.submit(
+                keep,
+                model_blob(run, predictor),
+                key=f"model-{predictor.identity}",
+                pure=False,
+                retries=retries,
+            )
 
             def on_result(key: str, result: dict[str, Any]) -> None:
                 worker = result.pop("worker", None)

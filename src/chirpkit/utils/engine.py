@@ -34,6 +34,7 @@ __all__ = [
     "assign_shards",
     "dask_client",
     "interruptible",
+    "keep",
     "map_on_dask",
     "output_guard",
     "parse_shard",
@@ -45,6 +46,12 @@ log = logging.getLogger("chirpkit")
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def keep(value: T) -> T:
+    """``value`` itself: submitted as a task, it makes data that a cluster can compute again when
+    the worker holding it dies (scattered data cannot be)."""
+    return value
 
 
 def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -278,31 +285,17 @@ def dask_results(
     cancels the unfinished ones when closed."""
     distributed = _distributed()
     token = uuid.uuid4().hex[:8]
-    args_of = dict(tasks)
     futures = {
         client.submit(fn, *args, key=f"chirpkit-{name}-{token}", retries=retries, pure=False): name
         for name, args in tasks
     }
-    resubmitted: dict[str, int] = {}
     try:
-        finished = distributed.as_completed(list(futures))
-        for fut in finished:
+        for fut in distributed.as_completed(list(futures)):
             name = futures[fut]
-            if fut.status == "cancelled" and resubmitted.get(name, 0) < max(1, retries):
-                # the scheduler dropped the task (its worker died at a bad moment: "already
-                # forgotten"), though nobody cancelled it: submit it again under a new key
-                n = resubmitted[name] = resubmitted.get(name, 0) + 1
-                again = client.submit(
-                    fn, *args_of[name], key=f"chirpkit-{name}-{token}-{n}", retries=retries, pure=False
-                )
-                futures[again] = name
-                finished.add(again)
-                continue
             if fut.status == "error":
                 yield name, False, fut.exception()
-            elif fut.status == "cancelled":
-                dropped = resubmitted.get(name, 0) + 1
-                yield name, False, RuntimeError(f"the cluster dropped the task of {name} {dropped} times")
+            elif fut.status == "cancelled":  # dropped by the cluster, not by us
+                yield name, False, RuntimeError(f"the cluster dropped the task of {name}")
             else:
                 yield name, True, fut.result()
             fut.release()
