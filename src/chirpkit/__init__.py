@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from chirpkit.review.calibrate import calibrate
     from chirpkit.review.export import export_reviews
     from chirpkit.review.serve import serve_review
+    from chirpkit.similarity.build import index
+    from chirpkit.similarity.head import train_head
+    from chirpkit.similarity.query import search
     from chirpkit.training.baselines import baseline
     from chirpkit.training.distill import distill
     from chirpkit.training.loop import train
@@ -64,6 +67,7 @@ __all__ = [
     "export",
     "export_reviews",
     "fit",
+    "index",
     "ingest",
     "ingest_reviews",
     "inspect",
@@ -75,9 +79,11 @@ __all__ = [
     "profile",
     "read_catalog",
     "score_detections",
+    "search",
     "serve_review",
     "split",
     "train",
+    "train_head",
     "tune",
     "write_catalog",
     "zero_shot",
@@ -116,6 +122,9 @@ _LAZY = {
     "export_reviews": "chirpkit.review.export",
     "serve_review": "chirpkit.review.serve",
     "ingest_reviews": "chirpkit.data.reviews",
+    "index": "chirpkit.similarity.build",
+    "search": "chirpkit.similarity.query",
+    "train_head": "chirpkit.similarity.head",
 }
 
 

@@ -41,6 +41,13 @@ Step by step:
   chirpkit train store/ --out runs/first
   chirpkit evaluate runs/first --split test
 
+Search by example:
+  chirpkit index recordings/ --out archive.idx    embed every window once (grows with new files)
+  chirpkit search archive.idx --query call.wav --start-s 1.2 --end-s 2.0 --out hits/
+  chirpkit review hits/ --strategy score          confirm or reject the nearest windows
+  chirpkit ingest --reviews hits/ --out hits.parquet
+  chirpkit train-head archive.idx hits.parquet --out runs/head   a head on the index's embeddings
+
 The review loop:
   chirpkit review detections/                     check detections in the browser → detections/reviews.db
   chirpkit calibrate detections/ --precision 0.9  per-class thresholds from the reviews
@@ -231,6 +238,81 @@ def cmd_embed(args: argparse.Namespace) -> None:
         f"{res['windows']} window(s) × {res['views']} view(s): {res['computed']} part file(s) embedded, "
         f"{res['cached']} already cached"
     )
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from chirpkit.similarity.build import index
+
+    res = index(
+        args.audio,
+        out=args.out,
+        hop_s=args.hop_s,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        engine=args.engine,
+        scheduler=args.scheduler,
+        progress=not args.no_progress,
+    )
+    _print_json({k: v for k, v in res.to_dict().items() if k != "failed"} | {"failed": len(res.failed)})
+
+
+def _queries(args: argparse.Namespace) -> list[Any]:
+    from chirpkit.errors import ConfigError
+    from chirpkit.similarity.query import Query
+
+    if (args.start_s is not None or args.end_s is not None) and len(args.query or []) != 1:
+        raise ConfigError("--start-s/--end-s give the span of one --query clip; for several, cut clips")
+    queries = [
+        Query(path=q, start_s=args.start_s, end_s=args.end_s, label=args.label) for q in args.query or []
+    ]
+    if args.query_class:
+        if not args.store:
+            raise ConfigError(
+                "--class LABEL takes the training windows of a prepared store: add --store STORE"
+            )
+        queries += [Query(store=args.store, label=c) for c in args.query_class]
+    if not queries:
+        raise ConfigError(
+            "give --query CLIP (with --start-s/--end-s for a span) or --store STORE --class LABEL"
+        )
+    return queries
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from chirpkit.similarity.query import search
+
+    exact: bool | str = "auto" if args.exact == "auto" else args.exact == "yes"
+    res = search(
+        args.index,
+        _queries(args),
+        top=args.top,
+        combine=args.combine,
+        exact=exact,
+        distinct=not args.all_windows,
+        allow_lower_rate=args.allow_lower_rate,
+        out=args.out,
+        progress=not args.no_progress,
+    )
+    print(res.table.head(10).to_string(index=False))
+    print(
+        f"{len(res.table)} window(s) ({res.method} search over {res.settings['windows']} windows) → "
+        f"{args.out}/detections.csv; review them: chirpkit review {args.out} --strategy score"
+    )
+
+
+def cmd_train_head(args: argparse.Namespace) -> None:
+    from chirpkit.similarity.head import train_head
+
+    res = train_head(
+        args.index,
+        args.labels,
+        out=args.out,
+        background_label=args.background_label,
+        negatives=args.negatives,
+        epochs=args.epochs,
+        seed=args.seed,
+    )
+    _print_json(res.to_dict())
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
@@ -924,6 +1006,81 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="Dask scheduler address tcp://HOST:8786 (default: a local cluster)")
     p.add_argument("--workers", type=int, default=2, help="processes of a local Dask cluster (default 2)")
     _common(p)
+
+    p = verb(
+        "index",
+        cmd_index,
+        "embed every window of a recording archive into an index for search by example (grows, resumes)",
+    )
+    p.add_argument("audio", nargs="+", help="files, folders, glob patterns, URLs or @list.txt")
+    p.add_argument("--out", required=True, help="index folder (made, or grown with new files)")
+    p.add_argument("--hop-s", type=float, help="seconds between windows (default half a window: 1.5)")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per model call (default 32)")
+    p.add_argument(
+        "--workers", type=int, default=2, help="decode threads, or processes of a local Dask cluster"
+    )
+    p.add_argument(
+        "--engine", choices=["local", "dask"], default="local", help="where to run (default local)"
+    )
+    p.add_argument("--scheduler", help="Dask scheduler address tcp://HOST:8786 (default: a local cluster)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    p = verb("search", cmd_search, "find the windows of an index most like example calls (a review queue)")
+    p.add_argument("index", help="index folder (chirpkit index)")
+    p.add_argument("--query", action="append", metavar="CLIP", help="an example recording (repeatable)")
+    p.add_argument("--start-s", type=float, help="start of the call in the --query recording")
+    p.add_argument("--end-s", type=float, help="end of the call in the --query recording")
+    p.add_argument("--label", help="name of the --query results (default: the clip's file name)")
+    p.add_argument("--store", help="prepared store whose --class windows are queries")
+    p.add_argument(
+        "--class",
+        dest="query_class",
+        action="append",
+        metavar="LABEL",
+        help="a class of --store (repeatable)",
+    )
+    p.add_argument("--top", type=int, default=100, help="windows per query label (default 100)")
+    p.add_argument(
+        "--combine",
+        choices=["max", "mean"],
+        default="max",
+        help="several examples: best similarity to any (max, default) or to their mean",
+    )
+    p.add_argument(
+        "--exact",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="scan every window (yes), the approximate graph (no), or exact up to 200,000 windows (auto)",
+    )
+    p.add_argument(
+        "--all-windows",
+        action="store_true",
+        help="keep windows overlapping a better result by half a window (default: one per call)",
+    )
+    p.add_argument(
+        "--allow-lower-rate", action="store_true", help="search with a query sampled below the archive"
+    )
+    p.add_argument("--out", required=True, help="folder for detections.csv (open it with chirpkit review)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    p = verb(
+        "train-head",
+        cmd_train_head,
+        "train a classifier on an index's embeddings of reviewed windows (no audio decoded again)",
+    )
+    p.add_argument("index", help="index folder (chirpkit index)")
+    p.add_argument(
+        "labels", help="catalog (ingest --reviews of a search folder), or a reviewed search/detect folder"
+    )
+    p.add_argument("--out", required=True, help="run folder (model.pt: chirpkit detect RUN AUDIO)")
+    p.add_argument(
+        "--background-label", default="noise", help="label of negatives (rejected results; default noise)"
+    )
+    p.add_argument(
+        "--negatives", type=int, default=200, help="random archive windows used as negatives (default 200)"
+    )
+    p.add_argument("--epochs", type=int, default=300, help="full-batch AdamW steps (default 300)")
+    p.add_argument("--seed", type=int, default=0)
 
     p = verb(
         "distill",

@@ -230,8 +230,12 @@ def _produce(
 _INPUT_ERRORS = (AudioDecodeError, FileNotFoundError, IsADirectoryError, PermissionError, DataError)
 
 
+#: ``(window starts in seconds (n,), model outputs (n, k)) → what a unit's result carries``
+Collect = Callable[[np.ndarray, np.ndarray], Any]
+
+
 def _consume(
-    unit: WorkUnit, q: queue.Queue[Any], predictor: Predictor, names: np.ndarray, t0: float, top: int
+    unit: WorkUnit, q: queue.Queue[Any], predictor: Predictor, t0: float, collect: Collect
 ) -> dict[str, Any]:
     """Score a unit's batches → ``{"cands" | "failure", "transient", stats...}``."""
     starts: list[int] = []
@@ -275,9 +279,8 @@ def _consume(
         "dropped": int((~ok).sum()),
         "seconds": round(time.perf_counter() - t0, 3),
         "windows": len(starts),
-        "stored_top": min(top, len(names)),
     }
-    return {"cands": _candidates(start_s, scores[ok], window_s, names, top), "stats": stats}
+    return {"cands": collect(start_s, scores[ok]), "stats": stats}
 
 
 def stored_top(cfg: DetectConfig, num_classes: int) -> int:
@@ -312,12 +315,30 @@ def run_units(
     *,
     threads: int,
     on_result: Callable[[WorkUnit, dict[str, Any]], None],
+    collect: Collect | None = None,
 ) -> None:
     """Run units in order in this process, ``threads`` of them decoding ahead of the model.
 
+    A unit's result carries, under ``"cands"``, ``collect(starts_s, outputs)``: by default the
+    best few labels of every window (all of them with ``formats: [scores]``); the embedding index
+    keeps the outputs themselves.
+
     Whatever stops the loop (Ctrl-C, SIGTERM, an :class:`OutputError` from ``on_result``), the
     decode threads are told to stop and are joined before this returns or raises."""
-    names = np.array(predictor.spec.class_names)
+    if collect is None:
+        names = np.array(predictor.spec.class_names)
+        top, window_s = stored_top(cfg, len(names)), predictor.spec.window_s
+
+        def collect(starts: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+            return _candidates(starts, probs, window_s, names, top)
+
+        report = on_result
+
+        def on_result(unit: WorkUnit, result: dict[str, Any]) -> None:
+            if "stats" in result:  # the part says how many labels a window kept (part_top)
+                result["stats"]["stored_top"] = top
+            report(unit, result)
+
     stop = threading.Event()
     queues: dict[int, queue.Queue[Any]] = {}
     pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="chirpkit-decode")
@@ -333,7 +354,7 @@ def run_units(
             start(i)
         for i, unit in enumerate(units):
             t0 = time.perf_counter()
-            result = _consume(unit, queues.pop(i), predictor, names, t0, stored_top(cfg, len(names)))
+            result = _consume(unit, queues.pop(i), predictor, t0, collect)
             start(i + threads)
             on_result(unit, result)
     finally:

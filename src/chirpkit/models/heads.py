@@ -20,7 +20,14 @@ from torch import nn
 
 from chirpkit.models._registry import register_model
 
-__all__ = ["BIRDNET_EMBEDDING", "EMBEDDING_DIM", "EmbeddingHead", "FusionHead", "PriorHead"]
+__all__ = [
+    "BIRDNET_EMBEDDING",
+    "EMBEDDING_DIM",
+    "EmbeddingHead",
+    "FusionHead",
+    "PriorHead",
+    "linear_head_name",
+]
 
 log = logging.getLogger("chirpkit")
 
@@ -93,6 +100,19 @@ for _name, _hidden in (("birdnet_linear", 0), ("birdnet_mlp", 256)):
         input="embedding",
         embedding=BIRDNET_EMBEDDING,
     )(_factory(_hidden))
+
+
+#: the registered linear head over each embedding model's vectors
+_LINEAR_HEADS = {BIRDNET_EMBEDDING: "birdnet_linear"}
+
+
+def linear_head_name(embedding: str) -> str:
+    """The registered linear head (``(batch, dim)`` → logits) on ``embedding``'s vectors."""
+    if embedding not in _LINEAR_HEADS:
+        raise ValueError(
+            f"no linear head is registered for {embedding!r} embeddings; known: {sorted(_LINEAR_HEADS)}"
+        )
+    return _LINEAR_HEADS[embedding]
 
 
 class _BirdNETRows(nn.Module):

@@ -126,7 +126,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits))
+    return 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))  # no overflow warning far from 0
 
 
 def _activation(spec: ModelSpec) -> Any:
