@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import subprocess
@@ -36,6 +37,8 @@ def test_help_is_fast_and_does_not_import_torch() -> None:
 def test_public_api_is_pinned() -> None:
     assert chirpkit.__all__ == [
         "Config",
+        "EmbeddingIndex",
+        "Query",
         "Store",
         "__version__",
         "augment_preview",
@@ -106,7 +109,8 @@ def test_public_api_is_pinned() -> None:
         assert callable(getattr(chirpkit, name)), name
 
 
-def _opts(*extra: str) -> list[str]:
+def _opts(*extra: str, progress: bool = True) -> list[str]:
+    """``--set`` overrides of a tiny config, and ``--no-progress`` for verbs that show progress."""
     sets = [
         "audio.sample_rate=16000",
         "audio.window_s=1.0",
@@ -119,7 +123,7 @@ def _opts(*extra: str) -> list[str]:
         "split.val_fraction=0.25",
         "split.test_fraction=0.25",
     ]
-    return [*(x for s in sets for x in ("--set", s)), "--no-progress", *extra]
+    return [*(x for s in sets for x in ("--set", s)), *(["--no-progress"] if progress else []), *extra]
 
 
 def test_verbs_step_by_step(tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,7 +142,7 @@ def test_verbs_step_by_step(tiny_folder: Path, tmp_path: Path, capsys: pytest.Ca
         )
         == 0
     )
-    assert main(["split", str(cat), *_opts()]) == 0
+    assert main(["split", str(cat), *_opts(progress=False)]) == 0
     assert "split" in pd.read_parquet(cat).columns
     assert main(["prepare", str(cat), "--out", str(tmp_path / "store"), *_opts()]) == 0
     assert (
@@ -282,7 +286,7 @@ def test_the_other_verbs_from_the_command_line(
         == 0
     )
     argv = ["split", str(cat), "--strategy", "stratified-group", "--folds", "3", "--min-count", "0"]
-    assert main([*argv, *_opts()]) == 0
+    assert main([*argv, *_opts(progress=False)]) == 0
     assert "in 3 folds" in capsys.readouterr().out
     split_cat = pd.read_parquet(cat)
     assert sorted(split_cat["fold"].unique()) == [-1, 0, 1, 2]
@@ -316,13 +320,13 @@ def test_the_other_verbs_from_the_command_line(
         assert (tmp_path / "t" / "best_config.yaml").is_file()
 
     capsys.readouterr()
-    assert main(["profile", "small_cnn", "--batch-size", "2", *_opts()]) == 0
+    assert main(["profile", "small_cnn", "--batch-size", "2", *_opts(progress=False)]) == 0
     assert "parameters" in capsys.readouterr().out
     assert main(["models"]) == 0
     listed = capsys.readouterr().out
     assert "small_cnn" in listed and "birdnet_linear" in listed
     png = tmp_path / "preview.png"
-    assert main(["augment-preview", str(store), "--out", str(png), *_opts()]) == 0
+    assert main(["augment-preview", str(store), "--out", str(png), *_opts(progress=False)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
 
     # a 6 s recording with a "high" call at 1-2 s and a "low" call at 4-5 s, and its annotations
@@ -368,3 +372,59 @@ def test_flags_are_offered_only_by_verbs_that_use_them() -> None:
     ):
         with pytest.raises(SystemExit):  # an unknown flag, not one accepted and ignored
             parser.parse_args(argv)
+
+
+def _used_dests(
+    fn: object, helpers: dict[str, str], option_classes: dict[str, type]
+) -> tuple[set[str], bool]:
+    """The ``args.X`` a command reads (following the cli helpers it calls), the dests of the option
+    classes it reads with ``options_from_args``, and whether it reads the config flags."""
+    import inspect
+    import re
+
+    seen: set[str] = set()
+    todo = [inspect.getsource(fn)]  # type: ignore[arg-type]
+    body = ""
+    while todo:
+        src = todo.pop()
+        body += src
+        for name in re.findall(r"\b(_[a-z_]+)\(", src):
+            if name in helpers and name not in seen:
+                seen.add(name)
+                todo.append(helpers[name])
+    used = set(re.findall(r"\bargs\.([a-z_]+)\b", body))
+    for cls_name in re.findall(r"options_from_args\((\w+),\s*args", body):
+        used |= {f.name for f in dataclasses.fields(option_classes[cls_name])}  # type: ignore[arg-type]
+    return used, "_config(args" in body
+
+
+def test_every_flag_a_verb_takes_is_used() -> None:
+    """A verb accepts only the flags its command reads: config flags (``--config``, ``--set``, and
+    the dotted config keys) only where it builds the config, ``--no-progress`` only where it shows
+    progress, and every other flag's value reaches the command (directly or through the cli helpers
+    and option classes it uses)."""
+    import argparse
+    import inspect
+
+    from chirpkit import cli
+
+    helpers = {
+        n: inspect.getsource(f)
+        for n, f in vars(cli).items()
+        if inspect.isfunction(f) and f.__module__ == cli.__name__ and n.startswith("_")
+    }
+    option_classes = {
+        n: c for n, c in vars(cli).items() if isinstance(c, type) and dataclasses.is_dataclass(c)
+    }
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    unused = []
+    for name, p in sub.choices.items():
+        used, reads_config = _used_dests(p.get_default("fn"), helpers, option_classes)
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            config_flag = "." in action.dest or action.dest in ("config", "set")
+            if (config_flag and not reads_config) or (not config_flag and action.dest not in used):
+                unused.append(f"{name} {action.option_strings[0] if action.option_strings else action.dest}")
+    assert unused == []

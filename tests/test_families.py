@@ -14,7 +14,7 @@ from chirpkit.config import SplitConfig
 from chirpkit.data.ingest import ingest
 from chirpkit.data.split import split
 from chirpkit.data.store import Store, prepare
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, write
 
 
 def _birdnet_installed() -> bool:
@@ -285,3 +285,40 @@ def test_embeddings_on_a_dask_cluster_equal_a_local_pass(
     monkeypatch.setenv("CHIRPKIT_CACHE", str(tmp_path / "local"))
     local = EmbeddingCache(fold_store, views=3).load(progress=False)
     np.testing.assert_allclose(on_dask, local, rtol=0, atol=1e-5)
+
+
+def test_a_store_part_is_embedded_a_batch_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory: the embedding model never sees more than EMBED_BATCH windows at once, however many
+    windows a part holds (every window of a long recording), and the batches give the embeddings
+    of one pass."""
+    import pandas as pd
+
+    import chirpkit.models.embeddings as emb
+    from chirpkit.config import AudioConfig
+
+    sr = 16000
+    y = np.random.default_rng(0).standard_normal(12 * sr).astype(np.float32) * 0.1
+    src = write(tmp_path / "long.wav", y, sr)
+    row = {"source": str(src), "start_s": 0.0, "end_s": 12.0, "label": "a", "labels": ["a"], "group": "g"}
+    catalog = pd.DataFrame([row, {**row, "label": "b", "labels": ["b"]}]).assign(split="train")
+    store = prepare(
+        catalog, out=tmp_path / "store", config=AudioConfig(sample_rate=sr, window_s=1.0), progress=False
+    )
+    biggest = int(store.index.groupby("part").size().max())
+    assert biggest >= 10
+    calls: list[int] = []
+
+    class Recorder:
+        def embed(self, x: np.ndarray) -> np.ndarray:
+            calls.append(len(x))
+            return x[:, : 1024 * 140].reshape(len(x), 1024, 140).std(axis=2).astype(np.float32)
+
+    monkeypatch.setitem(emb._EMBEDDERS, "recorder", Recorder)
+    got = {}
+    for batch in (3, 10_000):
+        monkeypatch.setattr(emb, "EMBED_BATCH", batch)
+        monkeypatch.setenv("CHIRPKIT_CACHE", str(tmp_path / str(batch)))
+        calls.clear()
+        got[batch] = emb.EmbeddingCache(store, model="recorder").load(progress=False)
+        assert max(calls) == min(batch, biggest)
+    np.testing.assert_allclose(got[3], got[10_000], rtol=0, atol=1e-6)

@@ -200,9 +200,12 @@ def test_query_errors_say_what_is_wrong(archive: tuple[Path, Path, pd.DataFrame]
 
 
 @needs_birdnet
-def test_index_grows_with_new_files_only(archive: tuple[Path, Path, pd.DataFrame], tmp_path: Path) -> None:
+def test_index_grows_with_new_files_only(
+    archive: tuple[Path, Path, pd.DataFrame], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
+    from chirpkit.cli import main
     from chirpkit.similarity.build import index
 
     rec, _, _ = archive
@@ -211,9 +214,10 @@ def test_index_grows_with_new_files_only(archive: tuple[Path, Path, pd.DataFrame
     shutil.copy(rec / "scape0.wav", folder / "a.wav")
     first = index([folder], out=tmp_path / "db", progress=False)
     shutil.copy(rec / "scape1.wav", folder / "b.wav")
-    second = index([folder], out=tmp_path / "db", progress=False)
-    assert (first.embedded, second.embedded, second.skipped) == (1, 1, 1)
-    assert second.windows == 2 * 19 and second.graph_added == 19
+    main(["index", str(folder), "--out", str(tmp_path / "db"), "--no-progress"])
+    second = json.loads(capsys.readouterr().out)
+    assert (first.embedded, second["embedded"], second["skipped"]) == (1, 1, 1)
+    assert second["windows"] == 2 * 19 and second["graph_added"] == 19 and second["failed"] == 0
     with EmbeddingIndex.open(tmp_path / "db") as db:
         assert sorted(Path(p).name for p in db.files()["path"]) == ["a.wav", "b.wav"]
 

@@ -43,8 +43,9 @@ if TYPE_CHECKING:
     from chirpkit.review.export import export_reviews
     from chirpkit.review.serve import serve_review
     from chirpkit.similarity.build import index
+    from chirpkit.similarity.db import EmbeddingIndex
     from chirpkit.similarity.head import train_head
-    from chirpkit.similarity.query import search
+    from chirpkit.similarity.query import Query, search
     from chirpkit.training.baselines import baseline
     from chirpkit.training.distill import distill
     from chirpkit.training.loop import train
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Config",
+    "EmbeddingIndex",
+    "Query",
     "Store",
     "__version__",
     "augment_preview",
@@ -123,6 +126,8 @@ _LAZY = {
     "serve_review": "chirpkit.review.serve",
     "ingest_reviews": "chirpkit.data.reviews",
     "index": "chirpkit.similarity.build",
+    "EmbeddingIndex": "chirpkit.similarity.db",
+    "Query": "chirpkit.similarity.query",
     "search": "chirpkit.similarity.query",
     "train_head": "chirpkit.similarity.head",
 }

@@ -53,7 +53,8 @@ The review loop:
   chirpkit calibrate detections/ --precision 0.9  per-class thresholds from the reviews
   chirpkit ingest --reviews detections/ --merge-with runs/first/catalog.parquet --out more.parquet
 
-Every verb takes --config FILE.yaml and --set section.key=value (e.g. --set train.epochs=5).
+Verbs that read settings take --config FILE.yaml and --set section.key=value (e.g. --set
+train.epochs=5); `chirpkit VERB --help` shows which.
 """
 
 
@@ -581,7 +582,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"  detections ............. {s['detections']}")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, config: bool = True, progress: bool = True) -> None:
+    """The flags a verb shares: ``--config``/``--set`` where it reads settings, ``--no-progress``
+    where it shows progress (``tests/test_cli.py`` checks that every flag a verb takes is used)."""
+    if progress:
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    if not config:
+        return
     p.add_argument(
         "--config",
         metavar="FILE",
@@ -593,7 +600,6 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.epochs=5 (repeatable)",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _config_flags(p: argparse.ArgumentParser, flags: Mapping[str, str]) -> None:
@@ -704,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
             "split.seed": "--seed",
         },
     )
-    _common(p)
+    _common(p, progress=False)
 
     p = verb("prepare", cmd_prepare, "decode, resample and cut windows once into a memory-mapped store")
     p.add_argument("catalog", help="catalog (after split)")
@@ -753,7 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bootstrap draws over groups (recordings) for the 95%% intervals (default 1000; 0: none)",
     )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    _common(p)
+    _common(p, config=False)
 
     p = verb("detect", cmd_detect, "slide a model over long recordings and write detection tables")
     p.add_argument(
@@ -827,7 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write tables from the units done so far, even if some are missing",
     )
-    _common(p)
+    _common(p, config=False, progress=False)
 
     p = verb(
         "score-detections",
@@ -908,7 +914,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bootstrap draws over recordings for the 95%% intervals (default 1000; 0: none)",
     )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    _common(p)
+    _common(p, config=False, progress=False)
 
     p = verb(
         "review",
@@ -977,7 +983,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
     p.add_argument("--out", help="output file (default RUN/model.onnx or RUN/model.ts)")
-    _common(p)
+    _common(p, config=False, progress=False)
 
     p = verb("fit", cmd_fit, "ingest → split → prepare → train → evaluate in one command")
     p.add_argument("src", nargs="?", help="folder of class sub-folders, label CSV, or catalog .parquet")
@@ -1023,7 +1029,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine", choices=["local", "dask"], default="local", help="where to run (default local)"
     )
     p.add_argument("--scheduler", help="Dask scheduler address tcp://HOST:8786 (default: a local cluster)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _common(p, config=False)
 
     p = verb("search", cmd_search, "find the windows of an index most like example calls (a review queue)")
     p.add_argument("index", help="index folder (chirpkit index)")
@@ -1061,7 +1067,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-lower-rate", action="store_true", help="search with a query sampled below the archive"
     )
     p.add_argument("--out", required=True, help="folder for detections.csv (open it with chirpkit review)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _common(p, config=False)
 
     p = verb(
         "train-head",
@@ -1123,21 +1129,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5, help="GroupKFold folds when the split has no fold column")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="folder for baseline_<model>_<features>.json")
-    _common(p)
+    _common(p, config=False)
 
     p = verb("zero-shot", cmd_zero_shot, "BirdNET V2.4 species scores restricted to the dataset's classes")
     p.add_argument("store", help="prepared store")
     p.add_argument("--split", default="test")
     p.add_argument("--label-map", help="CSV class,BirdNET name (Latin or common) or an eBird taxonomy CSV")
     p.add_argument("--out", help="folder for zero_shot_<split>.json")
-    _common(p)
+    _common(p, config=False)
 
     p = verb("profile", cmd_profile, "parameters, FLOPs, memory and throughput of a model, with the estimate")
     p.add_argument("model", nargs="?", default="small_cnn", help="registered model name or a run folder")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="also print the full result as JSON")
-    _common(p)
+    _common(p, progress=False)
 
     p = verb("models", cmd_models, "list the registered models")
 
@@ -1145,7 +1151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="a prepared store (first training window) or an audio file")
     p.add_argument("--out", default="augment_preview.png", help="PNG to write")
     p.add_argument("--seed", type=int, default=0)
-    _common(p)
+    _common(p, progress=False)
 
     p = verb("demo", cmd_demo, "synthesise bird-like calls, train, evaluate and detect (no data needed)")
     p.add_argument("--out", default="chirpkit-demo", help="output folder (default ./chirpkit-demo)")

@@ -354,7 +354,13 @@ class EmbeddingIndex:
             graph.remove(np.arange(first, first + n, dtype=np.uint64))
         have = len(graph)
         added = 0
-        for first, part in self.iter_parts():
+        from tqdm.auto import tqdm
+
+        self._load_parts()
+        parts = tqdm(
+            self.iter_parts(), total=len(self._parts), desc="index graph", unit="file", disable=not progress
+        )
+        for first, part in parts:
             ids = np.arange(first, first + len(part), dtype=np.uint64)
             if have and bool(graph.contains(ids[-1])):
                 continue
@@ -381,11 +387,16 @@ class EmbeddingIndex:
 
     # --- search -----------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, *, k: int, exact: bool | str = "auto") -> Hits:
+    def search(
+        self, queries: np.ndarray, *, k: int, exact: bool | str = "auto", candidates: int | None = None
+    ) -> Hits:
         """The ``k`` nearest windows of each query ``(q, dim)`` by cosine similarity.
 
         ``exact="auto"`` scans every embedding up to :data:`EXACT_LIMIT` windows and uses the graph
-        above (its candidates re-ranked by exact cosine); True / False force one or the other.
+        above; True / False force one or the other. The graph proposes ``candidates`` windows
+        (default max(10 × k, 1000)), re-ranked by the exact cosine of the stored embeddings: on a
+        million synthetic windows, 1,000 candidates gave recall@100 0.98 against the exact scan
+        (400 gave 0.91), at about 60 ms a query on 2 cores (``benchmarks/search.py``).
         """
         q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if q.shape[1] != self.dim:
@@ -403,7 +414,7 @@ class EmbeddingIndex:
             )
         if graph is None:
             return self._exact(q, k)
-        return self._approximate(graph, q, k)
+        return self._approximate(graph, q, k, candidates or max(10 * k, 1000))
 
     def _exact(self, q: np.ndarray, k: int) -> Hits:
         best_s = np.full((len(q), 0), -np.inf, np.float32)
@@ -421,8 +432,7 @@ class EmbeddingIndex:
                     best_i = np.take_along_axis(best_i, keep, axis=1)
         return _ranked(best_i, best_s, k, "exact")
 
-    def _approximate(self, graph: Any, q: np.ndarray, k: int) -> Hits:
-        wanted = max(4 * k, 400)
+    def _approximate(self, graph: Any, q: np.ndarray, k: int, wanted: int) -> Hits:
         graph.expansion_search = max(wanted, 64)
         found = graph.search(q, wanted)
         keys = np.atleast_2d(np.asarray(found.keys)).astype(np.int64)
