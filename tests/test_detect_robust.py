@@ -159,8 +159,8 @@ def test_nonfinite_audio_never_gives_nan_scores(model: Path, tmp_path: Path) -> 
     )
     summary = json.loads((tmp_path / "d" / "detect_summary.json").read_text())
     assert summary["samples_repaired"] == {
-        str(files[0]): {"nonfinite": 102, "clipped": 0},
-        str(files[1]): {"nonfinite": 0, "clipped": 50},
+        str(files[0]): {"nonfinite": 102, "over_full_scale": 0},
+        str(files[1]): {"nonfinite": 0, "over_full_scale": 50},
     }
     expect = detect(model, [ref], out=tmp_path / "r", config=cfg, progress=False)
     got = table[table["file"] == str(files[0])]

@@ -4,11 +4,13 @@ mix to mono, resample (soxr) and stream long files in blocks.
 Waveforms are ``float32`` arrays of shape ``(channels, samples)``; ``mono=True`` gives
 ``(1, samples)``. Times are in seconds (``offset_s``, ``duration_s``), rates in Hz.
 
-Decoded samples are always finite and within full scale: NaN and infinite samples (float files
-can hold them) are set to 0, and samples beyond ±1.0 (float files, some lossy decodes) are
-clipped to ±1.0, before mixing and resampling, in :func:`decode` and :func:`stream` alike, so a
-store and a detection run see the same audio. :class:`Decoded` and :class:`Repairs` count them
-so that callers can report the file.
+Decoded samples are always finite: NaN and infinite samples (float files can hold them) are set
+to 0 before mixing and resampling, in :func:`decode` and :func:`stream` alike, so a store and a
+detection run see the same audio. Samples beyond ±1.0 (float files, some lossy decodes) are kept
+as they are — clipping would distort the waveform (a float file at four times full scale lost
+two thirds of its level) — and counted; a store on int16 scales such a file to fit (see
+:mod:`chirpkit.data.parts`). :class:`Decoded` and :class:`Repairs` count both so that callers can
+report the file.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ class Decoded(NamedTuple):
     sample_rate: int
     decoder: str  #: "soundfile" or "pyav"
     nonfinite: int = 0  #: NaN/±inf samples found in the file's audio and set to 0
-    clipped: int = 0  #: samples beyond full scale (|x| > 1) clipped to ±1
+    over_full_scale: int = 0  #: samples beyond full scale (|x| > 1), kept as they are
 
 
 @dataclass
@@ -107,21 +109,21 @@ class Repairs:
     """Samples :func:`stream` repaired so far (pass one in to learn about a file)."""
 
     nonfinite: int = 0  #: NaN/±inf samples set to 0
-    clipped: int = 0  #: samples beyond full scale (|x| > 1) clipped to ±1
+    over_full_scale: int = 0  #: samples beyond full scale (|x| > 1), kept
 
     def describe(self) -> str:
         """A one-line account for reports; empty when nothing was repaired."""
         parts = []
         if self.nonfinite:
             parts.append(f"{self.nonfinite} NaN/infinite sample(s) set to 0")
-        if self.clipped:
-            parts.append(f"{self.clipped} sample(s) beyond full scale clipped to ±1")
+        if self.over_full_scale:
+            parts.append(f"{self.over_full_scale} sample(s) beyond full scale (kept as they are)")
         return "; ".join(parts)
 
 
 def repair(y: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """``(y, nonfinite, clipped)``: NaN/±inf set to 0, samples beyond ±1 clipped (in place when
-    ``y`` is writable). Costs two reductions when there is nothing to repair."""
+    """``(y, nonfinite, over_full_scale)``: NaN/±inf set to 0 (in place when ``y`` is writable);
+    samples beyond ±1 counted and kept. Costs two reductions when there is nothing to count."""
     if y.size == 0:
         return y, 0, 0
     lo, hi = float(y.min()), float(y.max())
@@ -133,10 +135,7 @@ def repair(y: np.ndarray) -> tuple[np.ndarray, int, int]:
     nonfinite = int(bad.sum())
     if nonfinite:
         y[bad] = 0.0
-    clipped = int(np.count_nonzero(np.abs(y) > 1.0))
-    if clipped:
-        np.clip(y, -1.0, 1.0, out=y)
-    return y, nonfinite, clipped
+    return y, nonfinite, int(np.count_nonzero(np.abs(y) > 1.0))
 
 
 def is_audio_path(path: str | os.PathLike[str]) -> bool:
@@ -360,11 +359,12 @@ def decode(
     libsndfile is tried first (fast, sample-exact seeks); any failure falls back to FFmpeg through
     PyAV, which reads m4a/aac/wma and FLACs that libsndfile rejects.
 
-    Samples are repaired as the module docstring says (NaN/inf → 0, beyond ±1 → clipped).
+    Samples are repaired as the module docstring says (NaN/inf → 0; beyond ±1 kept, counted).
 
     Returns:
-        ``Decoded(y, sample_rate, decoder, nonfinite, clipped)`` with ``y`` of shape
-        ``(channels, samples)``; ``nonfinite`` and ``clipped`` count the repaired samples.
+        ``Decoded(y, sample_rate, decoder, nonfinite, over_full_scale)`` with ``y`` of shape
+        ``(channels, samples)``; ``nonfinite`` counts the repaired samples, ``over_full_scale``
+        those beyond ±1.
 
     Raises:
         AudioDecodeError: neither decoder could read the file.
@@ -385,13 +385,13 @@ def decode(
                 str(p),
                 f"not readable as audio (soundfile: {_short(sf_exc, p)}; ffmpeg: {_short(av_exc, p)})",
             ) from av_exc
-    y, nonfinite, clipped = repair(y)
+    y, nonfinite, over = repair(y)
     if mono:
         y = to_mono(y)
     if sample_rate is not None and sample_rate != sr:
         y = resample(y, orig_sr=sr, target_sr=sample_rate)
         sr = sample_rate
-    return Decoded(y, sr, decoder, nonfinite, clipped)
+    return Decoded(y, sr, decoder, nonfinite, over)
 
 
 def load(
@@ -469,10 +469,10 @@ def stream(
         if src_rate != sample_rate:
             resampler = soxr.ResampleStream(src_rate, sample_rate, 1, dtype="float32", quality="HQ")
         for block, _ in blocks:
-            block, nonfinite, clipped = repair(block)
+            block, nonfinite, over = repair(block)
             if repairs is not None:
                 repairs.nonfinite += nonfinite
-                repairs.clipped += clipped
+                repairs.over_full_scale += over
             mono = to_mono(block)[0]
             if resampler is not None:
                 out = resampler.resample_chunk(mono, last=False)

@@ -9,7 +9,7 @@ files are decoded from file-like objects, so workers need no shared disk.
 output sample that lies on the resampling grid of the whole file, so that the samples it yields
 (after a short warm-up, see :data:`RESAMPLE_WARMUP_S`) equal those of a pass over the whole file:
 the basis of time shards that give the same result as one pass. Non-finite samples (NaN, inf) are
-set to 0 and samples beyond full scale clipped on the way, and counted (the rule of
+set to 0 on the way, samples beyond full scale kept, and both counted (the rule of
 ``chirpkit.audio``'s decoders, so a store and a detection run see the same audio).
 """
 
@@ -238,7 +238,7 @@ class AudioSpan:
     Attributes:
         start: the output sample index of the first sample yielded.
         nonfinite: NaN/±inf samples (before mixing to mono) set to 0 so far.
-        clipped: samples beyond full scale (±1) clipped so far.
+        over_full_scale: samples beyond full scale (±1) so far (kept as they are).
         damaged_at_s: where libsndfile stopped at a damaged frame and FFmpeg took over (else None).
     """
 
@@ -249,7 +249,7 @@ class AudioSpan:
         self.block_s = block_s
         self.start = 0
         self.nonfinite = 0
-        self.clipped = 0
+        self.over_full_scale = 0
         self.damaged_at_s: float | None = None
         self._pos = 0
 
@@ -304,8 +304,8 @@ class AudioSpan:
                     handle.close()
 
     def _repair(self, y: np.ndarray) -> np.ndarray:
-        """NaN/±inf → 0 and samples beyond ±1 clipped, before mixing (the rule ``prepare``
-        applies too, so a store and a detection run see the same audio); counted."""
+        """NaN/±inf → 0 before mixing, samples beyond ±1 kept (the rule ``prepare`` applies too,
+        so a store and a detection run see the same audio); both counted."""
         lo, hi = (float(y.min()), float(y.max())) if y.size else (0.0, 0.0)
         if lo >= -1.0 and hi <= 1.0:  # False for NaN too
             return y
@@ -313,8 +313,8 @@ class AudioSpan:
         bad = ~np.isfinite(y)
         self.nonfinite += int(bad.sum())
         y[bad] = 0.0
-        self.clipped += int(np.count_nonzero(np.abs(y) > 1.0))
-        return np.clip(y, -1.0, 1.0, out=y)
+        self.over_full_scale += int(np.count_nonzero(np.abs(y) > 1.0))
+        return y
 
     def _aligned_start(self, src_rate: int) -> int:
         """The source frame to read from: on the resampling grid, a warm-up before ``first``."""

@@ -173,7 +173,7 @@ AUDIO_KINDS: dict[str, tuple[AudioMaker, str, str]] = {
     "text_named_mp3": (text_as_audio, "skipped", "not readable as audio"),
     "wrong_extension": (wrong_extension, "works", ""),
     "nan_samples": (nan_samples, "works", "nonfinite_samples"),
-    "above_full_scale": (above_full_scale, "works", "clipped_samples"),
+    "above_full_scale": (above_full_scale, "works", "scaled_to_full_scale"),
     "zero_frames": (zero_frames, "skipped", "0 frames"),
     "zero_channels": (zero_channels, "skipped", "no audio channels"),
     "zero_sample_rate": (zero_sample_rate, "skipped", "not readable as audio"),

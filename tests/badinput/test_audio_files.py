@@ -74,10 +74,10 @@ def test_decode_and_stream_repair_the_same_samples(tmp_path: Path) -> None:
 
     p = nan_samples(tmp_path)
     d = decode(p, sample_rate=SR)
-    assert (d.nonfinite, d.clipped) == (102, 0) and np.isfinite(d.y).all()
+    assert (d.nonfinite, d.over_full_scale) == (102, 0) and np.isfinite(d.y).all()
     reps = Repairs()
     streamed = np.concatenate(list(stream(p, sample_rate=SR, block_s=0.5, repairs=reps)))
-    assert (reps.nonfinite, reps.clipped) == (102, 0)
+    assert (reps.nonfinite, reps.over_full_scale) == (102, 0)
     np.testing.assert_allclose(streamed, d.y[0], atol=1e-6)
     assert "102 NaN/infinite" in reps.describe()
 
@@ -91,3 +91,41 @@ def test_unreadable_file_is_skipped(tmp_path: Path) -> None:  # pragma: no cover
     ingest(tmp_path / "d", out=tmp_path / "c.parquet", progress=False)
     skipped = pd.read_csv(tmp_path / "c.skipped.csv")
     assert "permission denied" in skipped.loc[skipped["source"].str.endswith("locked.wav"), "reason"].iloc[0]
+
+
+@pytest.mark.parametrize("dtype", ["int16", "float32"])
+def test_float_audio_beyond_full_scale_is_kept_or_scaled_never_clipped(tmp_path: Path, dtype: str) -> None:
+    """A float WAV at four times full scale (RMS 2.83): decoding and streaming keep its samples;
+    a float32 store keeps its level, an int16 store scales the whole file to fit and says so —
+    the waveform keeps its shape either way (clipping made RMS 0.94 of a square-ish wave)."""
+    import soundfile as sf
+
+    t = np.arange(SR * 2) / SR
+    y = (4.0 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    src = tmp_path / "loud.wav"
+    sf.write(src, y, SR, subtype="FLOAT")
+    d = decode(src)
+    assert d.over_full_scale > 0 and np.sqrt(np.mean(d.y**2)) == pytest.approx(2.83, abs=0.01)
+    reps = Repairs()
+    streamed = np.concatenate(list(stream(src, sample_rate=SR, repairs=reps)))
+    assert reps.over_full_scale == d.over_full_scale and np.abs(streamed).max() > 3.9
+    row = {"source": str(src), "start_s": 0.0, "end_s": 1.0, "label": "a", "labels": ["a"], "group": "g"}
+    cat = pd.DataFrame([row, {**row, "start_s": 1.0, "end_s": 2.0}]).assign(split="train")
+    store = prepare(
+        cat,
+        out=tmp_path / "store",
+        config=AudioConfig(sample_rate=SR, window_s=1.0, dtype=dtype),
+        progress=False,
+    )
+    m, w = store.margin_samples, store.window_samples
+    stored = store.read(0)[m : m + w]
+    rms = float(np.sqrt(np.mean(stored**2)))
+    notes = pd.read_csv(store.root / "anomalies.csv")
+    if dtype == "float32":
+        assert rms == pytest.approx(2.83, abs=0.01)
+        assert "over_full_scale" in set(notes["kind"])
+    else:
+        assert rms == pytest.approx(2.83 / 4, abs=0.01) and np.abs(stored).max() <= 1.0
+        assert "scaled_to_full_scale" in set(notes["kind"])
+    # the shape is the sine's, not a clipped one: its crest factor stays sqrt(2)
+    assert np.abs(stored).max() / rms == pytest.approx(np.sqrt(2), abs=0.02)

@@ -157,12 +157,32 @@ def max_part_bytes() -> int:
     return max(256 << 20, ram // 4)
 
 
-def _cut(task: dict[str, Any]) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
+class _TooLoudError(Exception):
+    """The stored samples would exceed int16's full scale at this gain; ``gain`` fits them."""
+
+    def __init__(self, gain: float) -> None:
+        super().__init__(f"scale by {gain:.4g}")
+        self.gain = gain
+
+
+def _check_fits(y: np.ndarray, dtype: str, gain: float) -> None:
+    """Raise :class:`_TooLoudError` when int16 would have to clip ``y`` (already scaled by ``gain``)."""
+    if dtype == "int16" and y.size:
+        peak = max(float(y.max()), -float(y.min()))  # two reductions, no |y| copy
+        if peak > 1.0:
+            raise _TooLoudError(gain / peak)
+
+
+def _cut(task: dict[str, Any], gain: float = 1.0) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
     """Decode one source file and cut its windows: ``(windows, decoder, notes)``.
 
-    ``notes`` are ``(kind, detail)`` for the anomaly report: repaired samples, and audio that ends
-    before the catalog says the file does (the file changed after ingest; windows past its end are
-    zero-padded).
+    ``notes`` are ``(kind, detail)`` for the anomaly report: repaired samples, samples beyond full
+    scale, and audio that ends before the catalog says the file does (the file changed after
+    ingest; windows past its end are zero-padded).
+
+    Samples beyond full scale are stored as they are on float16/float32; int16 holds ±1 only, so
+    there the whole file is scaled by ``gain`` (raises :class:`_TooLoudError` with the gain that fits:
+    :func:`build_part` cuts again with it), never clipped.
     """
     source: str = task["source"]
     sr: int = task["sample_rate"]
@@ -200,7 +220,7 @@ def _cut(task: dict[str, Any]) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
         d = decode(source, offset_s=offset, duration_s=length)
         decoder[0] = d.decoder
         repaired[0] += d.nonfinite
-        repaired[1] += d.clipped
+        repaired[1] += d.over_full_scale
         got_end = offset + d.y.shape[1] / d.sample_rate
         want_end = min(offset + length, duration)
         if known and got_end < want_end - slack:
@@ -209,8 +229,11 @@ def _cut(task: dict[str, Any]) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
         if cond.file_steps:
             cond.reset()
             y = cond.block(y)
+        if gain != 1.0:
+            y *= gain
         if per_window:
             return y
+        _check_fits(y, task["dtype"], gain)
         return _to_disk(
             y, task["dtype"], _scratch("samples", y.size, "int16") if task["dtype"] == "int16" else None
         )
@@ -231,12 +254,21 @@ def _cut(task: dict[str, Any]) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
     if per_window:
         for i in range(len(windows)):
             windows[i] = cond.window(windows[i], core)
+        _check_fits(windows, task["dtype"], gain)
         windows = _to_disk(windows, task["dtype"])
     notes: list[tuple[str, str]] = []
     if repaired[0]:
         notes.append(("nonfinite_samples", f"{repaired[0]} NaN/infinite sample(s) set to 0"))
-    if repaired[1]:
-        notes.append(("clipped_samples", f"{repaired[1]} sample(s) beyond full scale clipped to ±1"))
+    if repaired[1] and gain == 1.0:
+        notes.append(("over_full_scale", f"{repaired[1]} sample(s) beyond full scale, stored as they are"))
+    if gain != 1.0:
+        notes.append(
+            (
+                "scaled_to_full_scale",
+                f"samples reach {1 / gain:.3g}× full scale: the file's windows are stored scaled by "
+                f"{gain:.4g} to fit int16 (not clipped; audio.dtype float16/float32 keeps the level)",
+            )
+        )
     if short_at:
         notes.append(
             (
@@ -257,7 +289,15 @@ def build_part(task: dict[str, Any]) -> dict[str, Any]:
     the input file's fault.
     """
     try:
-        windows, decoder, notes = _cut(task)
+        gain = 1.0
+        for _ in range(8):  # each pass meets the loudest stretch so far; sparse reads may need two
+            try:
+                windows, decoder, notes = _cut(task, gain)
+                break
+            except _TooLoudError as loud:
+                gain = loud.gain * (1 - 1e-6)
+        else:
+            raise RuntimeError("samples beyond full scale did not fit int16 after 8 passes")
     except AudioDecodeError as exc:
         return {"key": task["key"], "ok": False, "reason": exc.reason}
     except Exception as exc:  # one bad file must not stop the job

@@ -327,9 +327,11 @@ def merge(
                 dense.add(u, cands)
             audio_s += stats.get("audio_s", 0.0)
             compute_s += stats.get("seconds", 0.0)
-            for kind in ("nonfinite", "clipped"):
+            for kind in ("nonfinite", "over_full_scale"):
                 if stats.get(kind):
-                    repaired.setdefault(u.file, {"nonfinite": 0, "clipped": 0})[kind] += int(stats[kind])
+                    repaired.setdefault(u.file, {"nonfinite": 0, "over_full_scale": 0})[kind] += int(
+                        stats[kind]
+                    )
             if stats.get("damaged_at_s") is not None:
                 damaged.setdefault(u.file, stats["damaged_at_s"])
             if stats.get("dropped"):
@@ -372,10 +374,10 @@ def merge(
         write_json(out_dir / "detect_summary.json", summary)
     for f, n in repaired.items():
         log.warning(
-            "%s: %d NaN/infinite sample(s) set to 0, %d beyond full scale clipped, before detection",
+            "%s: %d NaN/infinite sample(s) set to 0, %d beyond full scale (kept), before detection",
             f,
             n["nonfinite"],
-            n["clipped"],
+            n["over_full_scale"],
         )
     for f, at in damaged.items():
         log.warning("%s: libsndfile stopped at a damaged frame near %g s; FFmpeg decoded the rest", f, at)

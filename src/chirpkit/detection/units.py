@@ -201,7 +201,7 @@ def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
 class _End:
     def __init__(self, span: AudioSpan) -> None:
         self.nonfinite = span.nonfinite
-        self.clipped = span.clipped
+        self.over_full_scale = span.over_full_scale
         self.damaged_at_s = span.damaged_at_s
 
 
@@ -274,7 +274,7 @@ def _consume(
     stats = {
         "audio_s": round(end_s - unit.start_s, 3),
         "nonfinite": end.nonfinite if end else 0,
-        "clipped": end.clipped if end else 0,
+        "over_full_scale": end.over_full_scale if end else 0,
         "damaged_at_s": end.damaged_at_s if end else None,
         "dropped": int((~ok).sum()),
         "seconds": round(time.perf_counter() - t0, 3),
