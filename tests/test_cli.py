@@ -48,6 +48,7 @@ def test_public_api_is_pinned() -> None:
         "cross_validate",
         "demo",
         "detect",
+        "detect_in_index",
         "detection_report",
         "distill",
         "evaluate",

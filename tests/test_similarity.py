@@ -41,7 +41,7 @@ def test_index_store_exact_and_approximate_search_agree_and_replaced_files_leave
             db.add_file(f"/a/{f}.wav", f"k{f}", np.arange(50) * 1.5, v, 75.0, 48000)
         assert len(db) == 300 and db.update_graph() == 300
         q = db.vectors([7, 123, 250])
-        assert np.allclose(np.linalg.norm(q, axis=1), 1, atol=1e-2)  # stored L2-normalised (float16)
+        assert np.linalg.norm(q, axis=1).min() > 1.5  # stored as given (float16), not normalised
         exact = db.search(q, k=10, exact=True)
         approx = db.search(q, k=10, exact=False)
         assert exact.method == "exact" and approx.method == "approximate"
@@ -229,6 +229,7 @@ def test_the_loop_search_review_ingest_train_head_detect(
     """One example → search → reviews → ``ingest --reviews`` → a head on the index's embeddings
     → ``detect`` over the archive finds the planted calls and not the distractors."""
     from chirpkit.cli import main
+    from chirpkit.config import DetectConfig
     from chirpkit.data.reviews import ingest_reviews
     from chirpkit.detection.job import detect
     from chirpkit.review.db import ReviewDB
@@ -265,12 +266,37 @@ def test_the_loop_search_review_ingest_train_head_detect(
     main(["train-head", str(db), str(catalog), "--out", str(tmp_path / "head"), "--negatives", "40"])
     summary = json.loads((tmp_path / "head" / "train_head.json").read_text())
     assert summary["classes"] == ["trill"] and summary["positives"]["trill"] >= 4 and summary["missing"] == 0
-    found = detect(tmp_path / "head", [rec], out=tmp_path / "det", progress=False)
-    found = found[found["score"] >= 0.5]
+    cfg = DetectConfig(min_score=0.0, hop_s=1.5)
+    on_audio = detect(tmp_path / "head", [rec], out=tmp_path / "det", config=cfg, progress=False)
+    # the same head over the index's embeddings: no decoding, the same windows, the same scores
+    main(
+        [
+            "detect",
+            str(tmp_path / "head"),
+            "--index",
+            str(db),
+            "--out",
+            str(tmp_path / "idx"),
+            "--min-score",
+            "0",
+        ]
+    )
+    on_index = pd.read_csv(tmp_path / "idx" / "detections.csv")
+    both = on_audio.assign(file=on_audio["file"].map(lambda f: str(Path(f).resolve()))).merge(
+        on_index, on=["file", "start_s", "label"], suffixes=("_audio", "_index")
+    )
+    assert len(both) == len(on_index) == 4 * 19
+    assert np.abs(both["score_audio"] - both["score_index"]).max() < 0.02
+    found = on_index[on_index["score"] >= 0.5]
     assert len(_hits(found, truth)) >= 7  # of 8 copies
     # few windows without the call: precision of the windows over 0.5
     holds = [len(_hits(pd.DataFrame([r]), truth)) > 0 or _overlaps(r, truth) for _, r in found.iterrows()]
     assert np.mean(holds) >= 0.8
+    # --index scores embeddings: recordings do not apply
+    assert (
+        main(["detect", str(tmp_path / "head"), str(rec), "--index", str(db), "--out", str(tmp_path / "x")])
+        == 2
+    )
 
 
 def _overlaps(row: pd.Series, truth: pd.DataFrame) -> bool:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from chirpkit.review.export import export_reviews
     from chirpkit.review.serve import serve_review
     from chirpkit.similarity.build import index
+    from chirpkit.similarity.classify import detect_in_index
     from chirpkit.similarity.db import EmbeddingIndex
     from chirpkit.similarity.head import train_head
     from chirpkit.similarity.query import Query, search
@@ -64,6 +65,7 @@ __all__ = [
     "cross_validate",
     "demo",
     "detect",
+    "detect_in_index",
     "detection_report",
     "distill",
     "evaluate",
@@ -126,6 +128,7 @@ _LAZY = {
     "serve_review": "chirpkit.review.serve",
     "ingest_reviews": "chirpkit.data.reviews",
     "index": "chirpkit.similarity.build",
+    "detect_in_index": "chirpkit.similarity.classify",
     "EmbeddingIndex": "chirpkit.similarity.db",
     "Query": "chirpkit.similarity.query",
     "search": "chirpkit.similarity.query",

@@ -47,6 +47,7 @@ Search by example:
   chirpkit review hits/ --strategy score          confirm or reject the nearest windows
   chirpkit ingest --reviews hits/ --out hits.parquet
   chirpkit train-head archive.idx hits.parquet --out runs/head   a head on the index's embeddings
+  chirpkit detect runs/head --index archive.idx --out found/      the archive, from the index
 
 The review loop:
   chirpkit review detections/                     check detections in the browser → detections/reviews.db
@@ -451,10 +452,45 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _print_json({k: metrics[k] for k in keys if k in metrics})
 
 
+def _detect_index(args: argparse.Namespace, cfg: Config) -> None:
+    from chirpkit.errors import ConfigError
+    from chirpkit.similarity.classify import detect_in_index
+
+    audio_only = {
+        "AUDIO": bool(args.audio),
+        "--engine dask": args.engine != "local",
+        "--shard": args.shard is not None,
+        "--species/--lat/--lon/--week": args.species
+        or args.lat is not None
+        or args.lon is not None
+        or args.week != -1,
+    }
+    given = [flag for flag, on in audio_only.items() if on]
+    if given:
+        raise ConfigError(f"--index scores the index's embeddings, so {', '.join(given)} do(es) not apply")
+    table = detect_in_index(
+        args.run,
+        args.index,
+        out=args.out,
+        min_score=cfg.detect.min_score,
+        thresholds=cfg.detect.thresholds,
+        merge_gap_s=cfg.detect.merge_gap_s,
+        formats=cfg.detect.formats,
+        progress=not args.no_progress,
+    )
+    print(f"{len(table)} detection(s) → {Path(args.out) / 'detections.csv'} (events: events.csv)")
+
+
 def cmd_detect(args: argparse.Namespace) -> None:
     from chirpkit.detection.job import detect
+    from chirpkit.errors import ConfigError
 
     cfg = _config(args, {"detect.formats": args.format})
+    if args.index:
+        _detect_index(args, cfg)
+        return
+    if not args.audio:
+        raise ConfigError("give the recordings to scan (files, folders, globs, @list.txt), or --index DB")
     table = detect(
         args.run,
         args.audio,
@@ -767,7 +803,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run folder, model.pt, an export (model.onnx, model.ts), or birdnet (BirdNET V2.4's own "
         "scores, no training)",
     )
-    p.add_argument("audio", nargs="+", help="files, folders, glob patterns or @list.txt")
+    p.add_argument("audio", nargs="*", help="files, folders, glob patterns or @list.txt")
+    p.add_argument(
+        "--index",
+        metavar="DB",
+        help="score the windows of an index (chirpkit index) instead of audio: a head on its embeddings "
+        "(train-head), no decoding",
+    )
     p.add_argument("--out", required=True, help="output folder (detections.csv, events.csv, ...)")
     _config_flags(
         p,

@@ -5,7 +5,8 @@ Layout of ``DB/``::
     index.json      what the embeddings are: model, dimension, sample rate, window, hop, format
     index.sqlite    files (path, identity key, window count, first window id), their windows
                     (id, file, start_s) and the files that failed (path, reason)
-    parts/N.npy     one file's embeddings, (windows, dim) float16, L2-normalised, in time order
+    parts/N.npy     one file's embeddings, (windows, dim) float16, as the model gives them (a head
+                    trained on them sees what it sees at detection), in time order
     ann.usearch     the approximate nearest-neighbour graph (USearch HNSW, cosine, int8) over
                     every window id
 
@@ -212,8 +213,9 @@ class EmbeddingIndex:
             raise RunError(
                 f"embeddings of {path} have shape {emb.shape}; the index holds ({len(starts_s)}, {self.dim})"
             )
-        norms = np.linalg.norm(emb, axis=1, keepdims=True)
-        emb = (emb / np.maximum(norms, 1e-12)).astype(np.float16)
+        if not np.isfinite(emb).all() or np.abs(emb).max(initial=0.0) > 6.0e4:
+            raise RunError(f"embeddings of {path} are not finite or beyond float16's range")
+        emb = emb.astype(np.float16)
         cur = self._db.cursor()
         old = cur.execute("SELECT file_id, first_id, windows FROM files WHERE path = ?", (path,)).fetchone()
         if old is not None:
@@ -273,7 +275,8 @@ class EmbeddingIndex:
                 yield first, np.load(self.part_path(file_id), mmap_mode="r")
 
     def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        """The stored embeddings ``(len(ids), dim)`` float32 of window ids (unknown ids: NaN rows)."""
+        """The stored embeddings ``(len(ids), dim)`` float32 of window ids (unknown ids: NaN rows),
+        as the model gave them (not normalised)."""
         self._load_parts()
         assert self._starts is not None
         ids = np.asarray(ids, dtype=np.int64)
@@ -403,7 +406,7 @@ class EmbeddingIndex:
             raise DataError(
                 f"queries have {q.shape[1]} dimensions; the index holds {self.dim}-d {self.model} embeddings"
             )
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        q = _unit(q)
         if k < 1:
             raise ConfigError(f"top={k} must be >= 1")
         use_exact = exact if isinstance(exact, bool) else len(self) <= EXACT_LIMIT
@@ -421,7 +424,7 @@ class EmbeddingIndex:
         best_i = np.zeros((len(q), 0), np.int64)
         for first, part in self.iter_parts():
             for a in range(0, len(part), _BLOCK_ROWS):
-                block = np.asarray(part[a : a + _BLOCK_ROWS], dtype=np.float32)
+                block = _unit(np.asarray(part[a : a + _BLOCK_ROWS], dtype=np.float32))
                 s = q @ block.T
                 ids = np.broadcast_to(np.arange(first + a, first + a + len(block)), s.shape)
                 best_s = np.concatenate([best_s, s], axis=1)
@@ -444,13 +447,18 @@ class EmbeddingIndex:
             cand = keys[r, : counts[r]]
             if not len(cand):
                 continue
-            exact = self.vectors(cand) @ q[r]
+            exact = _unit(self.vectors(cand)) @ q[r]
             ok = np.isfinite(exact)
             cand, exact = cand[ok], exact[ok]
             order = np.argsort(-exact, kind="stable")[:k]
             ids[r, : len(order)] = cand[order]
             scores[r, : len(order)] = exact[order]
         return Hits(ids, scores, "approximate")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (cosine similarity is then a dot product); zero rows stay 0."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _ranked(ids: np.ndarray, scores: np.ndarray, k: int, method: str) -> Hits:

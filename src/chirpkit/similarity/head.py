@@ -70,8 +70,9 @@ def labelled_windows(
     """Index windows of labelled rows: ``id, label`` (one row per window and label), and the
     number of rows whose recording is not in the index.
 
-    A window belongs to a row when they overlap by at least half the shorter of the two (a point
-    annotation: when the window holds it)."""
+    A window belongs to a row when they overlap by more than half the shorter of the two (a point
+    annotation: when the window holds it), so a row that is itself an index window (a reviewed
+    search result) gives that window, not its neighbours half a window away."""
     missing = [c for c in ("source", "start_s", "end_s") if c not in rows.columns]
     if missing or not ({"label", "labels"} & set(rows.columns)):
         raise DataError(
@@ -95,7 +96,7 @@ def labelled_windows(
         s, e = float(r["start_s"]), float(r["end_s"])
         overlap = np.minimum(wins["start_s"] + db.window_s, e) - np.maximum(wins["start_s"], s)
         need = 0.5 * min(db.window_s, e - s) if e > s else 0.0
-        hit = wins["id"][(overlap >= need) & (overlap >= 0) if e > s else overlap >= 0]
+        hit = wins["id"][(overlap > need + 1e-6) if e > s else overlap >= 0]
         labels = r.get("labels")
         names = (
             list(labels) if isinstance(labels, (list, tuple, np.ndarray)) and len(labels) else [r["label"]]

@@ -130,8 +130,8 @@ def _clip_embedding(db: EmbeddingIndex, q: Query, embedder: Any, allow_lower_rat
     rate = int(db.settings["sample_rate"])
     y, _ = load(path, sample_rate=rate)
     windows = _span_windows(y[0], rate, db.window_s, start, min(end, facts.duration_s))
-    emb = embedder(windows)
-    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    emb = np.asarray(embedder(windows), np.float32)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)  # each window counts alike
     return np.asarray(emb.mean(axis=0, keepdims=True), np.float32)
 
 
@@ -210,6 +210,8 @@ def _rank(
     # enough candidates that dropping the neighbours of each call still leaves ``top``
     per_call = 1 + 2 * int(np.ceil(db.window_s / float(db.settings["hop_s"])))
     k = min(max(len(db), 1), top * per_call if distinct else top)
+    if combine == "mean":  # the mean direction: every example counts alike, whatever its norm
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     vectors = q.mean(axis=0, keepdims=True) if combine == "mean" else q
     hits = db.search(vectors, k=k, exact=exact)
     ids, scores = hits.ids.ravel(), hits.scores.ravel()
