@@ -64,6 +64,11 @@ def test_index_store_exact_and_approximate_search_agree_and_replaced_files_leave
         assert not set(range(100, 150)) & set(after[after >= 0].tolist())
         with pytest.raises(DataError, match="8 dimensions; the index holds 16-d"):
             db.search(np.ones((1, 8)), k=3)
+        # replacing the file with the highest ids never hands its ids out again
+        db.add_file("/a/5.wav", "k5-new", np.arange(2) * 1.5, np.ones((2, 16)), 3.0, 48000)
+        new_ids = db.file_windows("/a/5.wav")["id"].tolist()
+        assert new_ids == [303, 304] and db.update_graph() == 2
+        assert len(db.search(q[:1], k=500, exact=False).ids[0]) == 500
     with pytest.raises(ConfigError, match="other settings"):
         EmbeddingIndex.create(tmp_path / "db", {**_settings(), "hop_s": 1.0})
     with pytest.raises(DataError, match="not an embedding index"):
@@ -191,6 +196,7 @@ def test_query_errors_say_what_is_wrong(archive: tuple[Path, Path, pd.DataFrame]
         search(db, [Query(path=str(tmp_path / "none.wav"))])
     with pytest.raises(ConfigError, match="at least one query"):
         search(db, [])
+    assert Query(path="/x/a.wav", start_s=2.0).name == "a.wav@2s-end"
     with pytest.raises(ConfigError, match=r"hop_s=5\.0 must be"):
         from chirpkit.similarity.build import index
 
@@ -292,6 +298,21 @@ def test_the_loop_search_review_ingest_train_head_detect(
     # few windows without the call: precision of the windows over 0.5
     holds = [len(_hits(pd.DataFrame([r]), truth)) > 0 or _overlaps(r, truth) for _, r in found.iterrows()]
     assert np.mean(holds) >= 0.8
+    assert (
+        main(
+            [
+                "detect",
+                str(tmp_path / "head"),
+                "--index",
+                str(db),
+                "--out",
+                str(tmp_path / "x"),
+                "--hop-s",
+                "1",
+            ]
+        )
+        == 2
+    )
     # --index scores embeddings: recordings do not apply
     assert (
         main(["detect", str(tmp_path / "head"), str(rec), "--index", str(db), "--out", str(tmp_path / "x")])

@@ -456,14 +456,27 @@ def _detect_index(args: argparse.Namespace, cfg: Config) -> None:
     from chirpkit.errors import ConfigError
     from chirpkit.similarity.classify import detect_in_index
 
+    species = args.species or args.lat is not None or args.lon is not None or args.week != -1
     audio_only = {
         "AUDIO": bool(args.audio),
         "--engine dask": args.engine != "local",
+        "--scheduler": bool(args.scheduler),
         "--shard": args.shard is not None,
-        "--species/--lat/--lon/--week": args.species
-        or args.lat is not None
-        or args.lon is not None
-        or args.week != -1,
+        "--device": args.device != "auto",
+        "--fresh": args.fresh,
+        "--retries": args.retries != 2,
+        "--species/--lat/--lon/--week": species,
+        "--format parquet/scores": bool({"parquet", "scores"} & set(args.format or [])),
+        **{
+            flag: getattr(args, key, None) is not None
+            for key, flag in {
+                "detect.hop_s": "--hop-s (the index's hop holds)",
+                "detect.top_k": "--top-k",
+                "detect.batch_size": "--batch-size",
+                "detect.workers": "--workers",
+                "detect.shard_s": "--shard-s",
+            }.items()
+        },
     }
     given = [flag for flag, on in audio_only.items() if on]
     if given:

@@ -129,3 +129,25 @@ def test_float_audio_beyond_full_scale_is_kept_or_scaled_never_clipped(tmp_path:
         assert "scaled_to_full_scale" in set(notes["kind"])
     # the shape is the sine's, not a clipped one: its crest factor stays sqrt(2)
     assert np.abs(stored).max() / rms == pytest.approx(np.sqrt(2), abs=0.02)
+
+
+def test_int16_store_with_per_window_normalisation_scales_loud_margins(tmp_path: Path) -> None:
+    """Peak normalisation sets the core of a window to -1 dBFS; a louder margin must not be clipped
+    (nor make the file fail): the part's normalised windows are scaled by their common peak."""
+    import soundfile as sf
+
+    t = np.arange(SR * 3) / SR
+    y = (0.1 * np.sin(2 * np.pi * 440 * t) * np.where(t < 2.0, 1.0, 8.0)).astype(np.float32)
+    src = tmp_path / "ramp.wav"
+    sf.write(src, y, SR, subtype="FLOAT")
+    row = {"source": str(src), "start_s": 1.0, "end_s": 2.0, "label": "a", "labels": ["a"], "group": "g"}
+    cat = pd.DataFrame([row, {**row, "label": "b", "labels": ["b"]}]).assign(split="train")
+    cfg = AudioConfig(sample_rate=SR, window_s=1.0, margin_s=0.5, normalize="peak")
+    store = prepare(cat, out=tmp_path / "store", config=cfg, progress=False)
+    segment = store.read(0)
+    assert np.abs(segment).max() <= 1.0 and len(store) == 2
+    notes = pd.read_csv(store.root / "anomalies.csv")
+    assert "scaled_to_full_scale" in set(notes["kind"])
+    m, w = store.margin_samples, store.window_samples
+    loud = segment[m + w :]  # the margin after the core, 8 times louder in the file
+    assert np.abs(loud).max() / np.abs(segment[m : m + w]).max() == pytest.approx(8.0, rel=0.05)

@@ -165,12 +165,8 @@ class _TooLoudError(Exception):
         self.gain = gain
 
 
-def _check_fits(y: np.ndarray, dtype: str, gain: float) -> None:
-    """Raise :class:`_TooLoudError` when int16 would have to clip ``y`` (already scaled by ``gain``)."""
-    if dtype == "int16" and y.size:
-        peak = max(float(y.max()), -float(y.min()))  # two reductions, no |y| copy
-        if peak > 1.0:
-            raise _TooLoudError(gain / peak)
+def _peak(y: np.ndarray) -> float:
+    return max(float(y.max()), -float(y.min())) if y.size else 0.0  # two reductions, no |y| copy
 
 
 def _cut(task: dict[str, Any], gain: float = 1.0) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
@@ -181,8 +177,9 @@ def _cut(task: dict[str, Any], gain: float = 1.0) -> tuple[np.ndarray, str, list
     ingest; windows past its end are zero-padded).
 
     Samples beyond full scale are stored as they are on float16/float32; int16 holds ±1 only, so
-    there the whole file is scaled by ``gain`` (raises :class:`_TooLoudError` with the gain that fits:
-    :func:`build_part` cuts again with it), never clipped.
+    there the whole file is scaled, never clipped: by ``gain`` (raises :class:`_TooLoudError` with
+    the gain that fits the loudest read, after all reads: :func:`build_part` cuts once more with
+    it) or, with per-window normalisation, the normalised windows by their common peak.
     """
     source: str = task["source"]
     sr: int = task["sample_rate"]
@@ -213,6 +210,7 @@ def _cut(task: dict[str, Any], gain: float = 1.0) -> tuple[np.ndarray, str, list
         windows = _scratch("windows", len(firsts) * seg, task["dtype"]).reshape(len(firsts), seg)
         windows.fill(0)
     repaired = [0, 0]
+    loudest = [0.0]  # the loudest sample of every read, after the gain (int16 only)
     short_at: list[float] = []
     decoder = ["soundfile"]
 
@@ -229,11 +227,12 @@ def _cut(task: dict[str, Any], gain: float = 1.0) -> tuple[np.ndarray, str, list
         if cond.file_steps:
             cond.reset()
             y = cond.block(y)
+        if per_window:  # normalised per window: the level is settled after that
+            return y
         if gain != 1.0:
             y *= gain
-        if per_window:
-            return y
-        _check_fits(y, task["dtype"], gain)
+        if task["dtype"] == "int16":
+            loudest[0] = max(loudest[0], _peak(y))
         return _to_disk(
             y, task["dtype"], _scratch("samples", y.size, "int16") if task["dtype"] == "int16" else None
         )
@@ -254,8 +253,12 @@ def _cut(task: dict[str, Any], gain: float = 1.0) -> tuple[np.ndarray, str, list
     if per_window:
         for i in range(len(windows)):
             windows[i] = cond.window(windows[i], core)
-        _check_fits(windows, task["dtype"], gain)
+        if task["dtype"] == "int16" and _peak(windows) > 1.0:  # the margins may be louder than the core
+            gain = 1.0 / _peak(windows)
+            windows *= gain
         windows = _to_disk(windows, task["dtype"])
+    elif loudest[0] > 1.0:  # some read did not fit int16: cut again, every read at the same gain
+        raise _TooLoudError(gain / loudest[0])
     notes: list[tuple[str, str]] = []
     if repaired[0]:
         notes.append(("nonfinite_samples", f"{repaired[0]} NaN/infinite sample(s) set to 0"))
@@ -289,15 +292,10 @@ def build_part(task: dict[str, Any]) -> dict[str, Any]:
     the input file's fault.
     """
     try:
-        gain = 1.0
-        for _ in range(8):  # each pass meets the loudest stretch so far; sparse reads may need two
-            try:
-                windows, decoder, notes = _cut(task, gain)
-                break
-            except _TooLoudError as loud:
-                gain = loud.gain * (1 - 1e-6)
-        else:
-            raise RuntimeError("samples beyond full scale did not fit int16 after 8 passes")
+        try:
+            windows, decoder, notes = _cut(task)
+        except _TooLoudError as loud:  # the gain comes from the loudest of all reads: one more pass
+            windows, decoder, notes = _cut(task, loud.gain * (1 - 1e-6))
     except AudioDecodeError as exc:
         return {"key": task["key"], "ok": False, "reason": exc.reason}
     except Exception as exc:  # one bad file must not stop the job

@@ -147,6 +147,10 @@ def index(
     if workers < 1 or batch_size < 1:
         raise ConfigError(f"workers={workers} and batch_size={batch_size} must be >= 1")
     settings = _settings(model, hop_s)
+    try:  # before any embedding work, not after it
+        import usearch  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("the index's search graph needs usearch: pip install 'chirpkit[search]'") from exc
     t0 = time.perf_counter()
     sources, problems = resolve_sources(inputs)
     if not sources:
@@ -164,6 +168,8 @@ def index(
     failed = [{"file": p["file"], "reason": p["reason"]} for p in [*problems, *unreachable]]
     cfg = DetectConfig(batch_size=batch_size, workers=workers)
     with EmbeddingIndex.create(out, settings) as db:
+        for f in failed:  # unreachable before any decoding: listed with the rest
+            db.add_failure(f["file"], "", f["reason"], 1)
         done = db.done_keys()
         todo = [u for u in units if u.key not in done]
         skipped = len(units) - len(todo)
@@ -175,6 +181,8 @@ def index(
 
         def record(unit: WorkUnit, result: dict[str, Any]) -> None:
             nonlocal audio_s, embedded
+            if "cands" in result and not len(result["cands"][0]):
+                result = {"failure": "no window with finite embeddings"}
             if "cands" in result:
                 starts, emb = result["cands"]
                 db.add_file(

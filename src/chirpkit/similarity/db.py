@@ -113,6 +113,7 @@ class EmbeddingIndex:
             keys = ("model", "dim", "sample_rate", "window_s", "hop_s")
             differ = {k: (db.settings.get(k), settings[k]) for k in keys if db.settings.get(k) != settings[k]}
             if differ:
+                db.close()
                 raise ConfigError(
                     f"the index {path} was built with other settings ({differ}: index, asked); "
                     "add files with its settings, or build a new index with --out"
@@ -216,15 +217,25 @@ class EmbeddingIndex:
         if not np.isfinite(emb).all() or np.abs(emb).max(initial=0.0) > 6.0e4:
             raise RunError(f"embeddings of {path} are not finite or beyond float16's range")
         emb = emb.astype(np.float16)
+        if not len(emb):
+            raise RunError(f"{path} gave no window to index")
         cur = self._db.cursor()
         old = cur.execute("SELECT file_id, first_id, windows FROM files WHERE path = ?", (path,)).fetchone()
-        if old is not None:
-            self._forget(old)
+        # ids only grow (never reused, even after the file holding the highest ones is replaced),
+        # so a graph that still holds a replaced file's ids never confuses them with new windows
         file_id = int(cur.execute("SELECT COALESCE(MAX(file_id), 0) + 1 FROM files").fetchone()[0])
-        first = int(cur.execute("SELECT COALESCE(MAX(id), -1) + 1 FROM windows").fetchone()[0])
+        file_id = max(file_id, self._meta_int("next_file_id"))
+        first = max(
+            int(cur.execute("SELECT COALESCE(MAX(id), -1) + 1 FROM windows").fetchone()[0]),
+            self._meta_int("next_id"),
+        )
         with atomic_path(self.part_path(file_id)) as tmp, open(tmp, "wb") as fh:
             np.save(fh, emb)
-        with self._db:
+        with self._db:  # the old windows go and the new ones come in one transaction
+            if old is not None:
+                self._db.execute("DELETE FROM windows WHERE file_id = ?", (old[0],))
+                self._db.execute("DELETE FROM files WHERE file_id = ?", (old[0],))
+                self._set_meta("stale_ids", json.dumps([*self._stale(), [int(old[1]), int(old[2])]]))
             self._db.execute(
                 "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (file_id, path, key, len(emb), first, float(audio_s), native_rate, time.time()),
@@ -234,18 +245,18 @@ class EmbeddingIndex:
                 ((first + i, file_id, float(s)) for i, s in enumerate(starts_s)),
             )
             self._db.execute("DELETE FROM failures WHERE path = ?", (path,))
+            self._set_meta("next_id", str(first + len(emb)))
+            self._set_meta("next_file_id", str(file_id + 1))
+        if old is not None:
+            self.part_path(int(old[0])).unlink(missing_ok=True)
         self._starts = None
 
-    def _forget(self, old: tuple[int, int, int]) -> None:
-        file_id, first, n = old
-        with self._db:
-            self._db.execute("DELETE FROM windows WHERE file_id = ?", (file_id,))
-            self._db.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('stale_ids', ?)",
-                (json.dumps([*self._stale(), [first, n]]),),
-            )
-        self.part_path(file_id).unlink(missing_ok=True)
+    def _meta_int(self, name: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _set_meta(self, name: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
 
     def _stale(self) -> list[list[int]]:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'stale_ids'").fetchone()
@@ -365,8 +376,6 @@ class EmbeddingIndex:
         )
         for first, part in parts:
             ids = np.arange(first, first + len(part), dtype=np.uint64)
-            if have and bool(graph.contains(ids[-1])):
-                continue
             new = ~np.asarray(graph.contains(ids), dtype=bool) if have else np.ones(len(ids), bool)
             if new.any():
                 graph.add(ids[new], np.asarray(part[new], dtype=np.float32), threads=os.cpu_count() or 1)
@@ -415,6 +424,15 @@ class EmbeddingIndex:
             log.warning(
                 "search: %s has no ann.usearch (rerun `chirpkit index`); scanning every window", self.root
             )
+        if graph is not None and len(graph) != len(self):
+            log.warning(
+                "search: the graph of %s holds %d window(s), the index %d (an index run stopped before "
+                "updating it; run `chirpkit index` again); scanning every window",
+                self.root,
+                len(graph),
+                len(self),
+            )
+            graph = None
         if graph is None:
             return self._exact(q, k)
         return self._approximate(graph, q, k, candidates or max(10 * k, 1000))

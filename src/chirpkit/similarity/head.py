@@ -134,6 +134,28 @@ def train_head(
     Raises:
         DataError: no labelled window found in the index, or no class besides the background.
     """
+
+    if negatives < 0 or epochs < 1 or lr <= 0:
+        raise ConfigError(f"negatives={negatives} >= 0, epochs={epochs} >= 1 and lr={lr} > 0 are needed")
+    db = index if isinstance(index, EmbeddingIndex) else EmbeddingIndex.open(index)
+    try:
+        return _train_head(db, labels, out, background_label, negatives, epochs, lr, weight_decay, seed)
+    finally:
+        if not isinstance(index, EmbeddingIndex):
+            db.close()
+
+
+def _train_head(
+    db: EmbeddingIndex,
+    labels: str | os.PathLike[str] | pd.DataFrame,
+    out: str | os.PathLike[str],
+    background_label: str,
+    negatives: int,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+) -> HeadResult:
     import torch
 
     from chirpkit.config import FeatureConfig
@@ -141,9 +163,6 @@ def train_head(
     from chirpkit.models._registry import create_model
     from chirpkit.models.heads import linear_head_name
 
-    if negatives < 0 or epochs < 1 or lr <= 0:
-        raise ConfigError(f"negatives={negatives} >= 0, epochs={epochs} >= 1 and lr={lr} > 0 are needed")
-    db = index if isinstance(index, EmbeddingIndex) else EmbeddingIndex.open(index)
     try:
         head_name = linear_head_name(db.model)
     except ValueError as exc:
@@ -162,7 +181,8 @@ def train_head(
     pos = found[found["label"] != bg]
     ids = np.array(sorted(set(found["id"])), dtype=np.int64)
     # random archive windows, away from every positive (and its neighbours), as negatives
-    near = {int(i) + d for i in pos["id"] for d in (-1, 0, 1)}
+    reach = int(np.ceil(db.window_s / float(db.settings["hop_s"])))  # ids of overlapping windows
+    near = {int(i) + d for i in pos["id"] for d in range(-reach, reach + 1)}
     extra = db.random_ids(negatives, seed=seed, exclude=near | set(ids.tolist()))
     all_ids = np.concatenate([ids, extra])
     y = np.zeros((len(all_ids), len(classes)), np.float32)
@@ -229,6 +249,4 @@ def train_head(
         result.negatives,
         run,
     )
-    if not isinstance(index, EmbeddingIndex):
-        db.close()
     return result

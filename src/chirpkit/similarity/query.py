@@ -56,7 +56,10 @@ class Query:
     def name(self) -> str:
         if self.store is not None:
             return str(self.label)
-        span = "" if self.start_s is None else f"@{self.start_s:g}-{self.end_s:g}s"
+        if self.start_s is None and self.end_s is None:
+            return Path(str(self.path)).name
+        start = 0.0 if self.start_s is None else self.start_s
+        span = f"@{start:g}s-end" if self.end_s is None else f"@{start:g}-{self.end_s:g}s"
         return f"{Path(str(self.path)).name}{span}"
 
 
@@ -128,8 +131,11 @@ def _clip_embedding(db: EmbeddingIndex, q: Query, embedder: Any, allow_lower_rat
             f"query {path}: span {start:g}-{end:g} s is empty or outside the file ({facts.duration_s:.2f} s)"
         )
     rate = int(db.settings["sample_rate"])
-    y, _ = load(path, sample_rate=rate)
-    windows = _span_windows(y[0], rate, db.window_s, start, min(end, facts.duration_s))
+    end = min(end, facts.duration_s)
+    # decode the span and a window either side, not the whole (possibly hours-long) recording
+    offset = max(0.0, start - db.window_s)
+    y, _ = load(path, sample_rate=rate, offset_s=offset, duration_s=end - offset + db.window_s)
+    windows = _span_windows(y[0], rate, db.window_s, start - offset, end - offset)
     emb = np.asarray(embedder(windows), np.float32)
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)  # each window counts alike
     return np.asarray(emb.mean(axis=0, keepdims=True), np.float32)
