@@ -111,3 +111,29 @@ def test_every_recipe_is_a_valid_config_of_a_registered_model() -> None:
         # the model and its parameters (a free dict in the config) build: a misspelt one raises
         create_model(cfg.model.name, num_classes=3, dropout=cfg.model.dropout, **cfg.model.params)
         assert path.read_text().startswith(f"# {path.stem}:"), path  # each says what it is for
+
+
+def test_every_setting_is_described_without_figures() -> None:
+    """`--help` and the docs show these descriptions: each setting has one, and none carries a
+    measured figure (figures go stale; they live in the README's measured results)."""
+    import re
+
+    from pydantic import BaseModel
+
+    from chirpkit.config import Config
+
+    missing, figures = [], []
+
+    def walk(cls: type[BaseModel], prefix: str) -> None:
+        for name, field in cls.model_fields.items():
+            text = field.description or ""
+            if not text:
+                missing.append(prefix + name)
+            if re.search(r"F1 \d|\d(\.\d+)?\s*[x×] (faster|cheaper|slower)|\d\.\d{2,}", text):
+                figures.append(f"{prefix}{name}: {text}")
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                walk(field.annotation, f"{prefix}{name}.")
+
+    walk(Config, "")
+    assert missing == []
+    assert figures == []
