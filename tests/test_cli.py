@@ -52,6 +52,7 @@ def test_public_api_is_pinned() -> None:
         "detection_report",
         "distill",
         "evaluate",
+        "evaluation_report",
         "export",
         "export_reviews",
         "fit",

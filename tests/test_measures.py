@@ -337,3 +337,22 @@ def test_evaluate_reports_ranking_measures_with_intervals(tiny_run: Path, tmp_pa
     assert (tmp_path / "ev" / "pr_curves.png").read_bytes()[:4] == b"\x89PNG"
     again = evaluate(tiny_run, split="val", out=tmp_path / "ev2", n_boot=200, progress=False)
     assert again["ci"] == m["ci"]  # seeded
+
+
+def test_evaluation_is_computed_then_written(tiny_run: Path, tmp_path: Path) -> None:
+    """evaluation_report computes and writes nothing; its write() gives evaluate's files, equal."""
+    from chirpkit.evaluation.report import evaluate, evaluation_report
+
+    before = sorted(p.name for p in tiny_run.iterdir())
+    report = evaluation_report(tiny_run, split="val", n_boot=50, progress=False)
+    assert sorted(p.name for p in tiny_run.iterdir()) == before and not (tmp_path / "a").exists()
+    assert report.metrics["macro_f1"] == pytest.approx(
+        float(report.per_class["f1"][report.per_class["support"] > 0].mean())
+    )
+    report.write(tmp_path / "a")
+    evaluate(tiny_run, split="val", out=tmp_path / "b", n_boot=50, progress=False)
+    written = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert written == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert {"metrics.json", "report.txt", "confusion_matrix.png", "predictions.csv"} <= set(written)
+    for name in ("metrics.json", "report.txt", "per_class.csv", "predictions.csv", "confusion_matrix.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from chirpkit.detection.events import score_detections
     from chirpkit.detection.job import detect, merge
     from chirpkit.detection.scoring import detection_report
-    from chirpkit.evaluation.report import evaluate
+    from chirpkit.evaluation.report import evaluate, evaluation_report
     from chirpkit.evaluation.zeroshot import zero_shot
     from chirpkit.models import create_model, list_models, load_model
     from chirpkit.models.export import export
@@ -69,6 +69,7 @@ __all__ = [
     "detection_report",
     "distill",
     "evaluate",
+    "evaluation_report",
     "export",
     "export_reviews",
     "fit",
@@ -109,6 +110,7 @@ _LAZY = {
     "detect": "chirpkit.detection.job",
     "merge": "chirpkit.detection.job",
     "evaluate": "chirpkit.evaluation.report",
+    "evaluation_report": "chirpkit.evaluation.report",
     "export": "chirpkit.models.export",
     "score_detections": "chirpkit.detection.events",
     "detection_report": "chirpkit.detection.scoring",

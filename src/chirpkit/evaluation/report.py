@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from chirpkit.models.predict import Predictor, load_predictor
 from chirpkit.utils.io import atomic_path, read_json, write_csv, write_json, write_text
 from chirpkit.utils.plots import save_confusion_matrix, save_pr_curves
 
-__all__ = ["evaluate", "scores"]
+__all__ = ["EvaluationReport", "evaluate", "evaluation_report", "scores"]
 
 log = logging.getLogger("chirpkit")
 
@@ -123,27 +124,11 @@ def _multi_hot(labels: Any, lookup: dict[str, int]) -> np.ndarray:
     return out
 
 
-def _evaluate_multilabel(
-    net: Any,
-    st: Store,
-    idx: pd.DataFrame,
-    probs: np.ndarray,
-    lookup: dict[str, int],
-    split: str,
-    out_dir: Path,
-    run_dir: Path,
-    headline: bool,
-    thresholds: str | None,
-    batch_size: int,
-    dev: Any,
-    progress: bool,
-    n_boot: int,
-    seed: int,
-) -> dict[str, Any]:
+def _multilabel_report(
+    spec: Any, st: Store, idx: pd.DataFrame, probs: np.ndarray, lookup: dict[str, int], split: str
+) -> EvaluationReport:
     """Multi-label scores: F1 at 0.5 per class (macro over classes present), subset accuracy and
     mean average precision, per example (window scores averaged) and per window."""
-
-    spec = net.spec
     names = np.array(spec.class_names)
     win_true = _multi_hot(idx["labels"].to_numpy(), lookup)
     rows_of = idx["row"].to_numpy()
@@ -163,54 +148,12 @@ def _evaluate_multilabel(
         "model": spec.architecture,
         "store": str(st.root),
     }
-    if thresholds is not None:
-        metrics["thresholds"] = _thresholds(
-            net, st, thresholds, lookup, batch_size, dev, progress, run_dir, split, probs, win_true
-        )
-    ranking, curves = _ranking(y_true, row_scores, names, _groups(first), n_boot, seed, multi=True)
-    metrics.update(ranking)
-    out_dir.mkdir(parents=True, exist_ok=True)
     y_pred = row_scores >= 0.5
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
     per_class = pd.DataFrame({"class": names, "precision": p, "recall": r, "f1": f, "support": s})
-    per_class = pd.concat([per_class, curves], axis=1)
-    write_csv(out_dir / "per_class.csv", per_class, index=False, float_format="%.4f")
-    write_text(
-        out_dir / "report.txt",
-        f"split: {split}   examples: {len(y_true)}   windows: {len(win_true)}   "
-        "(multi-label, threshold 0.5)\n"
-        f"macro F1: {metrics['macro_f1']:.4f}   weighted F1: {metrics['weighted_f1']:.4f}   "
-        f"subset accuracy: {metrics['accuracy']:.4f}   mAP: {metrics['map']:.4f}   "
-        f"macro ROC-AUC: {metrics['macro_roc_auc']:.4f}\n{_ci_line(metrics)}\n"
-        + per_class.to_string(index=False, float_format=lambda v: f"{v:.4f}")
-        + "\n",
+    return EvaluationReport(
+        split, metrics, names, per_class, y_true, y_pred, row_scores, first, win_true, True
     )
-    save_pr_curves(
-        y_true, row_scores, list(names), out_dir / "pr_curves.png", title=_pr_title(split, metrics)
-    )
-    for fname, arr in (("pred_labels.npy", y_pred), ("true_labels.npy", y_true)):
-        with atomic_path(out_dir / fname) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, arr)
-    preds = pd.DataFrame(
-        {
-            "source": first["source"].to_numpy(),
-            "true": [";".join(names[t]) for t in y_true],
-            "pred": [";".join(names[q]) for q in y_pred],
-        }
-    )
-    write_csv(out_dir / "predictions.csv", preds, index=False)
-    write_json(out_dir / "metrics.json", metrics)
-    if split == "test" and headline:
-        write_json(run_dir / "metrics.json", metrics)
-    log.info(
-        "%s (multi-label): macro F1 %.4f, mAP %.4f over %d example(s); report: %s",
-        split,
-        metrics["macro_f1"],
-        metrics["map"],
-        len(y_true),
-        out_dir,
-    )
-    return metrics
 
 
 def _ranking(
@@ -263,36 +206,160 @@ def _groups(first: pd.DataFrame) -> np.ndarray:
     return np.asarray(first.index.astype(str))
 
 
-def evaluate(
+@dataclass
+class EvaluationReport:
+    """What :func:`evaluation_report` computed; :meth:`write` puts it on disk.
+
+    Attributes:
+        split: the split scored.
+        metrics: the figures (``metrics.json``).
+        class_names: the model's classes.
+        per_class: precision, recall, F1, support, AP and ROC-AUC per class.
+        y_true, y_pred: per example: class indices, or multi-hot rows (multi-label, at 0.5).
+        scores: per example: the mean of its windows' class scores ``(examples, classes)``.
+        examples: one row per example (catalog row) with its ``source`` and ``group``.
+        window_true: per window: class indices or multi-hot rows.
+        multilabel: whether the model is multi-label.
+    """
+
+    split: str
+    metrics: dict[str, Any]
+    class_names: np.ndarray
+    per_class: pd.DataFrame
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    scores: np.ndarray
+    examples: pd.DataFrame
+    window_true: np.ndarray
+    multilabel: bool
+
+    def text(self) -> str:
+        """``report.txt``: the headline figures, their intervals and the per-class table."""
+        m, n, w = self.metrics, len(self.y_true), len(self.window_true)
+        if self.multilabel:
+            return (
+                f"split: {self.split}   examples: {n}   windows: {w}   (multi-label, threshold 0.5)\n"
+                f"macro F1: {m['macro_f1']:.4f}   weighted F1: {m['weighted_f1']:.4f}   "
+                f"subset accuracy: {m['accuracy']:.4f}   mAP: {m['map']:.4f}   "
+                f"macro ROC-AUC: {m['macro_roc_auc']:.4f}\n{_ci_line(m)}\n"
+                + self.per_class.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+                + "\n"
+            )
+        present = np.unique(np.concatenate([self.y_true, self.y_pred]))
+        table = classification_report(
+            self.y_true,
+            self.y_pred,
+            labels=present,
+            target_names=self.class_names[present].tolist(),
+            digits=4,
+            zero_division=0,
+        )
+        return (
+            f"split: {self.split}   examples: {n}   windows: {w}\n"
+            f"macro F1: {m['macro_f1']:.4f}   weighted F1: {m['weighted_f1']:.4f}   "
+            f"accuracy: {m['accuracy']:.4f}\nmacro AP: {m['cmap']:.4f}   macro ROC-AUC: "
+            f"{m['macro_roc_auc']:.4f}   top-1: {m['top1']:.4f}\n{_ci_line(m)}\n{table}"
+        )
+
+    def write(self, out: str | os.PathLike[str]) -> Path:
+        """``metrics.json``, ``per_class.csv``, ``report.txt``, ``pr_curves.png``,
+        ``predictions.csv``, ``pred_labels.npy`` / ``true_labels.npy`` and, single-label,
+        ``confusion_matrix.csv`` / ``.png``, each written atomically into ``out``."""
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        names, k = self.class_names, len(self.class_names)
+        write_csv(out_dir / "per_class.csv", self.per_class, index=False, float_format="%.4f")
+        write_text(out_dir / "report.txt", self.text())
+        truth = self.y_true if self.multilabel else np.eye(k, dtype=bool)[self.y_true]
+        save_pr_curves(
+            truth,
+            self.scores,
+            list(names),
+            out_dir / "pr_curves.png",
+            title=_pr_title(self.split, self.metrics),
+        )
+        if self.multilabel:
+            labels = (self.y_pred, self.y_true)
+            preds = pd.DataFrame(
+                {
+                    "source": self.examples["source"].to_numpy(),
+                    "true": [";".join(names[t]) for t in self.y_true],
+                    "pred": [";".join(names[q]) for q in self.y_pred],
+                }
+            )
+            write_csv(out_dir / "predictions.csv", preds, index=False)
+        else:
+            cm = confusion_matrix(self.y_true, self.y_pred, labels=np.arange(k))
+            write_csv(out_dir / "confusion_matrix.csv", pd.DataFrame(cm, index=names, columns=names))
+            save_confusion_matrix(
+                cm,
+                list(names),
+                out_dir / "confusion_matrix.png",
+                title=f"{self.split}: macro F1 {self.metrics['macro_f1']:.3f} (n={len(self.y_true)})",
+            )
+            labels = (names[self.y_pred], names[self.y_true])
+            preds = pd.DataFrame(
+                {
+                    "source": self.examples["source"].to_numpy(),
+                    "true": names[self.y_true],
+                    "pred": names[self.y_pred],
+                    "score": self.scores.max(axis=1),
+                }
+            )
+            write_csv(out_dir / "predictions.csv", preds, index=False, float_format="%.4f")
+        for fname, arr in zip(("pred_labels.npy", "true_labels.npy"), labels, strict=True):
+            with atomic_path(out_dir / fname) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, arr)
+        write_json(out_dir / "metrics.json", self.metrics)
+        return out_dir
+
+
+def _single_label_report(
+    spec: Any, st: Store, idx: pd.DataFrame, probs: np.ndarray, lookup: dict[str, int], split: str
+) -> EvaluationReport:
+    k = spec.num_classes
+    win_true = idx["label"].map(lookup).to_numpy()
+    win_pred = probs.argmax(axis=1)
+    # per example: average the probabilities of its windows
+    row_probs = pd.DataFrame(probs).groupby(idx["row"].to_numpy(), sort=True).mean().to_numpy()
+    rows = idx.groupby("row", sort=True).first()
+    y_true = rows["label"].map(lookup).to_numpy()
+    y_pred = row_probs.argmax(axis=1)
+    metrics: dict[str, Any] = {
+        "split": split,
+        "level": "example",
+        **scores(y_true, y_pred, k),
+        "n_examples": len(y_true),
+        "n_windows": len(win_true),
+        "window": scores(win_true, win_pred, k) | threshold_free(ranking_scores(win_true, probs)),
+        "classes_evaluated": len(np.unique(y_true)),
+        "model": spec.architecture,
+        "store": str(st.root),
+    }
+    names = np.array(spec.class_names)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=np.arange(k), zero_division=0)
+    per_class = pd.DataFrame({"class": names, "precision": p, "recall": r, "f1": f, "support": s})
+    return EvaluationReport(
+        split, metrics, names, per_class, y_true, y_pred, row_probs, rows, win_true, False
+    )
+
+
+def evaluation_report(
     run: str | os.PathLike[str],
     *,
     split: str = "test",
     store: Store | str | os.PathLike[str] | None = None,
-    out: str | os.PathLike[str] | None = None,
     batch_size: int = 64,
     device: str = "auto",
     thresholds: str | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Score the run's model on ``split`` of its store (or another store with the same classes).
-
-    With ``thresholds`` (``"precision=0.9"``, ``"recall=0.8"`` or ``"f1"``), one detection
-    threshold per class is also chosen on the validation windows and saved as
-    ``RUN/thresholds.json`` (``chirpkit detect`` applies it by default), with the precision and
-    recall it reaches on val and on ``split``.
-
-    ``n_boot`` bootstrap draws over the examples' groups (recordings; ``seed``) give the 95 %
-    intervals of macro F1, macro AP and macro ROC-AUC (``metrics["ci"]``); 0 skips them.
-
-    Returns:
-        The metrics (also written to ``metrics.json``).
-
-    Raises:
-        RunError: the run has no model, or the store's audio settings differ from the model's.
-        DataError: the split has no windows.
-    """
+) -> EvaluationReport:
+    """The figures of :func:`evaluate`, computed and returned, nothing written (but for
+    ``RUN/thresholds.json`` when ``thresholds`` asks for them)."""
+    if n_boot < 0:
+        raise ConfigError(f"n_boot={n_boot} must be >= 0")
     run_dir = Path(run)
     net = load_predictor(run_dir, device=device)
     spec = net.spec
@@ -318,117 +385,96 @@ def evaluate(
         )
         keep = idx["label"].isin(list(lookup)).to_numpy()
         pos, idx = pos[keep], idx[keep].reset_index(drop=True)
-
-    dev = device
-    probs = _window_probs(net, st, pos, batch_size, dev, progress, f"evaluate {split}")
-    k = spec.num_classes
-    out_dir = Path(out) if out is not None else run_dir / f"eval-{split}"
-    if spec.task == "multilabel":
-        return _evaluate_multilabel(
+    probs = _window_probs(net, st, pos, batch_size, device, progress, f"evaluate {split}")
+    multi = spec.task == "multilabel"
+    report = (_multilabel_report if multi else _single_label_report)(spec, st, idx, probs, lookup, split)
+    if thresholds is not None:
+        report.metrics["thresholds"] = _thresholds(
             net,
             st,
-            idx,
-            probs,
-            lookup,
-            split,
-            out_dir,
-            run_dir,
-            out is None,
             thresholds,
+            lookup,
             batch_size,
-            dev,
+            device,
             progress,
-            n_boot,
-            seed,
+            run_dir,
+            split,
+            probs,
+            report.window_true,
         )
-    if n_boot < 0:
-        raise ConfigError(f"n_boot={n_boot} must be >= 0")
-    win_true = idx["label"].map(lookup).to_numpy()
-    win_pred = probs.argmax(axis=1)
+    ranking, curves = _ranking(
+        report.y_true, report.scores, report.class_names, _groups(report.examples), n_boot, seed, multi=multi
+    )
+    report.metrics.update(ranking)
+    report.per_class = pd.concat([report.per_class, curves], axis=1)
+    return report
 
-    # per example: average the probabilities of its windows
-    by_row = pd.DataFrame(probs).groupby(idx["row"].to_numpy(), sort=True).mean()
-    rows = idx.groupby("row", sort=True).first()
-    y_true = rows["label"].map(lookup).to_numpy()
-    row_probs = by_row.to_numpy()
-    y_pred = row_probs.argmax(axis=1)
 
-    metrics: dict[str, Any] = {
-        "split": split,
-        "level": "example",
-        **scores(y_true, y_pred, k),
-        "n_examples": len(y_true),
-        "n_windows": len(win_true),
-        "window": scores(win_true, win_pred, k) | threshold_free(ranking_scores(win_true, probs)),
-        "classes_evaluated": len(np.unique(y_true)),
-        "model": spec.architecture,
-        "store": str(st.root),
-    }
-    if thresholds is not None:
-        metrics["thresholds"] = _thresholds(
-            net, st, thresholds, lookup, batch_size, dev, progress, run_dir, split, probs, win_true
-        )
-    names = np.array(spec.class_names)
-    ranking, curves = _ranking(y_true, row_probs, names, _groups(rows), n_boot, seed, multi=False)
-    metrics.update(ranking)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    present = np.unique(np.concatenate([y_true, y_pred]))
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=np.arange(k), zero_division=0)
-    per_class = pd.DataFrame({"class": names, "precision": p, "recall": r, "f1": f, "support": s})
-    per_class = pd.concat([per_class, curves], axis=1)
-    write_csv(out_dir / "per_class.csv", per_class, index=False, float_format="%.4f")
-    report = classification_report(
-        y_true,
-        y_pred,
-        labels=present,
-        target_names=names[present].tolist(),
-        digits=4,
-        zero_division=0,
+def evaluate(
+    run: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    store: Store | str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    thresholds: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score the run's model on ``split`` of its store (or another store with the same classes).
+
+    With ``thresholds`` (``"precision=0.9"``, ``"recall=0.8"`` or ``"f1"``), one detection
+    threshold per class is also chosen on the validation windows and saved as
+    ``RUN/thresholds.json`` (``chirpkit detect`` applies it by default), with the precision and
+    recall it reaches on val and on ``split``.
+
+    ``n_boot`` bootstrap draws over the examples' groups (recordings; ``seed``) give the 95 %
+    intervals of macro F1, macro AP and macro ROC-AUC (``metrics["ci"]``); 0 skips them.
+
+    The figures are computed by :func:`evaluation_report`, then written by
+    :meth:`EvaluationReport.write` to ``out`` (default ``RUN/eval-<split>``).
+
+    Returns:
+        The metrics (also written to ``metrics.json``).
+
+    Raises:
+        RunError: the run has no model, or the store's audio settings differ from the model's.
+        DataError: the split has no windows.
+    """
+    report = evaluation_report(
+        run,
+        split=split,
+        store=store,
+        batch_size=batch_size,
+        device=device,
+        thresholds=thresholds,
+        n_boot=n_boot,
+        seed=seed,
+        progress=progress,
     )
-    write_text(
-        out_dir / "report.txt",
-        f"split: {split}   examples: {len(y_true)}   windows: {len(win_true)}\n"
-        f"macro F1: {metrics['macro_f1']:.4f}   weighted F1: {metrics['weighted_f1']:.4f}   "
-        f"accuracy: {metrics['accuracy']:.4f}\nmacro AP: {metrics['cmap']:.4f}   macro ROC-AUC: "
-        f"{metrics['macro_roc_auc']:.4f}   top-1: {metrics['top1']:.4f}\n{_ci_line(metrics)}\n{report}",
-    )
-    cm = confusion_matrix(y_true, y_pred, labels=np.arange(k))
-    write_csv(out_dir / "confusion_matrix.csv", pd.DataFrame(cm, index=names, columns=names))
-    save_confusion_matrix(
-        cm,
-        spec.class_names,
-        out_dir / "confusion_matrix.png",
-        title=f"{split}: macro F1 {metrics['macro_f1']:.3f} (n={len(y_true)})",
-    )
-    save_pr_curves(
-        np.eye(k, dtype=bool)[y_true],
-        row_probs,
-        list(names),
-        out_dir / "pr_curves.png",
-        title=_pr_title(split, metrics),
-    )
-    for fname, arr in (("pred_labels.npy", names[y_pred]), ("true_labels.npy", names[y_true])):
-        with atomic_path(out_dir / fname) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, arr)
-    preds = pd.DataFrame(
-        {
-            "source": rows["source"].to_numpy(),
-            "true": names[y_true],
-            "pred": names[y_pred],
-            "score": row_probs.max(axis=1),
-        }
-    )
-    write_csv(out_dir / "predictions.csv", preds, index=False, float_format="%.4f")
-    write_json(out_dir / "metrics.json", metrics)
+    out_dir = report.write(Path(out) if out is not None else Path(run) / f"eval-{split}")
+    metrics = report.metrics
     if split == "test" and out is None:
-        write_json(run_dir / "metrics.json", metrics)
-    log.info(
-        "%s: macro F1 %.4f, weighted F1 %.4f, accuracy %.4f over %d example(s); report: %s",
-        split,
-        metrics["macro_f1"],
-        metrics["weighted_f1"],
-        metrics["accuracy"],
-        len(y_true),
-        out_dir,
-    )
+        write_json(Path(run) / "metrics.json", metrics)
+    if report.multilabel:
+        log.info(
+            "%s (multi-label): macro F1 %.4f, mAP %.4f over %d example(s); report: %s",
+            split,
+            metrics["macro_f1"],
+            metrics["map"],
+            len(report.y_true),
+            out_dir,
+        )
+    else:
+        log.info(
+            "%s: macro F1 %.4f, weighted F1 %.4f, accuracy %.4f over %d example(s); report: %s",
+            split,
+            metrics["macro_f1"],
+            metrics["weighted_f1"],
+            metrics["accuracy"],
+            len(report.y_true),
+            out_dir,
+        )
     return metrics
