@@ -355,3 +355,22 @@ def test_recordings_are_found_from_any_folder_and_after_a_move(
     shutil.move(str(project), moved)
     det = load_detect_folder(moved / "out" / "det")
     assert det.paths["audio/site1.wav"] == (moved / "audio" / "site1.wav").resolve()
+
+
+def test_calibration_is_computed_then_written(det: Path, tmp_path: Path) -> None:
+    """calibration() writes nothing; write() gives calibrate's files, the same thresholds."""
+    from chirpkit.review.calibrate import calibration
+
+    review_all(det)
+    before = sorted(p.name for p in det.iterdir())
+    result = calibration(det, precision=0.9, min_reviews=10)
+    assert sorted(p.name for p in det.iterdir()) == before
+    result.write(tmp_path / "a")
+    table = calibrate(det, precision=0.9, min_reviews=10, out=tmp_path / "b")
+    pd.testing.assert_frame_equal(result.table, table)
+    for name in ("thresholds.json", "thresholds.csv", "reliability_high.png"):
+        assert (tmp_path / "a" / name).is_file() and (tmp_path / "b" / name).is_file()
+    assert (
+        json.loads((tmp_path / "a" / "thresholds.json").read_text())["classes"]
+        == json.loads((tmp_path / "b" / "thresholds.json").read_text())["classes"]
+    )

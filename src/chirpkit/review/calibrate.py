@@ -41,7 +41,7 @@ import pandas as pd
 
 from chirpkit.errors import ConfigError, DataError
 
-__all__ = ["CorrectnessFit", "calibrate", "fit_correctness"]
+__all__ = ["Calibration", "CorrectnessFit", "calibrate", "calibration", "fit_correctness"]
 
 log = logging.getLogger("chirpkit")
 
@@ -187,6 +187,154 @@ def _plot(
         fig.savefig(tmp, format="png")
 
 
+@dataclass
+class Calibration:
+    """What :func:`calibration` computed from the reviews; :meth:`write` and :meth:`apply` put it
+    on disk.
+
+    Attributes:
+        rule: the target, e.g. ``precision=0.9``.
+        table: one row per class (see :func:`calibrate`).
+        curves: per class, what its reliability plot shows: ``(reviewed scores, their verdicts,
+            the fit or None, every detection's score, P(correct) of each or None)``.
+        run: the model run that made the detections (None when unknown).
+        folder: the detections folder the reviews belong to.
+    """
+
+    rule: str
+    table: pd.DataFrame
+    curves: dict[str, tuple[np.ndarray, np.ndarray, Any, np.ndarray, np.ndarray | None]]
+    run: Path | None
+    folder: Path
+
+    def write(self, out: str | os.PathLike[str], *, plots: bool = True) -> Path:
+        """``thresholds.json`` (the format ``detect`` reads), ``thresholds.csv`` and, with
+        ``plots``, ``reliability_<class>.png`` in ``out``."""
+        from chirpkit.evaluation.thresholds import save_thresholds
+
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if plots:
+            for record in self.table.to_dict("records"):
+                row = {str(k): v for k, v in record.items()}
+                s, ok, fit, all_scores, p = self.curves[row["class"]]
+                _plot(
+                    out_dir / f"reliability_{_safe(row['class'])}.png",
+                    row["class"],
+                    s,
+                    ok,
+                    row,
+                    fit,
+                    all_scores,
+                    p,
+                )
+        save_thresholds(self.table, out_dir, rule=self.rule, split="reviews")
+        return out_dir
+
+    def apply(self, run: str | os.PathLike[str] | None = None) -> Path:
+        """Write the thresholds into the model run (``run``, default the one that made the
+        detections), so the next ``detect`` with it uses them; a ``thresholds.json`` already there
+        is kept as ``thresholds.before-calibrate.json``."""
+        from chirpkit.evaluation.thresholds import save_thresholds
+
+        target_run = Path(run) if run is not None else self.run
+        if target_run is None:
+            raise DataError(
+                "apply: the model run is unknown (detect_summary.json names none that exists here); "
+                "pass run=... (--run)"
+            )
+        root = target_run if target_run.is_dir() else target_run.parent
+        for name in ("thresholds.json", "thresholds.csv"):
+            if (root / name).is_file():
+                shutil.copy2(root / name, root / name.replace("thresholds", "thresholds.before-calibrate"))
+        save_thresholds(self.table, root, rule=self.rule, split="reviews")
+        return root
+
+
+def _class_row(
+    cls: str, rv: pd.DataFrame, cls_items: pd.DataFrame, kind: str, target: float, rule: str, min_reviews: int
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, Any, np.ndarray, np.ndarray | None]]:
+    s, ok = rv["score"].to_numpy(float), rv["correct"].to_numpy(bool)
+    all_scores = cls_items["score"].to_numpy(float)
+    known = rv["correct"].reindex(cls_items.index)  # the verdict where there is one
+    if not len(all_scores):
+        all_scores, known = s, rv["correct"]
+    row: dict[str, Any] = {
+        "class": cls,
+        "threshold": math.nan,
+        "precision": math.nan,
+        "recall": math.nan,
+        "support": int(ok.sum()),
+        "reachable": False,
+        "status": "ok",
+        "reviews": len(rv),
+        "correct": int(ok.sum()),
+        "detections": len(all_scores),
+        "kept": math.nan,
+        "intercept": math.nan,
+        "coef": math.nan,
+        "score_at_target": math.nan,
+        "reviewed_precision": float(ok.mean()) if len(ok) else math.nan,
+    }
+    fit = fit_correctness(s, ok) if len(rv) >= min_reviews else None
+    p: np.ndarray | None = None
+    if len(rv) < min_reviews:
+        row["status"] = f"too few reviews ({len(rv)} < {min_reviews})"
+    elif fit is None:
+        row["status"] = f"needs two right and two wrong ({int(ok.sum())} right, {int((~ok).sum())} wrong)"
+    else:
+        row.update(intercept=fit.intercept, coef=fit.coef)
+        if fit.coef <= 0:
+            row["status"] = "score does not predict correctness (slope <= 0)"
+        else:
+            p = np.where(known.notna(), known.astype(float), fit.predict(all_scores))
+            thr, prec, rec, kept = _choose(all_scores, p, kind, target)
+            row.update(threshold=thr, precision=prec, recall=rec, kept=kept, reachable=thr <= 1.0)
+            if thr > 1.0:
+                row["status"] = f"{rule} not reachable"
+            if kind == "precision":
+                row["score_at_target"] = fit.score_at(target)
+            above = s >= thr
+            row["reviewed_precision"] = float(ok[above].mean()) if above.any() else math.nan
+    return row, (s, ok, fit, all_scores, p)
+
+
+def calibration(
+    folder: str | os.PathLike[str],
+    *,
+    precision: float | None = None,
+    recall: float | None = None,
+    min_reviews: int = 20,
+    run: str | os.PathLike[str] | None = None,
+) -> Calibration:
+    """The thresholds of :func:`calibrate`, computed from the reviews, nothing written."""
+    from chirpkit.review.db import ReviewDB
+    from chirpkit.review.items import load_detect_folder
+
+    if precision is not None and recall is not None:
+        raise ConfigError("give either precision or recall (--precision or --recall), not both")
+    kind, target = ("recall", recall) if recall is not None else ("precision", precision or 0.9)
+    if not 0 < target <= 1:
+        raise ConfigError(f"{kind}={target} must be in (0, 1]")
+    if min_reviews < 4:
+        raise ConfigError(f"min_reviews={min_reviews} must be at least 4 (two right and two wrong)")
+    det = load_detect_folder(folder, run=run)
+    reviews = ReviewDB(det.db_path, create=False).current()
+    if reviews.empty:
+        raise DataError(
+            f"no reviews in {det.db_path}: review some detections first (chirpkit review {folder})"
+        )
+    rule = f"{kind}={target:g}"
+    rows, curves = [], {}
+    for cls in sorted(set(det.items["label"]) | set(reviews["detected_label"])):
+        rv = reviews[reviews["detected_label"] == cls]
+        row, curves[cls] = _class_row(
+            cls, rv, det.items[det.items["label"] == cls], kind, target, rule, min_reviews
+        )
+        rows.append(row)
+    return Calibration(rule, pd.DataFrame(rows), curves, Path(run) if run is not None else det.run, det.root)
+
+
 def calibrate(
     folder: str | os.PathLike[str],
     *,
@@ -211,6 +359,9 @@ def calibrate(
             already there is kept as ``thresholds.before-calibrate.json``.
         plots: write the reliability PNGs.
 
+    The thresholds are computed by :func:`calibration`, then written by
+    :meth:`Calibration.write` (and :meth:`Calibration.apply`).
+
     Returns:
         One row per class: ``class, threshold, precision, recall, support, reachable, status,
         reviews, correct, detections, kept, intercept, coef, score_at_target,
@@ -221,81 +372,13 @@ def calibrate(
         ConfigError: both or neither target valid, or out of (0, 1].
         DataError: no reviews.
     """
-    from chirpkit.evaluation.thresholds import save_thresholds
-    from chirpkit.review.db import ReviewDB
-    from chirpkit.review.items import load_detect_folder
-
-    if precision is not None and recall is not None:
-        raise ConfigError("give either precision or recall (--precision or --recall), not both")
-    kind, target = ("recall", recall) if recall is not None else ("precision", precision or 0.9)
-    if not 0 < target <= 1:
-        raise ConfigError(f"{kind}={target} must be in (0, 1]")
-    if min_reviews < 4:
-        raise ConfigError(f"min_reviews={min_reviews} must be at least 4 (two right and two wrong)")
-    det = load_detect_folder(folder, run=run)
-    reviews = ReviewDB(det.db_path, create=False).current()
-    if reviews.empty:
-        raise DataError(
-            f"no reviews in {det.db_path}: review some detections first (chirpkit review {folder})"
-        )
-    out_dir = Path(out) if out is not None else det.root / "calibration"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rule = f"{kind}={target:g}"
-    rows: list[dict[str, Any]] = []
-    for cls in sorted(set(det.items["label"]) | set(reviews["detected_label"])):
-        rv = reviews[reviews["detected_label"] == cls]
-        s, ok = rv["score"].to_numpy(float), rv["correct"].to_numpy(bool)
-        cls_items = det.items[det.items["label"] == cls]
-        all_scores = cls_items["score"].to_numpy(float)
-        known = rv["correct"].reindex(cls_items.index)  # the verdict where there is one
-        if not len(all_scores):
-            all_scores, known = s, rv["correct"]
-        row: dict[str, Any] = {
-            "class": cls,
-            "threshold": math.nan,
-            "precision": math.nan,
-            "recall": math.nan,
-            "support": int(ok.sum()),
-            "reachable": False,
-            "status": "ok",
-            "reviews": len(rv),
-            "correct": int(ok.sum()),
-            "detections": len(all_scores),
-            "kept": math.nan,
-            "intercept": math.nan,
-            "coef": math.nan,
-            "score_at_target": math.nan,
-            "reviewed_precision": float(ok.mean()) if len(ok) else math.nan,
-        }
-        fit = fit_correctness(s, ok) if len(rv) >= min_reviews else None
-        p: np.ndarray | None = None
-        if len(rv) < min_reviews:
-            row["status"] = f"too few reviews ({len(rv)} < {min_reviews})"
-        elif fit is None:
-            row["status"] = f"needs two right and two wrong ({int(ok.sum())} right, {int((~ok).sum())} wrong)"
-        else:
-            row.update(intercept=fit.intercept, coef=fit.coef)
-            if fit.coef <= 0:
-                row["status"] = "score does not predict correctness (slope <= 0)"
-            else:
-                p = np.where(known.notna(), known.astype(float), fit.predict(all_scores))
-                thr, prec, rec, kept = _choose(all_scores, p, kind, target)
-                row.update(threshold=thr, precision=prec, recall=rec, kept=kept, reachable=thr <= 1.0)
-                if thr > 1.0:
-                    row["status"] = f"{rule} not reachable"
-                if kind == "precision":
-                    row["score_at_target"] = fit.score_at(target)
-                above = s >= thr
-                row["reviewed_precision"] = float(ok[above].mean()) if above.any() else math.nan
-        rows.append(row)
-        if plots:
-            _plot(out_dir / f"reliability_{_safe(cls)}.png", cls, s, ok, row, fit, all_scores, p)
-    table = pd.DataFrame(rows)
-    save_thresholds(table, out_dir, rule=rule, split="reviews")
+    result = calibration(folder, precision=precision, recall=recall, min_reviews=min_reviews, run=run)
+    out_dir = result.write(Path(out) if out is not None else result.folder / "calibration", plots=plots)
+    table = result.table
     fitted = table[table["reachable"]]
     log.info(
         "calibrate (%s): %d class(es) with a threshold, %d without → %s",
-        rule,
+        result.rule,
         len(fitted),
         len(table) - len(fitted),
         out_dir / "thresholds.json",
@@ -304,16 +387,6 @@ def calibrate(
         if r["status"] != "ok":
             log.warning("calibrate: %s: %s", r["class"], r["status"])
     if apply:
-        target_run = Path(run) if run is not None else det.run
-        if target_run is None:
-            raise DataError(
-                "apply: the model run is unknown (detect_summary.json names none that exists here); "
-                "pass run=... (--run)"
-            )
-        root = target_run if target_run.is_dir() else target_run.parent
-        for name in ("thresholds.json", "thresholds.csv"):
-            if (root / name).is_file():
-                shutil.copy2(root / name, root / name.replace("thresholds", "thresholds.before-calibrate"))
-        save_thresholds(table, root, rule=rule, split="reviews")
+        root = result.apply(run)
         log.info("calibrate: thresholds written into the run %s (detect uses them from now on)", root)
     return table
