@@ -35,6 +35,44 @@ log = logging.getLogger("chirpkit")
 _BLOCK = 65_536
 
 
+def _score_windows(db: EmbeddingIndex, net: Any, spec: Any, cut: np.ndarray, progress: bool) -> pd.DataFrame:
+    """Window rows ``file, start_s, end_s, label, score`` whose score reaches its class's cut,
+    scored a block of embeddings at a time (background classes left out)."""
+    import torch
+
+    files = db.files()
+    by_first = dict(zip(files["first_id"], files["path"], strict=True))
+    multilabel = spec.task == "multilabel"
+    names = np.asarray(spec.class_names, dtype=object)
+    rows: list[pd.DataFrame] = []
+    parts = tqdm(db.iter_parts(), total=len(files), desc="detect (index)", unit="file", disable=not progress)
+    with torch.inference_mode():
+        for first, part in parts:
+            starts = db.file_windows(by_first[first])["start_s"].to_numpy()
+            for a in range(0, len(part), _BLOCK):
+                logits = net.eval()(torch.from_numpy(np.asarray(part[a : a + _BLOCK], np.float32))).float()
+                p = (torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)).numpy()
+                w, c = np.nonzero(p >= cut)
+                s = starts[a + w]
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "file": by_first[first],
+                            "start_s": s,
+                            "end_s": s + db.window_s,
+                            "label": names[c],
+                            "score": p[w, c],
+                        }
+                    )
+                )
+    table = (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=DETECTION_COLUMNS))[
+        DETECTION_COLUMNS
+    ]
+    return table[~table["label"].isin(spec.background_labels)].sort_values(
+        ["file", "start_s", "label"], ignore_index=True
+    )
+
+
 def detect_in_index(
     run: str | os.PathLike[str],
     index: str | os.PathLike[str] | EmbeddingIndex,
@@ -66,7 +104,6 @@ def detect_in_index(
         ConfigError: the run is not a head on the index's embedding model (it needs audio: run
             ``detect RUN AUDIO``).
     """
-    import torch
 
     from chirpkit.evaluation.thresholds import load_thresholds
     from chirpkit.models import load_network, read_model_file
@@ -84,39 +121,8 @@ def detect_in_index(
             )
         per_class = load_thresholds(run) if thresholds == "auto" else None
         cut = np.array([(per_class or {}).get(c, min_score) for c in spec.class_names], np.float32)
-        multilabel = spec.task == "multilabel"
-        files = db.files().set_index("file_id")
-        rows: list[pd.DataFrame] = []
-        parts = tqdm(
-            db.iter_parts(), total=len(files), desc="detect (index)", unit="file", disable=not progress
-        )
-        by_first = dict(zip(files["first_id"], files["path"], strict=True))
-        with torch.inference_mode():
-            for first, part in parts:
-                starts = db.file_windows(by_first[first])["start_s"].to_numpy()
-                for a in range(0, len(part), _BLOCK):
-                    x = torch.from_numpy(np.asarray(part[a : a + _BLOCK], np.float32))
-                    logits = net.eval()(x).float()
-                    p = (torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)).numpy()
-                    w, c = np.nonzero(p >= cut)
-                    s = starts[a + w]
-                    rows.append(
-                        pd.DataFrame(
-                            {
-                                "file": by_first[first],
-                                "start_s": s,
-                                "end_s": s + db.window_s,
-                                "label": np.asarray(spec.class_names, dtype=object)[c],
-                                "score": p[w, c],
-                            }
-                        )
-                    )
-        table = (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=DETECTION_COLUMNS))[
-            DETECTION_COLUMNS
-        ]
-        table = table[~table["label"].isin(spec.background_labels)].sort_values(
-            ["file", "start_s", "label"], ignore_index=True
-        )
+        table = _score_windows(db, net, spec, cut, progress)
+        files = db.files()
         events = merge_events(table, gap_s=merge_gap_s)
         root = Path(out)
         summary: dict[str, Any] = {
