@@ -253,8 +253,9 @@ def _cut(task: dict[str, Any], gain: float = 1.0) -> tuple[np.ndarray, str, list
     if per_window:
         for i in range(len(windows)):
             windows[i] = cond.window(windows[i], core)
-        if task["dtype"] == "int16" and _peak(windows) > 1.0:  # the margins may be louder than the core
-            gain = 1.0 / _peak(windows)
+        peak = _peak(windows) if task["dtype"] == "int16" else 0.0
+        if peak > 1.0:  # the margins may be louder than the core
+            gain = 1.0 / peak
             windows *= gain
         windows = _to_disk(windows, task["dtype"])
     elif loudest[0] > 1.0:  # some read did not fit int16: cut again, every read at the same gain

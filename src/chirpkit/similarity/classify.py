@@ -35,12 +35,13 @@ log = logging.getLogger("chirpkit")
 _BLOCK = 65_536
 
 
-def _score_windows(db: EmbeddingIndex, net: Any, spec: Any, cut: np.ndarray, progress: bool) -> pd.DataFrame:
+def _score_windows(
+    db: EmbeddingIndex, files: pd.DataFrame, net: Any, spec: Any, cut: np.ndarray, progress: bool
+) -> pd.DataFrame:
     """Window rows ``file, start_s, end_s, label, score`` whose score reaches its class's cut,
     scored a block of embeddings at a time (background classes left out)."""
     import torch
 
-    files = db.files()
     by_first = dict(zip(files["first_id"], files["path"], strict=True))
     multilabel = spec.task == "multilabel"
     names = np.asarray(spec.class_names, dtype=object)
@@ -121,8 +122,8 @@ def detect_in_index(
             )
         per_class = load_thresholds(run) if thresholds == "auto" else None
         cut = np.array([(per_class or {}).get(c, min_score) for c in spec.class_names], np.float32)
-        table = _score_windows(db, net, spec, cut, progress)
         files = db.files()
+        table = _score_windows(db, files, net, spec, cut, progress)
         events = merge_events(table, gap_s=merge_gap_s)
         root = Path(out)
         summary: dict[str, Any] = {

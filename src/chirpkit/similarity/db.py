@@ -42,7 +42,7 @@ from chirpkit._version import __version__
 from chirpkit.errors import ConfigError, DataError, MissingPathError, RunError
 from chirpkit.utils.io import atomic_path, read_json, write_json
 
-__all__ = ["INDEX_FORMAT", "EmbeddingIndex", "Hits"]
+__all__ = ["INDEX_FORMAT", "EmbeddingIndex", "Hits", "unit_rows"]
 
 log = logging.getLogger("chirpkit")
 
@@ -332,7 +332,6 @@ class EmbeddingIndex:
     def random_ids(self, n: int, *, seed: int, exclude: set[int] | None = None) -> np.ndarray:
         """Up to ``n`` distinct window ids drawn uniformly (seeded), none of ``exclude``."""
         self._load_parts()
-        total = sum(p[1] for p in self._parts)
         ids = (
             np.concatenate([np.arange(a, a + b) for a, b, _ in self._parts])
             if self._parts
@@ -341,7 +340,7 @@ class EmbeddingIndex:
         if exclude:
             ids = ids[~np.isin(ids, np.fromiter(exclude, np.int64))]
         rng = np.random.default_rng(seed)
-        return np.sort(rng.choice(ids, size=min(n, len(ids)), replace=False)) if total else ids
+        return np.sort(rng.choice(ids, size=min(n, len(ids)), replace=False)) if len(ids) else ids
 
     # --- the approximate graph ----------------------------------------------------------------
 
@@ -415,7 +414,7 @@ class EmbeddingIndex:
             raise DataError(
                 f"queries have {q.shape[1]} dimensions; the index holds {self.dim}-d {self.model} embeddings"
             )
-        q = _unit(q)
+        q = unit_rows(q)
         if k < 1:
             raise ConfigError(f"top={k} must be >= 1")
         use_exact = exact if isinstance(exact, bool) else len(self) <= EXACT_LIMIT
@@ -442,7 +441,7 @@ class EmbeddingIndex:
         best_i = np.zeros((len(q), 0), np.int64)
         for first, part in self.iter_parts():
             for a in range(0, len(part), _BLOCK_ROWS):
-                block = _unit(np.asarray(part[a : a + _BLOCK_ROWS], dtype=np.float32))
+                block = unit_rows(np.asarray(part[a : a + _BLOCK_ROWS], dtype=np.float32))
                 s = q @ block.T
                 ids = np.broadcast_to(np.arange(first + a, first + a + len(block)), s.shape)
                 best_s = np.concatenate([best_s, s], axis=1)
@@ -465,7 +464,7 @@ class EmbeddingIndex:
             cand = keys[r, : counts[r]]
             if not len(cand):
                 continue
-            exact = _unit(self.vectors(cand)) @ q[r]
+            exact = unit_rows(self.vectors(cand)) @ q[r]
             ok = np.isfinite(exact)
             cand, exact = cand[ok], exact[ok]
             order = np.argsort(-exact, kind="stable")[:k]
@@ -474,7 +473,7 @@ class EmbeddingIndex:
         return Hits(ids, scores, "approximate")
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (cosine similarity is then a dot product); zero rows stay 0."""
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from chirpkit.audio import load
 from chirpkit.errors import AudioDecodeError, ConfigError, DataError
-from chirpkit.similarity.db import EmbeddingIndex
+from chirpkit.similarity.db import EmbeddingIndex, unit_rows
 from chirpkit.utils.engine import output_guard
 from chirpkit.utils.io import write_csv, write_json
 
@@ -136,8 +136,7 @@ def _clip_embedding(db: EmbeddingIndex, q: Query, embedder: Any, allow_lower_rat
     offset = max(0.0, start - db.window_s)
     y, _ = load(path, sample_rate=rate, offset_s=offset, duration_s=end - offset + db.window_s)
     windows = _span_windows(y[0], rate, db.window_s, start - offset, end - offset)
-    emb = np.asarray(embedder(windows), np.float32)
-    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)  # each window counts alike
+    emb = unit_rows(np.asarray(embedder(windows), np.float32))  # each window counts alike
     return np.asarray(emb.mean(axis=0, keepdims=True), np.float32)
 
 
@@ -217,7 +216,7 @@ def _rank(
     per_call = 1 + 2 * int(np.ceil(db.window_s / float(db.settings["hop_s"])))
     k = min(max(len(db), 1), top * per_call if distinct else top)
     if combine == "mean":  # the mean direction: every example counts alike, whatever its norm
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        q = unit_rows(q)
     vectors = q.mean(axis=0, keepdims=True) if combine == "mean" else q
     hits = db.search(vectors, k=k, exact=exact)
     ids, scores = hits.ids.ravel(), hits.scores.ravel()
