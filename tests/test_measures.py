@@ -356,3 +356,25 @@ def test_evaluation_is_computed_then_written(tiny_run: Path, tmp_path: Path) -> 
     assert {"metrics.json", "report.txt", "confusion_matrix.png", "predictions.csv"} <= set(written)
     for name in ("metrics.json", "report.txt", "per_class.csv", "predictions.csv", "confusion_matrix.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_single_label_examples_under_a_multilabel_model_report_the_argmax() -> None:
+    """Clips of one species each, scored by per-species sigmoids: F1 at 0.5 counts a clip whose
+    best score is 0.4 as a miss; the argmax figures (what softmax and zero-shot models are scored
+    by) count it as found, so the two kinds of model compare."""
+    from types import SimpleNamespace
+
+    from chirpkit.evaluation.report import _multilabel_report
+
+    spec = SimpleNamespace(class_names=["a", "b", "c"], architecture="head")
+    idx = pd.DataFrame({"row": [0, 1, 2, 3], "labels": [["a"], ["b"], ["c"], ["a"]]})
+    probs = np.array([[0.4, 0.1, 0.1], [0.2, 0.9, 0.1], [0.1, 0.3, 0.45], [0.8, 0.1, 0.1]])
+    lookup = {"a": 0, "b": 1, "c": 2}
+    m = _multilabel_report(spec, SimpleNamespace(root=Path()), idx, probs, lookup, "test").metrics
+    assert m["argmax_macro_f1"] == pytest.approx(1.0) and m["argmax_accuracy"] == pytest.approx(1.0)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)  # c is never >= 0.5; a half found
+    two = idx.assign(labels=[["a", "b"], ["b"], ["c"], ["a"]])
+    assert (
+        "argmax_macro_f1"
+        not in _multilabel_report(spec, SimpleNamespace(root=Path()), two, probs, lookup, "test").metrics
+    )
