@@ -149,7 +149,8 @@ class LastCheckpoint(Checkpoint):
         if trainer.sanity_checking:
             return
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)
+        # the whole training state (optimiser, loops, callbacks): --resume continues from it
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             tmp.replace(self.path)
         trainer.strategy.barrier("chirpkit-last-checkpoint")
