@@ -14,6 +14,7 @@ from chirpkit.config import SplitConfig
 from chirpkit.data.ingest import ingest
 from chirpkit.data.split import split
 from chirpkit.data.store import Store, prepare
+from chirpkit.errors import ConfigError
 from tests.conftest import tiny_config, write
 
 
@@ -322,3 +323,195 @@ def test_a_store_part_is_embedded_a_batch_at_a_time(tmp_path: Path, monkeypatch:
         got[batch] = emb.EmbeddingCache(store, model="recorder").load(progress=False)
         assert max(calls) == min(batch, biggest)
     np.testing.assert_allclose(got[3], got[10_000], rtol=0, atol=1e-6)
+
+
+def _prior_head_data(rng: np.random.Generator) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
+    """A prior head over 3 classes on 8-d embeddings around one-hot centres: BirdNET's row (the
+    prior) is right for a and c and points at c's centre for b. Class a has one recording (group),
+    b and c four each."""
+    import torch
+
+    from chirpkit.models.heads import PriorHead
+
+    centres = np.eye(8, dtype=np.float32)[:3]
+    groups, labels = [], []
+    for c, n_groups in ((0, 1), (1, 4), (2, 4)):
+        for g in range(n_groups):
+            groups += [f"{'abc'[c]}{g}"] * 6
+            labels += [c] * 6
+    y = np.eye(3, dtype=np.float32)[labels]
+    x = centres[labels][:, None, :] + 0.15 * rng.standard_normal((len(labels), 3, 8)).astype(np.float32)
+    net = PriorHead(3, dim=8)
+    with torch.no_grad():
+        net.prior_weight.copy_(torch.from_numpy(6 * centres[[0, 2, 2]]))
+        net.prior_bias.fill_(-3.0)
+        net.known.fill_(True)
+    return net, x, y, np.array(groups)
+
+
+def test_prior_folds_keep_birdnets_row_where_training_cannot_beat_it(rng: np.random.Generator) -> None:
+    """Out of fold, a class with a single recording is scored by heads that never saw it: BirdNET's
+    row stays (the issue's "no validation recording" case); a class whose prior is wrong is
+    learnt; the pull is one of the grid's, chosen by the lowest out-of-fold loss."""
+    from chirpkit.config import TrainConfig
+    from chirpkit.training.losses import ClassificationLoss
+    from chirpkit.training.prior_cv import choose_prior
+
+    net, x, y, groups = _prior_head_data(rng)
+    cfg = TrainConfig(prior_folds=4, prior_l2=[1.0, 1e-2], epochs=30, batch_size=8, lr=0.02, weight_decay=0.0)
+    choice = choose_prior(net, x, y, groups, ["a", "b", "c"], cfg, ClassificationLoss("bce"))
+    assert "a" in choice.keep_prior and "b" not in choice.keep_prior
+    table = choice.per_class.set_index("class")
+    assert table.loc["b", "ap_gain"] > 0.3 and table.loc["b", "log_loss_gain"] > 0  # the prior was wrong
+    assert list(table["groups"]) == [1, 4, 4] and list(table["windows"]) == [6, 24, 24]
+    cands = choice.candidates.set_index("l2")["oof_macro_log_loss"]
+    assert choice.l2 == cands.idxmin() and len(cands) == 2
+    assert choice.folds == 4
+    # the choice is seeded: the same inputs give the same table
+    again = choose_prior(net, x, y, groups, ["a", "b", "c"], cfg, ClassificationLoss("bce"))
+    pd.testing.assert_frame_equal(choice.per_class, again.per_class)
+
+
+def test_a_kept_row_outputs_the_prior_unchanged(rng: np.random.Generator) -> None:
+    import torch
+
+    net, x, _, _ = _prior_head_data(rng)
+    with torch.no_grad():
+        net.residual.weight.normal_()
+        net.prior_scale.fill_(2.0)
+        net.keep_prior[0] = True
+    net.eval()
+    emb = torch.from_numpy(x[:, 0])
+    out = net(emb).detach()
+    torch.testing.assert_close(out[:, 0], net.prior(emb)[:, 0])
+    assert not torch.allclose(out[:, 1], net.prior(emb)[:, 1])
+    # a model saved before keep_prior existed loads with no kept row
+    state = {k: v for k, v in net.state_dict().items() if k != "keep_prior"}
+    fresh, _, _, _ = _prior_head_data(rng)
+    fresh.load_state_dict(state)
+    assert not bool(fresh.keep_prior.any())
+
+
+def test_prior_folds_refuse_bad_settings(fold_store: Store, tmp_path: Path) -> None:
+    from chirpkit.training.loop import train
+
+    with pytest.raises(ConfigError, match="prior_folds=1 leaves nothing to train on"):
+        tiny_config(**{"train.prior_folds": 1})
+    with pytest.raises(ConfigError, match="prior_l2"):
+        tiny_config(**{"train.prior_l2": [-1.0]})
+    with pytest.raises(ConfigError, match=r"needs a head that starts as BirdNET.*small_cnn"):
+        train(
+            fold_store, out=tmp_path / "run", config=tiny_config(**{"train.prior_folds": 3}), progress=False
+        )
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+@needs_birdnet
+def test_train_with_prior_folds_writes_the_choice_and_keeps_the_rows(
+    fold_store: Store, tmp_path: Path
+) -> None:
+    import torch
+
+    from chirpkit.models import load_model
+    from chirpkit.models.embeddings import embedding_cache
+    from chirpkit.training.loop import train
+
+    cfg = tiny_config(
+        **{
+            "model.name": "birdnet_prior",
+            "model.params": {"label_map": TWO_KNOWN},
+            "train.loss": "bce",
+            "train.prior_folds": 3,
+            "train.prior_l2": [0.1, 0.01],
+            "train.prior_epochs": [5, 10],
+        }
+    )
+    summary = train(fold_store, out=tmp_path / "run", config=cfg, progress=False)
+    choice = summary["prior_cv"]
+    train_groups = fold_store.index.loc[fold_store.index["split"] == "train", "group"].nunique()
+    assert choice["l2"] in (0.1, 0.01) and choice["epochs"] in (5, 10)
+    assert choice["folds"] == min(3, train_groups)  # folds that hold a group
+    resolved = (tmp_path / "run" / "config.yaml").read_text()
+    assert f"epochs: {choice['epochs']}" in resolved  # the run trained with what the folds chose
+    table = pd.read_csv(tmp_path / "run" / "prior_cv.csv")
+    assert set(table["class"]) == set(fold_store.classes)
+    assert not table.set_index("class").loc["high", "known"]  # BirdNET does not know it
+    assert not table.set_index("class").loc["high", "keeps_prior"]
+    assert len(pd.read_csv(tmp_path / "run" / "prior_cv_candidates.csv")) == 4
+    net = load_model(tmp_path / "run")
+    kept = [c for c, k in zip(table["class"], net.keep_prior.tolist(), strict=True) if k]  # class order
+    assert kept == choice["keep_prior"]
+    emb = torch.from_numpy(embedding_cache(fold_store, progress=False))
+    with torch.no_grad():
+        out, prior = net.eval()(emb), net.prior(emb)
+    for i, k in enumerate(net.keep_prior.tolist()):
+        if k:
+            torch.testing.assert_close(out[:, i], prior[:, i])
+
+
+@needs_birdnet
+def test_background_windows_birdnet_calls_a_species_are_left_out(fold_store: Store, tmp_path: Path) -> None:
+    """With "high" as the background class, its training windows on which BirdNET's own rows score
+    low or mid (named as BirdNET species) at the threshold or more are left out: exactly those, and
+    listed."""
+    import torch
+
+    from chirpkit.models import build_network
+    from chirpkit.models.embeddings import embedding_cache
+    from chirpkit.training.loop import model_spec, train
+
+    over = {
+        "model.name": "birdnet_prior",
+        "model.params": {"label_map": TWO_KNOWN},
+        "train.loss": "bce",
+        "detect.background_labels": ["high"],
+        "train.epochs": 3,
+    }
+    spec = model_spec(tiny_config(**over), fold_store)
+    net = build_network(spec)
+    net.init_from_spec(spec)
+    idx = fold_store.index
+    pos = np.flatnonzero((idx["split"] == "train").to_numpy() & (idx["label"] == "high").to_numpy())
+    emb = torch.from_numpy(embedding_cache(fold_store, progress=False)[pos])
+    known = [spec.class_names.index(c) for c in ("low", "mid")]
+    with torch.no_grad():
+        best = torch.sigmoid(net.prior(emb)[:, known]).max(dim=1).values.numpy()
+    threshold = float(np.median(best))
+    expected = int((best >= threshold).sum())
+    assert 0 < expected < len(pos)
+
+    plain = train(fold_store, out=tmp_path / "plain", config=tiny_config(**over), progress=False)
+    summary = train(
+        fold_store,
+        out=tmp_path / "run",
+        config=tiny_config(**over, **{"train.background_filter": threshold}),
+        progress=False,
+    )
+    facts = summary["background_filter"]
+    assert facts["windows_dropped"] == expected and facts["background_windows"] == len(pos)
+    assert summary["train_windows"] == plain["train_windows"] - expected
+    table = pd.read_csv(tmp_path / "run" / "background_dropped.csv")
+    assert len(table) == expected and set(table["label"]) == {"high"}
+    assert set(table["species"]) <= {"low", "mid"} and (table["score"] >= threshold - 1e-4).all()
+    assert list(table["score"]) == sorted(table["score"], reverse=True)
+
+
+def test_a_prior_head_without_norm_is_birdnets_layer_fine_tuned(rng: np.random.Generator) -> None:
+    """norm="none": the residual reads the raw embedding, so the logits are one linear layer,
+    ``(s·W + V) x + s·b + d``, and no running statistics are kept."""
+    import torch
+
+    from chirpkit.models.heads import PriorHead
+
+    net = PriorHead(3, dim=8, norm="none")
+    assert not any("running" in k for k in net.state_dict())
+    with torch.no_grad():
+        net.prior_weight.normal_()
+        net.prior_bias.normal_()
+        net.residual.weight.normal_()
+        net.residual.bias.normal_()
+        net.prior_scale.fill_(0.7)
+    x = torch.from_numpy(rng.standard_normal((5, 8)).astype(np.float32))
+    w = 0.7 * net.prior_weight + net.residual.weight
+    b = 0.7 * net.prior_bias + net.residual.bias
+    torch.testing.assert_close(net.eval()(x).detach(), x @ w.T + b)

@@ -212,6 +212,7 @@ def test_multilabel_training_evaluation_and_detection(tmp_path: Path) -> None:
         ("birdnet_fusion", {"weight": "half"}, "weight='half'"),
         ("birdnet_prior", {"l2": -0.1}, "l2=-0.1"),
         ("birdnet_prior", {"l2_new": float("nan")}, "l2_new=nan"),
+        ("birdnet_prior", {"norm": "layer"}, "norm='layer'"),
     ],
 )
 def test_a_bad_head_parameter_is_a_config_error_that_names_it(name: str, params: dict, says: str) -> None:

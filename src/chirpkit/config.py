@@ -9,6 +9,7 @@ error that lists the valid keys of its section.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,6 +252,54 @@ class TrainConfig(_Section):
         description="prepared stores of unlabelled audio, trained on the teacher's soft targets only "
         "(chirpkit distill prepares them from folders of recordings)",
     )
+    prior_folds: int = Field(
+        0,
+        ge=0,
+        description="heads that start as BirdNET (birdnet_prior): grouped folds over the training "
+        "recordings that choose the pull (train.prior_l2) and the epochs (train.prior_epochs) by "
+        "out-of-fold log loss, and keep BirdNET's row for each class whose out-of-fold scores do not "
+        "beat it; 0: off",
+    )
+    prior_l2: list[float] = Field(
+        default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0],
+        min_length=1,
+        description="pulls towards BirdNET (model.params.l2) that train.prior_folds tries",
+    )
+    prior_epochs: list[int] = Field(
+        default_factory=list,
+        description="epoch counts that train.prior_folds tries; empty: train.epochs alone",
+    )
+    background_filter: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="heads that start as BirdNET: background windows (detect.background_labels) on "
+        "which BirdNET scores one of the run's species at least this much are left out of training, "
+        "since they may hold that species (listed in background_dropped.csv); 1: keep them all",
+    )
+
+    @field_validator("prior_folds")
+    @classmethod
+    def _check_prior_folds(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("prior_folds=1 leaves nothing to train on: use 0 (off) or at least 2")
+        return value
+
+    @field_validator("prior_l2")
+    @classmethod
+    def _check_prior_l2(cls, value: list[float]) -> list[float]:
+        bad = [v for v in value if not (v >= 0 and math.isfinite(v))]
+        if bad:
+            raise ValueError(f"prior_l2 {bad} must be finite numbers >= 0")
+        return value
+
+    @field_validator("prior_epochs")
+    @classmethod
+    def _check_prior_epochs(cls, value: list[int]) -> list[int]:
+        bad = [v for v in value if v < 1]
+        if bad:
+            raise ValueError(f"prior_epochs {bad} must be at least 1")
+        return value
 
     @field_validator("precision", mode="before")
     @classmethod

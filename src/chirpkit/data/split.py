@@ -40,7 +40,7 @@ from chirpkit.data.rotation import TEST, Layout, assign, coverage_gaps
 from chirpkit.errors import DataError, RunError
 from chirpkit.utils.io import write_csv, write_json
 
-__all__ = ["check_no_group_leak", "few_groups_threshold", "split", "split_summary"]
+__all__ = ["assign_folds", "check_no_group_leak", "few_groups_threshold", "split", "split_summary"]
 
 log = logging.getLogger("chirpkit")
 
@@ -93,7 +93,7 @@ def _pick_fold(
     return mask
 
 
-def _assign_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
+def assign_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Fold number (0..k-1) per row; every group in exactly one fold."""
     fold = np.zeros(len(y), dtype=np.int64)
     uniq = np.unique(groups)
@@ -133,7 +133,7 @@ def _stratified_slots(y: np.ndarray, groups: np.ndarray, part: np.ndarray, cfg: 
     if len(ridx) == 0:
         return slot
     if cfg.folds >= 2:
-        slot[ridx] = _assign_folds(y[ridx], groups[ridx], cfg.folds, cfg.seed + 1)
+        slot[ridx] = assign_folds(y[ridx], groups[ridx], cfg.folds, cfg.seed + 1)
     elif cfg.val_fraction > 0:
         share = min(0.99, cfg.val_fraction / (1.0 - cfg.test_fraction))
         val = _pick_fold(y[ridx], groups[ridx], share, cfg.seed + 1)

@@ -169,7 +169,19 @@ class PriorHead(_BirdNETRows):
     that starts at zero. So with no training the head *is* BirdNET's zero-shot classifier over the
     dataset's classes; training moves it only where the data says so, held back by an L2 pull of
     ``V`` towards zero (``l2`` for known classes, ``l2_new`` for new ones, which have no prior).
+
+    ``norm="none"`` feeds the residual the raw embedding instead, so that the head is BirdNET's own
+    dense layer fine-tuned with a pull towards its pretrained weights (L2-SP, Li et al. 2018):
+    ``(s·W + V) x + (s·b + d)``. Standardising first scales up directions in which the training
+    windows hardly vary, and sounds unlike any training window (rain, engines) reach large
+    residual scores along them: measured in ``benchmarks/soundscape_birds.py``.
+
+    ``keep_prior`` (a buffer, all false at the start) marks classes whose output is BirdNET's own
+    logit, unscaled and without residual: ``train.prior_folds`` sets it for the classes whose
+    out-of-fold scores did not beat BirdNET's (:mod:`chirpkit.training.prior_cv`).
     """
+
+    warm_start_keep = (*_BirdNETRows.warm_start_keep, "keep_prior")
 
     def __init__(
         self,
@@ -180,18 +192,30 @@ class PriorHead(_BirdNETRows):
         l2: float = 1e-2,
         l2_new: float = 1e-4,
         learn_prior_weight: bool = True,
+        norm: str = "standard",
         label_map: dict[str, str] | str | None = None,
     ) -> None:
         super().__init__(num_classes, dim, label_map)
         self.num_features = dim
         self.l2, self.l2_new = _in_range("l2", l2, 0, math.inf), _in_range("l2_new", l2_new, 0, math.inf)
         self.prior_scale = nn.Parameter(torch.ones(()), requires_grad=learn_prior_weight)
-        # the residual sees standardised features (as EmbeddingHead); BirdNET's rows the raw ones
-        self.norm = nn.BatchNorm1d(dim, affine=False, momentum=None)
+        if norm not in ("standard", "none"):
+            raise ValueError(f"norm={norm!r} must be 'standard' or 'none'")
+        # standard: the residual sees standardised features (as EmbeddingHead); BirdNET's rows the raw ones
+        self.norm: nn.Module = (
+            nn.BatchNorm1d(dim, affine=False, momentum=None) if norm == "standard" else nn.Identity()
+        )
         self.dropout = nn.Dropout(dropout)
         self.residual = nn.Linear(dim, num_classes)
         nn.init.zeros_(self.residual.weight)
         nn.init.zeros_(self.residual.bias)
+        self.keep_prior: torch.Tensor
+        self.register_buffer("keep_prior", torch.zeros(num_classes, dtype=torch.bool))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # models saved before keep_prior existed: no class keeps BirdNET's row
+        state_dict.setdefault(prefix + "keep_prior", torch.zeros_like(self.keep_prior))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -199,7 +223,9 @@ class PriorHead(_BirdNETRows):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if pre_logits:
             return x
-        return self.prior_scale * self.prior(x) + self.residual(self.dropout(self.norm(x)))
+        prior = self.prior(x)
+        out = self.prior_scale * prior + self.residual(self.dropout(self.norm(x)))
+        return torch.where(self.keep_prior, prior.to(out.dtype), out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(x)

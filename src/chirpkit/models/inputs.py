@@ -202,6 +202,11 @@ class EmbeddingInput(ModelInput):
             cache = EmbeddingCache(store, model=self.embedding, views=self.views, shift_s=self.shift_s)
             self._embeddings[store.root] = cache.load(progress=progress)
 
+    def embeddings(self, store: Store, *, progress: bool = False) -> np.ndarray:
+        """``(windows, views, dim)`` for every window of ``store``, cached on first use."""
+        self.cache(store, progress=progress)
+        return self._embeddings[store.root]
+
     def dataset(
         self, store: Store, positions: np.ndarray, targets: np.ndarray, *, training: bool
     ) -> Dataset[tuple[torch.Tensor, Any]]:

@@ -264,6 +264,19 @@ def train(
     )
     if cfg.train.cache_features:
         _check_cacheable(cfg)
+    dropped = None
+    if cfg.train.background_filter < 1 and not sanity:
+        st, dropped = _filter_background(cfg, st, spec, progress=progress)
+        train_targets = targets_of(st, split_positions(st, "train"), spec.class_names, multilabel=multilabel)
+        if cfg.train.class_weights == "balanced":
+            weights = class_weights(train_targets, spec.num_classes)
+    prior_choice = None
+    if cfg.train.prior_folds and not sanity:
+        # the pull and the epochs chosen out of fold; the run then trains with them
+        prior_choice = _choose_prior(cfg, st, spec, weights, progress=progress)
+        params = {**cfg.model.params, "l2": prior_choice.l2}
+        cfg = load_config(base=cfg, overrides={"model.params": params, "train.epochs": prior_choice.epochs})
+        spec = model_spec(cfg, st)
     task = ClassifierTask(
         spec.to_dict(),
         cfg.train.model_dump(),
@@ -343,6 +356,9 @@ def train(
 
     best_path = best_cb.best_model_path or str(last)
     net, _, blob = checkpoint_network(best_path)
+    if prior_choice is not None:
+        keep = torch.tensor([c in prior_choice.keep_prior for c in spec.class_names])
+        net.get_buffer("keep_prior").copy_(keep)
     kept = {"kept": "trained"}
     if initial is not None and trainer.global_rank == 0:
         net, kept = _keep_better(net, initial, task, dm)
@@ -374,9 +390,15 @@ def train(
         "teacher": str(cfg.train.teacher) if cfg.train.teacher else None,
         "unlabelled_windows": sum(len(u[1]) for u in soft.unlabelled) if soft is not None else 0,
         "selected_on_val": selected,
+        "prior_cv": prior_choice.summary() if prior_choice is not None else None,
+        "background_filter": _dropped_summary(dropped, cfg.train.background_filter),
         **kept,
     }
     if trainer.global_rank == 0:
+        if prior_choice is not None:
+            prior_choice.write(run)
+        if dropped is not None:
+            write_csv(run / "background_dropped.csv", dropped, index=False, float_format="%.4f")
         folder.finish(net, spec, summary)
     trainer.strategy.barrier("chirpkit-model-written")  # other ranks go on to read model.pt
     log.info(
@@ -387,6 +409,107 @@ def train(
         run / "model.pt",
     )
     return summary
+
+
+def _prior_start(
+    cfg: Config, st: Store, spec: ModelSpec, setting: str, *, progress: bool
+) -> tuple[nn.Module, np.ndarray]:
+    """The head as it starts and the embeddings ``(windows, views, dim)`` of every store window,
+    for the settings that use the head's prior (``train.prior_folds``, ``train.background_filter``)."""
+    from chirpkit.models import model_info
+    from chirpkit.models.inputs import EmbeddingInput, model_input
+
+    if model_info(spec.architecture).input != "embedding":
+        raise ConfigError(
+            f"{setting} needs a head that starts as BirdNET (model.name: birdnet_prior); "
+            f"{spec.architecture} has no prior: leave {setting} at its default"
+        )
+    net = build_network(spec)
+    init = getattr(net, "init_from_spec", None)
+    if callable(init):
+        init(spec)
+    inp = model_input(spec, views=cfg.model.embedding_views, shift_s=cfg.model.embedding_shift_s)
+    assert isinstance(inp, EmbeddingInput)
+    return net, inp.embeddings(st, progress=progress)
+
+
+def _filter_background(
+    cfg: Config, st: Store, spec: ModelSpec, *, progress: bool
+) -> tuple[Store, pd.DataFrame]:
+    """``train.background_filter``: a view of the store whose background training windows that
+    BirdNET scores as one of the species are excluded, and the table of those windows."""
+    from chirpkit.data.split import EXCLUDED
+    from chirpkit.training.prior_cv import background_to_drop
+
+    net, emb = _prior_start(cfg, st, spec, "train.background_filter", progress=progress)
+    idx = st.index
+    pos = np.flatnonzero(
+        (idx["split"] == "train").to_numpy() & idx["label"].isin(spec.background_labels).to_numpy()
+    )
+    table = background_to_drop(
+        net, emb[pos], spec.class_names, spec.background_labels, cfg.train.background_filter
+    )
+    table["position"] = pos[table["position"].to_numpy(np.int64)]
+    view = copy.copy(st)
+    split = idx["split"].to_numpy(object).copy()
+    split[table["position"].to_numpy(np.int64)] = EXCLUDED
+    view.index = idx.assign(split=split)
+    where = idx.loc[table["position"], ["source", "start_s", "end_s", "label"]].reset_index(drop=True)
+    table = pd.concat([where, table.drop(columns="position")], axis=1)
+    log.info(
+        "background filter: %d of %d background training window(s) left out (BirdNET scores a species >= %g)",
+        len(table),
+        len(pos),
+        cfg.train.background_filter,
+    )
+    table.attrs["of"] = len(pos)
+    return view, table
+
+
+def _dropped_summary(table: pd.DataFrame | None, threshold: float) -> dict[str, Any] | None:
+    if table is None:
+        return None
+    return {
+        "threshold": threshold,
+        "windows_dropped": len(table),
+        "background_windows": table.attrs.get("of"),
+        "by_species": {str(k): int(v) for k, v in table["species"].value_counts().items()},
+    }
+
+
+def _choose_prior(
+    cfg: Config, st: Store, spec: ModelSpec, weights: list[float] | None, *, progress: bool
+) -> Any:
+    """``train.prior_folds``: the pull, the epochs and the classes that keep BirdNET's row, chosen
+    out of fold on the training windows (:mod:`chirpkit.training.prior_cv`)."""
+    from chirpkit.training.prior_cv import choose_prior
+
+    net, emb = _prior_start(cfg, st, spec, "train.prior_folds", progress=progress)
+    pos = split_positions(st, "train")
+    multilabel = spec.task == "multilabel"
+    y = targets_of(st, pos, spec.class_names, multilabel=multilabel)
+    if not multilabel:  # (a label outside the classes, -1, trains nothing)
+        pos, y = pos[y >= 0], y[y >= 0]
+    targets = y if multilabel else np.eye(spec.num_classes, dtype=np.float32)[y]
+    tc = cfg.train
+    loss_fn = ClassificationLoss(
+        tc.loss,
+        weight=torch.tensor(weights, dtype=torch.float32) if weights is not None else None,
+        label_smoothing=tc.label_smoothing,
+        focal_gamma=tc.focal_gamma,
+    )
+    groups = st.index["group"].astype(str).to_numpy()[pos]
+    return choose_prior(
+        net,
+        emb[pos],
+        targets,
+        groups,
+        spec.class_names,
+        tc,
+        loss_fn,
+        background=spec.background_labels,
+        progress=progress,
+    )
 
 
 def _val_scores(net: nn.Module, task: ClassifierTask, dm: StoreDataModule) -> tuple[float, float]:

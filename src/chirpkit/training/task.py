@@ -35,7 +35,7 @@ from chirpkit.models import ModelSpec, build_network  # noqa: E402
 from chirpkit.models.inputs import ModelInput, model_input  # noqa: E402
 from chirpkit.training.losses import ClassificationLoss  # noqa: E402
 
-__all__ = ["ClassifierTask"]
+__all__ = ["ClassifierTask", "optimizer_and_schedule"]
 
 
 class ClassifierTask(L.LightningModule):
@@ -187,16 +187,26 @@ class ClassifierTask(L.LightningModule):
         checkpoint["chirpkit_val"] = dict(self.last_val)
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = max(1, total // max(1, self.cfg.epochs))
-        warmup = min(total - 1, int(self.cfg.warmup_epochs * per_epoch))
-
-        def lr_at(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        opt, sched = optimizer_and_schedule(
+            self.parameters(), self.cfg, int(self.trainer.estimated_stepping_batches)
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def optimizer_and_schedule(
+    params: Any, cfg: TrainConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW at ``cfg.lr`` and its per-step schedule: linear warm-up over ``cfg.warmup_epochs``,
+    then a cosine decay to zero at ``total_steps``."""
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = max(1, total_steps)
+    per_epoch = max(1, total // max(1, cfg.epochs))
+    warmup = min(total - 1, int(cfg.warmup_epochs * per_epoch))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
