@@ -372,7 +372,7 @@ def test_prior_folds_keep_birdnets_row_where_training_cannot_beat_it(rng: np.ran
     pd.testing.assert_frame_equal(choice.per_class, again.per_class)
 
 
-def test_a_kept_row_outputs_the_prior_unchanged(rng: np.random.Generator) -> None:
+def test_a_kept_row_outputs_the_prior_without_residual(rng: np.random.Generator) -> None:
     import torch
 
     net, x, _, _ = _prior_head_data(rng)
@@ -383,8 +383,8 @@ def test_a_kept_row_outputs_the_prior_unchanged(rng: np.random.Generator) -> Non
     net.eval()
     emb = torch.from_numpy(x[:, 0])
     out = net(emb).detach()
-    torch.testing.assert_close(out[:, 0], net.prior(emb)[:, 0])
-    assert not torch.allclose(out[:, 1], net.prior(emb)[:, 1])
+    torch.testing.assert_close(out[:, 0], 2.0 * net.prior(emb)[:, 0])  # on the head's common scale
+    assert not torch.allclose(out[:, 1], 2.0 * net.prior(emb)[:, 1])
     # a model saved before keep_prior existed loads with no kept row
     state = {k: v for k, v in net.state_dict().items() if k != "keep_prior"}
     fresh, _, _, _ = _prior_head_data(rng)
@@ -446,7 +446,7 @@ def test_train_with_prior_folds_writes_the_choice_and_keeps_the_rows(
         out, prior = net.eval()(emb), net.prior(emb)
     for i, k in enumerate(net.keep_prior.tolist()):
         if k:
-            torch.testing.assert_close(out[:, i], prior[:, i])
+            torch.testing.assert_close(out[:, i], net.prior_scale * prior[:, i])
 
 
 @needs_birdnet

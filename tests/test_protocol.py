@@ -34,7 +34,7 @@ LAYERS = [
     | {"detection.events", "detection.score_inputs", "evaluation.thresholds", "training.losses"}
     | {"models.taxonomy", "review.db", "review.items"},
     {"features", "augment", "models", "models.embeddings"},
-    {"models.inputs", "training.task", "training.datamodule"},
+    {"models.inputs", "training.task", "training.datamodule", "training.prior_cv"},
     {"training.trainer", "training.runs", "training.loop", "models.predict"},
     # verbs that live in a lower folder (export and profile read a model, preview a store)
     {"models.export", "models.profile", "augment.preview"},

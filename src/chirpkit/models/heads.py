@@ -177,8 +177,9 @@ class PriorHead(_BirdNETRows):
     residual scores along them: measured in ``benchmarks/soundscape_birds.py``.
 
     ``keep_prior`` (a buffer, all false at the start) marks classes whose output is BirdNET's own
-    logit, unscaled and without residual: ``train.prior_folds`` sets it for the classes whose
-    out-of-fold scores did not beat BirdNET's (:mod:`chirpkit.training.prior_cv`).
+    row without the residual, ``s · (x Wᵀ + b)`` (``s`` is shared by every class, so kept and trained
+    rows stay on one scale for a softmax): ``train.prior_folds`` sets it for the classes whose
+    out-of-fold scores did not beat it (:mod:`chirpkit.training.prior_cv`).
     """
 
     warm_start_keep = (*_BirdNETRows.warm_start_keep, "keep_prior")
@@ -223,9 +224,8 @@ class PriorHead(_BirdNETRows):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if pre_logits:
             return x
-        prior = self.prior(x)
-        out = self.prior_scale * prior + self.residual(self.dropout(self.norm(x)))
-        return torch.where(self.keep_prior, prior.to(out.dtype), out)
+        residual = self.residual(self.dropout(self.norm(x)))
+        return self.prior_scale * self.prior(x) + residual.masked_fill(self.keep_prior, 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(x)

@@ -10,12 +10,14 @@ For every candidate — each pull ``model.params.l2`` of ``train.prior_l2`` and 
 views), and scores the held-out fold. Every training window is so scored once, by a model that
 never saw its recording.
 
-* **Per class**, BirdNET's own row (the untrained head: zero-shot) is compared with each
-  candidate's on those out-of-fold windows by the class's binary log loss (of the sigmoid, or of
-  the softmax for single-label runs; a proper score, so calibration counts as well as ranking). A
-  class BirdNET knows keeps BirdNET's row when the candidate does not beat it (``keep_prior`` in
-  the head): a class whose only recording is held out, or whose recordings BirdNET already
-  scores well, stays zero-shot.
+* **Per class**, each candidate's row is compared with BirdNET's own row in the same fold's head
+  (the residual left out: ``s · (x Wᵀ + b)``, ``s`` the head's common scale of BirdNET's scores)
+  on those out-of-fold windows by the class's binary log loss (of the sigmoid, or of the softmax
+  for single-label runs; a proper score, so calibration counts as well as ranking; positives and
+  negatives weigh half each). A class
+  BirdNET knows keeps BirdNET's row when the residual does not beat it (``keep_prior`` in the
+  head): a class whose only recording is held out, or whose recordings BirdNET already scores
+  well, stays as BirdNET scores it.
 * **The candidate** whose out-of-fold macro log loss over the target classes is lowest, with those
   rows kept, is chosen; ties go to the stronger pull, then the fewer epochs. Background classes
   (``detect.background_labels``, e.g. ``noise``) are not targets: their loss would outweigh every
@@ -144,20 +146,26 @@ def _probs(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
 
 
 def _class_log_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> np.ndarray:
-    """Binary log loss of each class's probability (sigmoid, or softmax for single-label)."""
+    """Balanced binary log loss of each class's probability (sigmoid, or softmax for single-label):
+    the mean over its positive windows and the mean over its negatives, averaged, so that a row
+    which scores everything lower does not win on the many negatives alone."""
     if multilabel:
         loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     else:
         p = _probs(logits, False).clamp(1e-7, 1 - 1e-7)
         loss = -(targets * p.log() + (1 - targets) * (1 - p).log())
-    return loss.mean(dim=0).numpy()
+    pos = targets > 0.5
+    n_pos, n_neg = pos.sum(dim=0).clamp_min(1), (~pos).sum(dim=0).clamp_min(1)
+    balanced = 0.5 * (loss * pos).sum(dim=0) / n_pos + 0.5 * (loss * ~pos).sum(dim=0) / n_neg
+    return balanced.numpy()
 
 
 def _with_prior_rows(
     model: torch.Tensor, prior: torch.Tensor, targets: torch.Tensor, known: np.ndarray, multilabel: bool
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """The candidate's out-of-fold logits with BirdNET's row put back for every known class whose
-    own log loss it does not beat; ``(logits, kept mask)``."""
+    """The candidate's out-of-fold logits with BirdNET's row (``prior``: the same heads' scaled
+    BirdNET scores) put back for every known class whose own log loss the trained row does not
+    beat; ``(logits, kept mask)``."""
     base = _class_log_loss(model, targets, multilabel)
     keep = np.zeros(len(known), dtype=bool)
     for c in np.flatnonzero(known):
@@ -227,16 +235,19 @@ def choose_prior(
     rows, best = [], None
     for l2, epochs in grid:
         oof = torch.zeros_like(prior_logits)
+        oof_prior = torch.zeros_like(prior_logits)  # each fold's head without its residual
         for f in folds:
             tr, te = fold != f, fold == f
             head = copy.deepcopy(start)
             head.l2 = l2
             torch.manual_seed(cfg.seed + f)
             fit_head(head, embeddings[tr], targets[tr], cfg, loss_fn, epochs=epochs, seed=cfg.seed + f)
+            held = torch.from_numpy(te)
             with torch.inference_mode():
-                oof[torch.from_numpy(te)] = head(x_centre[torch.from_numpy(te)]).float()
+                oof[held] = head(x_centre[held]).float()
+                oof_prior[held] = float(head.prior_scale) * prior_logits[held]
             bar.update()
-        final, keep = _with_prior_rows(oof, prior_logits, y, known, multilabel)
+        final, keep = _with_prior_rows(oof, oof_prior, y, known, multilabel)
         score = float(_class_log_loss(final, y, multilabel)[target].mean())
         rows.append(
             {
