@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,9 @@ from chirpkit.training.runs import RunFolder
 from chirpkit.training.task import ClassifierTask
 from chirpkit.training.trainer import build_trainer, training_process
 from chirpkit.utils.io import write_csv
+
+if TYPE_CHECKING:
+    from chirpkit.training.prior_cv import PriorChoice
 
 __all__ = ["checkpoint_network", "model_spec", "sanity_check", "teacher_targets", "train"]
 
@@ -264,16 +267,18 @@ def train(
     )
     if cfg.train.cache_features:
         _check_cacheable(cfg)
-    dropped = None
+    dropped, prior_choice = None, None
+    if (cfg.train.prior_folds or cfg.train.background_filter < 1) and not sanity:
+        setting = "train.prior_folds" if cfg.train.prior_folds else "train.background_filter"
+        start_net, embeddings = _prior_start(cfg, st, spec, setting, progress=progress)
     if cfg.train.background_filter < 1 and not sanity:
-        st, dropped = _filter_background(cfg, st, spec, progress=progress)
+        st, dropped = _filter_background(start_net, embeddings, st, spec, cfg.train.background_filter)
         train_targets = targets_of(st, split_positions(st, "train"), spec.class_names, multilabel=multilabel)
         if cfg.train.class_weights == "balanced":
             weights = class_weights(train_targets, spec.num_classes)
-    prior_choice = None
     if cfg.train.prior_folds and not sanity:
         # the pull and the epochs chosen out of fold; the run then trains with them
-        prior_choice = _choose_prior(cfg, st, spec, weights, progress=progress)
+        prior_choice = _choose_prior(start_net, embeddings, cfg, st, spec, weights, progress=progress)
         params = {**cfg.model.params, "l2": prior_choice.l2}
         cfg = load_config(base=cfg, overrides={"model.params": params, "train.epochs": prior_choice.epochs})
         spec = model_spec(cfg, st)
@@ -434,21 +439,19 @@ def _prior_start(
 
 
 def _filter_background(
-    cfg: Config, st: Store, spec: ModelSpec, *, progress: bool
+    net: nn.Module, emb: np.ndarray, st: Store, spec: ModelSpec, threshold: float
 ) -> tuple[Store, pd.DataFrame]:
     """``train.background_filter``: a view of the store whose background training windows that
-    BirdNET scores as one of the species are excluded, and the table of those windows."""
+    the head's prior (``net``; ``emb``: every store window) scores as one of the species at
+    ``threshold`` or more are excluded, and the table of those windows."""
     from chirpkit.data.split import EXCLUDED
     from chirpkit.training.prior_cv import background_to_drop
 
-    net, emb = _prior_start(cfg, st, spec, "train.background_filter", progress=progress)
     idx = st.index
     pos = np.flatnonzero(
         (idx["split"] == "train").to_numpy() & idx["label"].isin(spec.background_labels).to_numpy()
     )
-    table = background_to_drop(
-        net, emb[pos], spec.class_names, spec.background_labels, cfg.train.background_filter
-    )
+    table = background_to_drop(net, emb[pos], spec.class_names, spec.background_labels, threshold)
     table["position"] = pos[table["position"].to_numpy(np.int64)]
     view = copy.copy(st)
     split = idx["split"].to_numpy(object).copy()
@@ -460,7 +463,7 @@ def _filter_background(
         "background filter: %d of %d background training window(s) left out (BirdNET scores a species >= %g)",
         len(table),
         len(pos),
-        cfg.train.background_filter,
+        threshold,
     )
     table.attrs["of"] = len(pos)
     return view, table
@@ -478,13 +481,20 @@ def _dropped_summary(table: pd.DataFrame | None, threshold: float) -> dict[str, 
 
 
 def _choose_prior(
-    cfg: Config, st: Store, spec: ModelSpec, weights: list[float] | None, *, progress: bool
-) -> Any:
+    net: nn.Module,
+    emb: np.ndarray,
+    cfg: Config,
+    st: Store,
+    spec: ModelSpec,
+    weights: list[float] | None,
+    *,
+    progress: bool,
+) -> PriorChoice:
     """``train.prior_folds``: the pull, the epochs and the classes that keep BirdNET's row, chosen
-    out of fold on the training windows (:mod:`chirpkit.training.prior_cv`)."""
+    out of fold on the training windows (:mod:`chirpkit.training.prior_cv`); ``net`` is the head as
+    it starts, ``emb`` the embeddings of every store window."""
     from chirpkit.training.prior_cv import choose_prior
 
-    net, emb = _prior_start(cfg, st, spec, "train.prior_folds", progress=progress)
     pos = split_positions(st, "train")
     multilabel = spec.task == "multilabel"
     y = targets_of(st, pos, spec.class_names, multilabel=multilabel)
