@@ -62,6 +62,14 @@ __all__ = ["STORE_VERSION", "Store", "prepare", "window_starts"]
 
 log = logging.getLogger("chirpkit")
 
+#: how the log names each kind of note in ``anomalies.csv``
+_NOTE_WORDS = {
+    "nonfinite_samples": "NaN or infinite samples set to 0",
+    "over_full_scale": "samples beyond full scale, stored as they are",
+    "scaled_to_full_scale": "samples beyond full scale, windows stored scaled to fit",
+    "shorter_than_catalog": "audio shorter than the catalog says",
+}
+
 STORE_VERSION = 1
 _EPS = 1e-6
 
@@ -522,7 +530,8 @@ def prepare(
         )
     new_notes = notes.tail(len(notes) - len(notes[notes["part"].isin({by_key[k]["part"] for k in done})]))
     for kind, n in new_notes["kind"].value_counts().items():
-        log.warning("%d file(s) with %s (see %s)", n, str(kind).replace("_", " "), root / "anomalies.csv")
+        what = _NOTE_WORDS.get(str(kind), str(kind).replace("_", " "))
+        log.warning("%d file(s): %s (see %s)", n, what, root / "anomalies.csv")
     log.info(
         "store %s: %d windows from %d file(s) (%d decoded now, %d reused, %d skipped)",
         root,

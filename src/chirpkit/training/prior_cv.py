@@ -208,18 +208,9 @@ def choose_prior(
     """
     from tqdm.auto import tqdm
 
-    if not isinstance(net, PriorHead):
-        raise ConfigError(
-            f"train.prior_folds needs a head that starts from a pretrained classifier "
-            f"(birdnet_prior); {type(net).__name__} has none"
-        )
+    fold = _folds(net, targets, groups, cfg)
     k = cfg.prior_folds
-    uniq = np.unique(groups)
-    if len(uniq) < 2:
-        raise ConfigError(f"train.prior_folds={k} needs at least two training groups; there is {len(uniq)}")
     multilabel = loss_fn.multilabel
-    first = np.asarray(targets).argmax(axis=1)
-    fold = assign_folds(first, np.asarray(groups).astype(str), min(k, len(uniq)), cfg.seed)
     y = torch.from_numpy(np.ascontiguousarray(targets, np.float32))
     x_centre = torch.from_numpy(np.ascontiguousarray(embeddings[:, 0], np.float32))
     start = copy.deepcopy(net).eval()
@@ -234,19 +225,9 @@ def choose_prior(
     bar = tqdm(total=len(grid) * len(folds), desc="prior folds", disable=not progress, leave=False)
     rows, best = [], None
     for l2, epochs in grid:
-        oof = torch.zeros_like(prior_logits)
-        oof_prior = torch.zeros_like(prior_logits)  # each fold's head without its residual
-        for f in folds:
-            tr, te = fold != f, fold == f
-            head = copy.deepcopy(start)
-            head.l2 = l2
-            torch.manual_seed(cfg.seed + f)
-            fit_head(head, embeddings[tr], targets[tr], cfg, loss_fn, epochs=epochs, seed=cfg.seed + f)
-            held = torch.from_numpy(te)
-            with torch.inference_mode():
-                oof[held] = head(x_centre[held]).float()
-                oof_prior[held] = float(head.prior_scale) * prior_logits[held]
-            bar.update()
+        oof, oof_prior = _out_of_fold(
+            start, embeddings, targets, fold, folds, cfg, loss_fn, l2=l2, epochs=epochs, bar=bar
+        )
         final, keep = _with_prior_rows(oof, oof_prior, y, known, multilabel)
         score = float(_class_log_loss(final, y, multilabel)[target].mean())
         rows.append(
@@ -274,18 +255,66 @@ def choose_prior(
         per_class=per_class,
         candidates=pd.DataFrame(rows),
     )
+    kept = choice.keep_prior
     log.info(
         "prior folds (%d): pull l2=%g, %d epochs; %d of %d known class(es) keep BirdNET's row%s",
         len(folds),
         l2,
         epochs,
-        int(keep.sum()),
+        len(kept),
         int(known.sum()),
-        f" ({', '.join(choice.keep_prior[:8])}{'…' if len(choice.keep_prior) > 8 else ''})"
-        if choice.keep_prior
-        else "",
+        f" ({', '.join(kept[:8])}{'…' if len(kept) > 8 else ''})" if kept else "",
     )
     return choice
+
+
+def _folds(net: nn.Module, targets: np.ndarray, groups: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    """Each window's fold: groups dealt into ``cfg.prior_folds`` folds, stratified by first class."""
+    if not isinstance(net, PriorHead):
+        raise ConfigError(
+            f"train.prior_folds needs a head that starts from a pretrained classifier "
+            f"(birdnet_prior); {type(net).__name__} has none"
+        )
+    k = cfg.prior_folds
+    uniq = np.unique(groups)
+    if len(uniq) < 2:
+        raise ConfigError(f"train.prior_folds={k} needs at least two training groups; there is {len(uniq)}")
+    first = np.asarray(targets).argmax(axis=1)
+    return assign_folds(first, np.asarray(groups).astype(str), min(k, len(uniq)), cfg.seed)
+
+
+def _out_of_fold(
+    start: nn.Module,
+    embeddings: np.ndarray,
+    targets: np.ndarray,
+    fold: np.ndarray,
+    folds: Sequence[int],
+    cfg: TrainConfig,
+    loss_fn: ClassificationLoss,
+    *,
+    l2: float,
+    epochs: int,
+    bar: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Out-of-fold logits of heads trained at one pull and number of epochs, and of each fold's
+    head without its residual (the prior through that head's own scale)."""
+    x_centre = torch.from_numpy(np.ascontiguousarray(embeddings[:, 0], np.float32))
+    with torch.inference_mode():
+        prior_logits = start(x_centre).float()
+    oof = torch.zeros_like(prior_logits)
+    oof_prior = torch.zeros_like(prior_logits)
+    for f in folds:
+        tr, te = fold != f, fold == f
+        head = copy.deepcopy(start)
+        head.l2 = l2
+        torch.manual_seed(cfg.seed + f)
+        fit_head(head, embeddings[tr], targets[tr], cfg, loss_fn, epochs=epochs, seed=cfg.seed + f)
+        held = torch.from_numpy(te)
+        with torch.inference_mode():
+            oof[held] = head(x_centre[held]).float()
+            oof_prior[held] = float(head.prior_scale) * prior_logits[held]
+        bar.update()
+    return oof, oof_prior
 
 
 def _per_class(
