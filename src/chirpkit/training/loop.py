@@ -15,6 +15,7 @@ import copy
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -259,29 +260,110 @@ def train(
     _check_store(st)
     cfg = load_config(base=cfg, overrides={"audio": st.audio.model_dump()})
     check_accelerator(cfg.train.accelerator)
-    spec = model_spec(cfg, st)
-    multilabel = spec.task == "multilabel"
-    train_targets = targets_of(st, split_positions(st, "train"), spec.class_names, multilabel=multilabel)
-    weights = (
-        class_weights(train_targets, spec.num_classes) if cfg.train.class_weights == "balanced" else None
-    )
     if cfg.train.cache_features:
         _check_cacheable(cfg)
-    dropped, prior_choice = None, None
-    if (cfg.train.prior_folds or cfg.train.background_filter < 1) and not sanity:
-        setting = "train.prior_folds" if cfg.train.prior_folds else "train.background_filter"
-        start_net, embeddings = _prior_start(cfg, st, spec, setting, progress=progress)
-    if cfg.train.background_filter < 1 and not sanity:
-        st, dropped = _filter_background(start_net, embeddings, st, spec, cfg.train.background_filter)
-        train_targets = targets_of(st, split_positions(st, "train"), spec.class_names, multilabel=multilabel)
-        if cfg.train.class_weights == "balanced":
-            weights = class_weights(train_targets, spec.num_classes)
-    if cfg.train.prior_folds and not sanity:
+    prep = _before_training(cfg, st, sanity=sanity, progress=progress)
+    cfg, st, spec = prep.cfg, prep.store, prep.spec
+    task, started_from = _build_task(cfg, st, spec, prep.weights)
+    if sanity:
+        return sanity_check(task, st, cfg)
+    soft = None
+    if cfg.train.teacher:
+        if cfg.augment.mixup.p > 0:
+            raise ConfigError("distillation (train.teacher) does not mix items: set augment.mixup.p=0")
+        unlabelled = [Store(u) for u in cfg.train.unlabelled]
+        soft = teacher_targets(
+            cfg.train.teacher, st, spec, split_positions(st, "train"), unlabelled, progress=progress
+        )
+    elif cfg.train.unlabelled:
+        raise ConfigError("train.unlabelled needs a teacher (train.teacher) to give its windows targets")
+    dm = StoreDataModule(
+        st, task.input, spec.class_names, cfg.train, multilabel=prep.multilabel, progress=progress, soft=soft
+    )
+    last = run / "checkpoints" / "last.ckpt"
+    if resume and not last.is_file():
+        log.warning("nothing to resume in %s (no checkpoint was written yet): training from the start", run)
+        resume = False
+    folder = RunFolder(run)
+    folder.start(cfg, st, _data_summary(st, dm, prep.weights) | {"init_from": started_from}, resume=resume)
+    fitted = _fit(task, dm, cfg, folder, resume=resume, progress=progress)
+    trainer = fitted.trainer
+    net, chosen = _choose_network(fitted, task, dm, folder, prep.prior_choice, spec)
+    summary = {
+        **_fit_summary(fitted, task, dm),
+        "teacher": str(cfg.train.teacher) if cfg.train.teacher else None,
+        "unlabelled_windows": sum(len(u[1]) for u in soft.unlabelled) if soft is not None else 0,
+        "prior_cv": prep.prior_choice.summary() if prep.prior_choice is not None else None,
+        "background_filter": _dropped_summary(prep.dropped, cfg.train.background_filter),
+        **chosen,
+    }
+    if trainer.global_rank == 0:
+        if prep.prior_choice is not None:
+            prep.prior_choice.write(run)
+        if prep.dropped is not None:
+            write_csv(run / "background_dropped.csv", prep.dropped, index=False, float_format="%.4f")
+        folder.finish(net, spec, summary)
+    trainer.strategy.barrier("chirpkit-model-written")  # other ranks go on to read model.pt
+    best_f1 = summary["best_val_macro_f1"]
+    log.info(
+        "trained %s in %.1f s; best val macro F1 %s; model: %s",
+        spec.architecture,
+        fitted.wall,
+        f"{best_f1:.4f}" if best_f1 is not None else "n/a",
+        run / "model.pt",
+    )
+    return summary
+
+
+@dataclass
+class _Prepared:
+    """What training starts from: the config with the out-of-fold choices applied, the store (less
+    filtered background windows), the model spec and the class weights."""
+
+    cfg: Config
+    store: Store
+    spec: ModelSpec
+    multilabel: bool
+    weights: list[float] | None
+    dropped: pd.DataFrame | None = None
+    prior_choice: PriorChoice | None = None
+
+
+def _before_training(cfg: Config, st: Store, *, sanity: bool, progress: bool) -> _Prepared:
+    """The background filter and the out-of-fold choice of a prior head's pull, then the spec."""
+    spec = model_spec(cfg, st)
+    multilabel = spec.task == "multilabel"
+
+    def weights_of(store: Store) -> list[float] | None:
+        if cfg.train.class_weights != "balanced":
+            return None
+        targets = targets_of(store, split_positions(store, "train"), spec.class_names, multilabel=multilabel)
+        return class_weights(targets, spec.num_classes)
+
+    prep = _Prepared(cfg, st, spec, multilabel, weights_of(st))
+    if sanity or not (cfg.train.prior_folds or cfg.train.background_filter < 1):
+        return prep
+    setting = "train.prior_folds" if cfg.train.prior_folds else "train.background_filter"
+    start_net, embeddings = _prior_start(cfg, st, spec, setting, progress=progress)
+    if cfg.train.background_filter < 1:
+        prep.store, prep.dropped = _filter_background(
+            start_net, embeddings, st, spec, cfg.train.background_filter
+        )
+        prep.weights = weights_of(prep.store)
+    if cfg.train.prior_folds:
         # the pull and the epochs chosen out of fold; the run then trains with them
-        prior_choice = _choose_prior(start_net, embeddings, cfg, st, spec, weights, progress=progress)
-        params = {**cfg.model.params, "l2": prior_choice.l2}
-        cfg = load_config(base=cfg, overrides={"model.params": params, "train.epochs": prior_choice.epochs})
-        spec = model_spec(cfg, st)
+        choice = _choose_prior(start_net, embeddings, cfg, prep.store, spec, prep.weights, progress=progress)
+        params = {**cfg.model.params, "l2": choice.l2}
+        prep.cfg = load_config(base=cfg, overrides={"model.params": params, "train.epochs": choice.epochs})
+        prep.spec = model_spec(prep.cfg, prep.store)
+        prep.prior_choice = choice
+    return prep
+
+
+def _build_task(
+    cfg: Config, st: Store, spec: ModelSpec, weights: list[float] | None
+) -> tuple[ClassifierTask, dict[str, Any] | None]:
+    """The Lightning task, warm-started from ``model.init_from`` when it is set."""
     task = ClassifierTask(
         spec.to_dict(),
         cfg.train.model_dump(),
@@ -304,28 +386,27 @@ def train(
             spec.num_classes - len(started_from["new_classes"]),
             started_from["new_classes"] or "none",
         )
-    if sanity:
-        return sanity_check(task, st, cfg)
-    soft = None
-    if cfg.train.teacher:
-        if cfg.augment.mixup.p > 0:
-            raise ConfigError("distillation (train.teacher) does not mix items: set augment.mixup.p=0")
-        unlabelled = [Store(u) for u in cfg.train.unlabelled]
-        soft = teacher_targets(
-            cfg.train.teacher, st, spec, split_positions(st, "train"), unlabelled, progress=progress
-        )
-    elif cfg.train.unlabelled:
-        raise ConfigError("train.unlabelled needs a teacher (train.teacher) to give its windows targets")
-    dm = StoreDataModule(
-        st, task.input, spec.class_names, cfg.train, multilabel=multilabel, progress=progress, soft=soft
-    )
+    return task, started_from
 
+
+@dataclass
+class _Fitted:
+    """Lightning's fit, done: the trainer, its best-checkpoint callback, the network as training
+    started (a candidate; ``None`` without validation or on resume) and the wall time."""
+
+    trainer: Any
+    best_cb: Any
+    initial: dict[str, torch.Tensor] | None
+    wall: float
+    validate: bool
+
+
+def _fit(
+    task: ClassifierTask, dm: StoreDataModule, cfg: Config, folder: RunFolder, *, resume: bool, progress: bool
+) -> _Fitted:
+    """Run Lightning's fit (from ``last.ckpt`` on resume); a failure or an interrupt marks the run."""
+    run = folder.path
     last = run / "checkpoints" / "last.ckpt"
-    if resume and not last.is_file():
-        log.warning("nothing to resume in %s (no checkpoint was written yet): training from the start", run)
-        resume = False
-    folder = RunFolder(run)
-    folder.start(cfg, st, _data_summary(st, dm, weights) | {"init_from": started_from}, resume=resume)
     log_csv = run / "logs" / "metrics.csv"
     history = pd.read_csv(log_csv) if resume and log_csv.is_file() else None
     validate = len(dm.val_pos) > 0
@@ -358,18 +439,32 @@ def train(
         first_new = new["epoch"].min() if len(new) else np.inf
         merged = pd.concat([history[history["epoch"] < first_new], new], ignore_index=True)
         write_csv(log_csv, merged, index=False)
+    return _Fitted(trainer, best_cb, initial, wall, validate)
 
-    best_path = best_cb.best_model_path or str(last)
+
+def _choose_network(
+    fitted: _Fitted,
+    task: ClassifierTask,
+    dm: StoreDataModule,
+    folder: RunFolder,
+    prior_choice: PriorChoice | None,
+    spec: ModelSpec,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The network to save: the best checkpoint (the kept prior rows set), or the network as it
+    started when that scores better on validation; then what it chooses on validation itself."""
+    trainer = fitted.trainer
+    last = folder.path / "checkpoints" / "last.ckpt"
+    best_path = fitted.best_cb.best_model_path or str(last)
     net, _, blob = checkpoint_network(best_path)
     if prior_choice is not None:
         keep = torch.tensor([c in prior_choice.keep_prior for c in spec.class_names])
         net.get_buffer("keep_prior").copy_(keep)
-    kept = {"kept": "trained"}
-    if initial is not None and trainer.global_rank == 0:
-        net, kept = _keep_better(net, initial, task, dm)
+    kept: dict[str, Any] = {"kept": "trained"}
+    if fitted.initial is not None and trainer.global_rank == 0:
+        net, kept = _keep_better(net, fitted.initial, task, dm)
     selected = None
     select = getattr(net, "select_on_validation", None)
-    if callable(select) and validate and trainer.global_rank == 0:  # e.g. a score-fusion weight
+    if callable(select) and fitted.validate and trainer.global_rank == 0:  # e.g. a score-fusion weight
         try:
             selected = select(lambda: _logits_on(net, task.input, dm.val_dataloader()))
         except KeyboardInterrupt:
@@ -379,41 +474,27 @@ def train(
             folder.fail("failed", f"choosing on validation: {type(exc).__name__}: {exc}")
             raise
     best_val = blob.get("chirpkit_val", {})
-    best_f1 = best_val.get("macro_f1")
-    summary = {
+    return net, {
         "best_checkpoint": Path(best_path).name if best_path else None,
         "best_epoch": best_val.get("epoch", blob.get("epoch")),
-        "best_val_macro_f1": best_f1,
+        "best_val_macro_f1": best_val.get("macro_f1"),
         "best_val_loss": best_val.get("loss"),
+        "selected_on_val": selected,
+        **kept,
+    }
+
+
+def _fit_summary(fitted: _Fitted, task: ClassifierTask, dm: StoreDataModule) -> dict[str, Any]:
+    trainer = fitted.trainer
+    return {
         "epochs_run": int(trainer.current_epoch),
         "train_windows": len(dm.train_pos),
         "val_windows": len(dm.val_pos),
-        "seconds": round(wall, 2),
+        "seconds": round(fitted.wall, 2),
         "device": str(trainer.strategy.root_device),
         "precision": str(trainer.precision),
         "input": task.input.kind,
-        "teacher": str(cfg.train.teacher) if cfg.train.teacher else None,
-        "unlabelled_windows": sum(len(u[1]) for u in soft.unlabelled) if soft is not None else 0,
-        "selected_on_val": selected,
-        "prior_cv": prior_choice.summary() if prior_choice is not None else None,
-        "background_filter": _dropped_summary(dropped, cfg.train.background_filter),
-        **kept,
     }
-    if trainer.global_rank == 0:
-        if prior_choice is not None:
-            prior_choice.write(run)
-        if dropped is not None:
-            write_csv(run / "background_dropped.csv", dropped, index=False, float_format="%.4f")
-        folder.finish(net, spec, summary)
-    trainer.strategy.barrier("chirpkit-model-written")  # other ranks go on to read model.pt
-    log.info(
-        "trained %s in %.1f s; best val macro F1 %s; model: %s",
-        spec.architecture,
-        wall,
-        f"{best_f1:.4f}" if best_f1 is not None else "n/a",
-        run / "model.pt",
-    )
-    return summary
 
 
 def _prior_start(
