@@ -372,6 +372,40 @@ def test_prior_folds_keep_birdnets_row_where_training_cannot_beat_it(rng: np.ran
     pd.testing.assert_frame_equal(choice.per_class, again.per_class)
 
 
+def test_the_trained_row_must_beat_birdnets_by_its_standard_error() -> None:
+    """The keep rule: a trained row replaces BirdNET's only when its out-of-fold gain exceeds
+    ``prior_margin`` standard errors, clustered by recording. A gain that one recording makes
+    while the others lose a little is within its standard error; a steady gain on every recording
+    is not; margin 0 takes any gain."""
+    import torch
+
+    from chirpkit.training.prior_cv import _gain_se, _with_prior_rows
+
+    # one class, 4 recordings × 5 positive windows and 4 × 5 negatives; the prior row scores 0
+    y = torch.tensor([[1.0]] * 20 + [[0.0]] * 20)
+    groups = np.repeat([f"g{i}" for i in range(8)], 5)
+    prior = torch.zeros(40, 1)
+    lucky = prior.clone()
+    lucky[:20] = -0.3  # a little worse on the positive recordings,
+    lucky[:5] = 3.0  # but for the first one: much better there
+    steady = prior.clone()
+    steady[:20] = 0.6  # a little better on every positive recording
+    known = np.array([True])
+    for model, kept in ((lucky, True), (steady, False)):
+        _, keep, _ = _with_prior_rows(model, prior, y, known, True, groups, margin=1.0)
+        assert keep[0] == kept
+        _, keep, _ = _with_prior_rows(model, prior, y, known, True, groups, margin=0.0)
+        assert not keep[0]  # any gain
+    # the clustered standard error: gains alike within a recording count once per recording
+    diff = torch.zeros(40, 1)
+    diff[:5] = 1.0
+    se = _gain_se(diff, y, groups)[0]
+    # the balanced mean is 0.5 · 1/4 (one positive recording of four); its recordings' share
+    # of it: 0.5·(1 − 1/4), and three of −0.5 · 1/4 each, each summed over its 5 windows / 20
+    shares = np.array([0.75, -0.25, -0.25, -0.25]) * 0.5 * 5 / 20
+    assert se == pytest.approx(np.sqrt(8 / 7 * (shares**2).sum()))
+
+
 def test_a_kept_row_outputs_the_prior_without_residual(rng: np.random.Generator) -> None:
     import torch
 

@@ -1160,7 +1160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rounds", type=int, default=1, help="distil + fine-tune cycles (self-training, default 1)"
     )
-    p.add_argument("--finetune-epochs", type=int, help="epochs on the labels after distilling (default half)")
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        help="epochs on the labels after distilling (default half; 0: none, for self-training)",
+    )
     _train_flags(p)
     _common(p)
 

@@ -252,6 +252,13 @@ class TrainConfig(_Section):
         description="prepared stores of unlabelled audio, trained on the teacher's soft targets only "
         "(chirpkit distill prepares them from folders of recordings)",
     )
+    pseudo_labels: list[float] = Field(
+        default_factory=list,
+        description="self-training: [low, high] turns the teacher's scores on unlabelled windows into "
+        "hard labels (a class scored at high or more is present, below low absent; a window with a "
+        "score between is left out) and labelled windows keep their own labels; empty: the "
+        "teacher's soft targets everywhere",
+    )
     prior_folds: int = Field(
         0,
         ge=0,
@@ -269,6 +276,13 @@ class TrainConfig(_Section):
         default_factory=list,
         description="epoch counts that train.prior_folds tries; empty: train.epochs alone",
     )
+    prior_margin: float = Field(
+        1.0,
+        ge=0,
+        description="train.prior_folds keeps BirdNET's row for a class unless the trained row beats "
+        "it by this many standard errors (over recordings) of the out-of-fold gain in log loss; "
+        "0: any gain replaces it",
+    )
     background_filter: float = Field(
         1.0,
         ge=0,
@@ -277,6 +291,13 @@ class TrainConfig(_Section):
         "which BirdNET scores one of the run's species at least this much are left out of training, "
         "since they may hold that species (listed in background_dropped.csv); 1: keep them all",
     )
+
+    @field_validator("pseudo_labels")
+    @classmethod
+    def _check_pseudo_labels(cls, value: list[float]) -> list[float]:
+        if value and not (len(value) == 2 and 0 <= value[0] <= value[1] <= 1):
+            raise ValueError(f"pseudo_labels={value}: give [low, high] with 0 <= low <= high <= 1, or []")
+        return value
 
     @field_validator("prior_folds")
     @classmethod

@@ -9,7 +9,11 @@ The BirdCLEF winners' recipe, on chirpkit's one training path (:func:`chirpkit.t
    have the teacher's soft targets only).
 2. **Fine-tune** on the labels alone, starting from the distilled weights (``model.init_from``).
 3. **Self-training** (``rounds > 1``): the fine-tuned student becomes the teacher of the next round
-   (its scores on the unlabelled audio are the next round's pseudo-labels).
+   (its scores on the unlabelled audio are the next round's pseudo-labels). With
+   ``train.pseudo_labels: [low, high]`` the targets on unlabelled windows are hard labels, windows
+   the teacher is unsure of are left out, and labelled windows train on their own labels: classic
+   pseudo-labelling, e.g. of a ``birdnet_prior`` head on the soundscapes it is to be deployed on
+   (student = the teacher's recipe, ``finetune_epochs=0``).
 
 The teacher is any trained run whose classes include the store's: typically a ``birdnet_prior``
 head (``recipes/birds-fewshot.yaml``), which is accurate but runs BirdNET for every window; the
@@ -63,7 +67,9 @@ def distill(
         config: the student's config (``model.name``, ``train.*``; ``train.distill_weight`` and
             ``train.distill_temperature`` shape the loss).
         rounds: distil + fine-tune cycles; from the second on, the last student is the teacher.
-        finetune_epochs: epochs of the fine-tuning on labels (default: half of ``train.epochs``).
+        finetune_epochs: epochs of the fine-tuning on labels (default: half of ``train.epochs``);
+            0: none, the distilled model is the round's student (self-training with
+            ``train.pseudo_labels``, where the labelled windows already train on their labels).
 
     Returns:
         ``{"run", "rounds": [each round's summaries], "unlabelled_windows"}`` (also
@@ -81,13 +87,19 @@ def distill(
         u = prepare(cat, out=root / "unlabelled", config=st.audio, progress=progress)
         stores.append(str(u.root))
         log.info("distill: %d unlabelled window(s) from %d file(s)", len(u), cat["source"].nunique())
-    epochs_ft = finetune_epochs or max(1, cfg.train.epochs // 2)
+    epochs_ft = max(1, cfg.train.epochs // 2) if finetune_epochs is None else finetune_epochs
+    if epochs_ft < 0:
+        raise ConfigError(f"finetune_epochs={finetune_epochs} must be >= 0 (0: no fine-tuning)")
     current = str(teacher)
     summaries = []
     for r in range(1, rounds + 1):
         here = root / f"round{r}"
         distilled = load_config(base=cfg, overrides={"train.teacher": current, "train.unlabelled": stores})
         s1 = train(st, out=here / "distilled", config=distilled, progress=progress)
+        if epochs_ft == 0:  # self-training: the distilled model is the round's student
+            summaries.append({"round": r, "teacher": current, "distilled": s1, "student": s1})
+            current = str(here / "distilled")
+            continue
         tuned = load_config(
             base=cfg,
             overrides={

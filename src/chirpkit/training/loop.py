@@ -15,6 +15,7 @@ import copy
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,11 +162,18 @@ def teacher_targets(
     positions: np.ndarray,
     unlabelled: list[Store],
     *,
+    pseudo: Sequence[float] = (),
     device: str = "auto",
     progress: bool = True,
 ) -> SoftTargets:
     """A teacher model's probabilities of the student's classes on the training windows and on
     every window of the unlabelled stores (soft targets for distillation).
+
+    With ``pseudo = (low, high)`` (self-training, ``train.pseudo_labels``) the targets are hard
+    instead: the training windows keep their own labels, and an unlabelled window's class is
+    present where the teacher scores it at ``high`` or more and absent below ``low``; a window
+    with a score in between is left out (a single-label student: windows whose top class scores
+    ``high`` or more, one-hot).
 
     Raises:
         ConfigError: the teacher does not know every class of the store, or reads windows of
@@ -196,10 +204,43 @@ def teacher_targets(
         return p.astype(np.float32)
 
     everything = [np.arange(len(u)) for u in unlabelled]
-    return SoftTargets(
-        train=probs(store, positions),
-        unlabelled=[(u, pos, probs(u, pos)) for u, pos in zip(unlabelled, everything, strict=True)],
-    )
+    if not pseudo:
+        return SoftTargets(
+            train=probs(store, positions),
+            unlabelled=[(u, pos, probs(u, pos)) for u, pos in zip(unlabelled, everything, strict=True)],
+        )
+    multilabel = spec.task == "multilabel"
+    own = targets_of(store, positions, spec.class_names, multilabel=multilabel)
+    own = own if multilabel else np.eye(spec.num_classes, dtype=np.float32)[own]
+    hard = []
+    for u, pos in zip(unlabelled, everything, strict=True):
+        kept, target = pseudo_labels(probs(u, pos), pseudo, multilabel=multilabel)
+        hard.append((u, pos[kept], target))
+        counts = target.sum(axis=0).astype(int)
+        log.info(
+            "pseudo-labels on %s: %d of %d window(s) kept (%s); present: %s",
+            u.root,
+            int(kept.sum()),
+            len(pos),
+            f"scores below {pseudo[0]:g} or at least {pseudo[1]:g}",
+            ", ".join(f"{c} {n}" for c, n in zip(spec.class_names, counts, strict=True) if n) or "none",
+        )
+    return SoftTargets(train=own.astype(np.float32), unlabelled=hard)
+
+
+def pseudo_labels(
+    probs: np.ndarray, thresholds: Sequence[float], *, multilabel: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hard labels from a teacher's probabilities ``(windows, classes)``: ``(kept mask, targets of
+    the kept windows)``. Multi-label: present at ``high`` or more, absent below ``low``, windows
+    with any class in between left out. Single-label: windows whose top class scores ``high`` or
+    more, one-hot."""
+    low, high = thresholds
+    if multilabel:
+        kept = np.asarray(((probs >= high) | (probs < low)).all(axis=1))
+        return kept, (probs[kept] >= high).astype(np.float32)
+    kept = np.asarray(probs.max(axis=1) >= high)
+    return kept, np.eye(probs.shape[1], dtype=np.float32)[probs[kept].argmax(axis=1)]
 
 
 def _data_summary(st: Store, dm: StoreDataModule, weights: list[float] | None) -> dict[str, Any]:
@@ -273,7 +314,13 @@ def train(
             raise ConfigError("distillation (train.teacher) does not mix items: set augment.mixup.p=0")
         unlabelled = [Store(u) for u in cfg.train.unlabelled]
         soft = teacher_targets(
-            cfg.train.teacher, st, spec, split_positions(st, "train"), unlabelled, progress=progress
+            cfg.train.teacher,
+            st,
+            spec,
+            split_positions(st, "train"),
+            unlabelled,
+            pseudo=cfg.train.pseudo_labels,
+            progress=progress,
         )
     elif cfg.train.unlabelled:
         raise ConfigError("train.unlabelled needs a teacher (train.teacher) to give its windows targets")

@@ -15,9 +15,12 @@ never saw its recording.
   on those out-of-fold windows by the class's binary log loss (of the sigmoid, or of the softmax
   for single-label runs; a proper score, so calibration counts as well as ranking; positives and
   negatives weigh half each). A class
-  BirdNET knows keeps BirdNET's row when the residual does not beat it (``keep_prior`` in the
-  head): a class whose only recording is held out, or whose recordings BirdNET already scores
-  well, stays as BirdNET scores it.
+  BirdNET knows keeps BirdNET's row (``keep_prior`` in the head) unless the trained row beats it
+  by ``train.prior_margin`` standard errors of the gain (clustered by recording: a gain that one
+  recording makes is not evidence): a class whose only recording is held out, or whose
+  recordings BirdNET already scores well, stays as BirdNET scores it. This is the one-standard-
+  error rule of cross-validation: with a few recordings per class, out-of-fold differences
+  smaller than their spread are noise, and the prior is the safer choice.
 * **The candidate** whose out-of-fold macro log loss over the target classes is lowest, with those
   rows kept, is chosen; ties go to the stronger pull, then the fewer epochs. Background classes
   (``detect.background_labels``, e.g. ``noise``) are not targets: their loss would outweigh every
@@ -145,36 +148,71 @@ def _probs(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
     return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
 
 
-def _class_log_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> np.ndarray:
-    """Balanced binary log loss of each class's probability (sigmoid, or softmax for single-label):
-    the mean over its positive windows and the mean over its negatives, averaged, so that a row
-    which scores everything lower does not win on the many negatives alone."""
+def _window_losses(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Each window's binary log loss of each class's probability (sigmoid, or softmax for
+    single-label), ``(windows, classes)``."""
     if multilabel:
-        loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    else:
-        p = _probs(logits, False).clamp(1e-7, 1 - 1e-7)
-        loss = -(targets * p.log() + (1 - targets) * (1 - p).log())
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p = _probs(logits, False).clamp(1e-7, 1 - 1e-7)
+    return -(targets * p.log() + (1 - targets) * (1 - p).log())
+
+
+def _balance_weights(targets: torch.Tensor) -> torch.Tensor:
+    """Per window and class, the weight that makes positives and negatives count half each."""
     pos = targets > 0.5
     n_pos, n_neg = pos.sum(dim=0).clamp_min(1), (~pos).sum(dim=0).clamp_min(1)
-    balanced = 0.5 * (loss * pos).sum(dim=0) / n_pos + 0.5 * (loss * ~pos).sum(dim=0) / n_neg
-    return balanced.numpy()
+    return torch.where(pos, 0.5 / n_pos, 0.5 / n_neg)
+
+
+def _class_log_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> np.ndarray:
+    """Balanced binary log loss of each class's probability: the mean over its positive windows and
+    the mean over its negatives, averaged, so that a row which scores everything lower does not win
+    on the many negatives alone."""
+    loss = _window_losses(logits, targets, multilabel)
+    return (loss * _balance_weights(targets)).sum(dim=0).numpy()
+
+
+def _gain_se(diff: torch.Tensor, targets: torch.Tensor, groups: np.ndarray) -> np.ndarray:
+    """Standard error of each class's balanced mean of ``diff`` (windows × classes), clustered by
+    group: windows of one recording are not independent, so the spread is that of the recordings'
+    summed contributions (the sandwich estimator, with the small-sample factor G / (G − 1))."""
+    w = _balance_weights(targets)
+    pos = targets > 0.5
+    mean_pos = (diff * w * pos).sum(dim=0) / (w * pos).sum(dim=0).clamp_min(1e-12)
+    mean_neg = (diff * w * ~pos).sum(dim=0) / (w * ~pos).sum(dim=0).clamp_min(1e-12)
+    r = (w * (diff - torch.where(pos, mean_pos, mean_neg))).double().numpy()
+    codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
+    n_groups = int(codes.max()) + 1 if len(codes) else 0
+    per_group = np.zeros((n_groups, r.shape[1]))
+    np.add.at(per_group, codes, r)
+    factor = n_groups / (n_groups - 1) if n_groups > 1 else 1.0
+    return np.sqrt(factor * (per_group**2).sum(axis=0))
 
 
 def _with_prior_rows(
-    model: torch.Tensor, prior: torch.Tensor, targets: torch.Tensor, known: np.ndarray, multilabel: bool
-) -> tuple[torch.Tensor, np.ndarray]:
+    model: torch.Tensor,
+    prior: torch.Tensor,
+    targets: torch.Tensor,
+    known: np.ndarray,
+    multilabel: bool,
+    groups: np.ndarray,
+    margin: float,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """The candidate's out-of-fold logits with BirdNET's row (``prior``: the same heads' scaled
-    BirdNET scores) put back for every known class whose own log loss the trained row does not
-    beat; ``(logits, kept mask)``."""
-    base = _class_log_loss(model, targets, multilabel)
-    keep = np.zeros(len(known), dtype=bool)
+    BirdNET scores) put back for every known class whose trained row does not beat it by
+    ``margin`` standard errors of the gain in log loss; ``(logits, kept mask, standard errors)``."""
+    base = _window_losses(model, targets, multilabel)
+    diff = torch.zeros_like(base)
     for c in np.flatnonzero(known):
         swapped = model.clone()
         swapped[:, c] = prior[:, c]
-        keep[c] = _class_log_loss(swapped, targets, multilabel)[c] <= base[c]
+        diff[:, c] = _window_losses(swapped, targets, multilabel)[:, c] - base[:, c]
+    gain = (diff * _balance_weights(targets)).sum(dim=0).numpy()
+    se = _gain_se(diff, targets, groups)
+    keep = known & (gain <= margin * se)
     out = model.clone()
     out[:, keep] = prior[:, keep]
-    return out, keep
+    return out, keep, se
 
 
 def choose_prior(
@@ -208,7 +246,8 @@ def choose_prior(
     """
     from tqdm.auto import tqdm
 
-    fold = _folds(net, targets, groups, cfg)
+    net = _prior_head(net)
+    fold = _folds(targets, groups, cfg)
     k = cfg.prior_folds
     multilabel = loss_fn.multilabel
     y = torch.from_numpy(np.ascontiguousarray(targets, np.float32))
@@ -228,7 +267,7 @@ def choose_prior(
         oof, oof_prior = _out_of_fold(
             start, embeddings, targets, fold, folds, cfg, loss_fn, l2=l2, epochs=epochs, bar=bar
         )
-        final, keep = _with_prior_rows(oof, oof_prior, y, known, multilabel)
+        final, keep, se = _with_prior_rows(oof, oof_prior, y, known, multilabel, groups, cfg.prior_margin)
         score = float(_class_log_loss(final, y, multilabel)[target].mean())
         rows.append(
             {
@@ -241,12 +280,14 @@ def choose_prior(
         )
         # the grid runs from the strongest pull and the fewest epochs: only a lower loss replaces
         if best is None or score < best[0] - 1e-9:
-            best = (score, l2, epochs, final, keep)
+            best = (score, l2, epochs, final, keep, se)
     bar.close()
     assert best is not None
-    _, l2, epochs, final, keep = best
+    _, l2, epochs, final, keep, se = best
     per_class = _per_class(class_names, known, y, prior_logits, final, keep, groups, multilabel)
     per_class.insert(2, "target", target)
+    # the standard error of the trained row's gain over BirdNET's in the same heads (the keep rule)
+    per_class["trained_row_gain_se"] = np.where(known, se, np.nan)
     choice = PriorChoice(
         folds=len(folds),
         l2=l2,
@@ -268,13 +309,17 @@ def choose_prior(
     return choice
 
 
-def _folds(net: nn.Module, targets: np.ndarray, groups: np.ndarray, cfg: TrainConfig) -> np.ndarray:
-    """Each window's fold: groups dealt into ``cfg.prior_folds`` folds, stratified by first class."""
+def _prior_head(net: nn.Module) -> PriorHead:
     if not isinstance(net, PriorHead):
         raise ConfigError(
             f"train.prior_folds needs a head that starts from a pretrained classifier "
             f"(birdnet_prior); {type(net).__name__} has none"
         )
+    return net
+
+
+def _folds(targets: np.ndarray, groups: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    """Each window's fold: groups dealt into ``cfg.prior_folds`` folds, stratified by first class."""
     k = cfg.prior_folds
     uniq = np.unique(groups)
     if len(uniq) < 2:
@@ -284,7 +329,7 @@ def _folds(net: nn.Module, targets: np.ndarray, groups: np.ndarray, cfg: TrainCo
 
 
 def _out_of_fold(
-    start: nn.Module,
+    start: PriorHead,
     embeddings: np.ndarray,
     targets: np.ndarray,
     fold: np.ndarray,
