@@ -200,7 +200,8 @@ def _with_prior_rows(
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """The candidate's out-of-fold logits with BirdNET's row (``prior``: the same heads' scaled
     BirdNET scores) put back for every known class whose trained row does not beat it by
-    ``margin`` standard errors of the gain in log loss; ``(logits, kept mask, standard errors)``."""
+    ``margin`` standard errors of the gain in log loss; ``(logits, kept mask, [gains, standard
+    errors])``."""
     base = _window_losses(model, targets, multilabel)
     diff = torch.zeros_like(base)
     for c in np.flatnonzero(known):
@@ -212,7 +213,7 @@ def _with_prior_rows(
     keep = known & (gain <= margin * se)
     out = model.clone()
     out[:, keep] = prior[:, keep]
-    return out, keep, se
+    return out, keep, np.stack([gain, se])
 
 
 def choose_prior(
@@ -267,7 +268,9 @@ def choose_prior(
         oof, oof_prior = _out_of_fold(
             start, embeddings, targets, fold, folds, cfg, loss_fn, l2=l2, epochs=epochs, bar=bar
         )
-        final, keep, se = _with_prior_rows(oof, oof_prior, y, known, multilabel, groups, cfg.prior_margin)
+        final, keep, gain_se = _with_prior_rows(
+            oof, oof_prior, y, known, multilabel, groups, cfg.prior_margin
+        )
         score = float(_class_log_loss(final, y, multilabel)[target].mean())
         rows.append(
             {
@@ -280,14 +283,15 @@ def choose_prior(
         )
         # the grid runs from the strongest pull and the fewest epochs: only a lower loss replaces
         if best is None or score < best[0] - 1e-9:
-            best = (score, l2, epochs, final, keep, se)
+            best = (score, l2, epochs, final, keep, gain_se)
     bar.close()
     assert best is not None
-    _, l2, epochs, final, keep, se = best
+    _, l2, epochs, final, keep, gain_se = best
     per_class = _per_class(class_names, known, y, prior_logits, final, keep, groups, multilabel)
     per_class.insert(2, "target", target)
-    # the standard error of the trained row's gain over BirdNET's in the same heads (the keep rule)
-    per_class["trained_row_gain_se"] = np.where(known, se, np.nan)
+    # the keep rule: the trained row's gain in log loss over BirdNET's row as kept, and its error
+    per_class["trained_row_gain"] = np.where(known, gain_se[0], np.nan)
+    per_class["trained_row_gain_se"] = np.where(known, gain_se[1], np.nan)
     choice = PriorChoice(
         folds=len(folds),
         l2=l2,
@@ -341,8 +345,8 @@ def _out_of_fold(
     epochs: int,
     bar: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Out-of-fold logits of heads trained at one pull and number of epochs, and of each fold's
-    head without its residual (the prior through that head's own scale)."""
+    """Out-of-fold logits of heads trained at one pull and number of epochs, and of BirdNET's rows
+    as each fold's head would output them kept (see :class:`~chirpkit.models.heads.PriorHead`)."""
     x_centre = torch.from_numpy(np.ascontiguousarray(embeddings[:, 0], np.float32))
     with torch.inference_mode():
         prior_logits = start(x_centre).float()
@@ -357,7 +361,10 @@ def _out_of_fold(
         held = torch.from_numpy(te)
         with torch.inference_mode():
             oof[held] = head(x_centre[held]).float()
-            oof_prior[held] = float(head.prior_scale) * prior_logits[held]
+            # BirdNET's row as a kept row outputs it: its own logits for sigmoids (keep_raw),
+            # through this head's common scale for a softmax
+            scale = 1.0 if loss_fn.multilabel else float(head.prior_scale)
+            oof_prior[held] = scale * prior_logits[held]
         bar.update()
     return oof, oof_prior
 
