@@ -277,7 +277,7 @@ class TrainConfig(_Section):
         description="epoch counts that train.prior_folds tries; empty: train.epochs alone",
     )
     prior_margin: float = Field(
-        1.0,
+        0.0,
         ge=0,
         description="train.prior_folds keeps BirdNET's row for a class unless the trained row beats "
         "it by this many standard errors (over recordings) of the out-of-fold gain in log loss; "
