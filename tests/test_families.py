@@ -557,3 +557,41 @@ def test_a_prior_head_without_norm_is_birdnets_layer_fine_tuned(rng: np.random.G
     w = 0.7 * net.prior_weight + net.residual.weight
     b = 0.7 * net.prior_bias + net.residual.bias
     torch.testing.assert_close(net.eval()(x).detach(), x @ w.T + b)
+
+
+@needs_birdnet
+def test_self_training_a_prior_head_on_unlabelled_recordings(
+    fold_store: Store, tiny_folder: Path, tmp_path: Path
+) -> None:
+    """distill with a birdnet_prior head as both teacher and student, hard pseudo-labels and no
+    fine-tuning (what benchmarks/soundscape_birds.py measures): the unlabelled recordings are
+    embedded like the store, the confident windows join training, and the round's model is a
+    prior head that scores the test split."""
+    from chirpkit.evaluation.report import evaluate
+    from chirpkit.training.distill import distill
+    from chirpkit.training.loop import train
+
+    cfg = tiny_config(
+        **{
+            "model.name": "birdnet_prior",
+            "model.params": {"label_map": TWO_KNOWN},
+            "train.loss": "bce",
+            "train.epochs": 5,
+            "augment.mixup.p": 0.0,
+            "train.pseudo_labels": [0.2, 0.6],
+        }
+    )
+    train(fold_store, out=tmp_path / "teacher", config=cfg, progress=False)
+    unlabelled = sorted(tiny_folder.rglob("*.wav"))[:6]
+    res = distill(
+        fold_store,
+        out=tmp_path / "self",
+        teacher=tmp_path / "teacher",
+        unlabelled=unlabelled,
+        config=cfg,
+        finetune_epochs=0,
+        progress=False,
+    )
+    used = res["rounds"][0]["distilled"]["unlabelled_windows"]
+    assert 0 < used <= res["unlabelled_windows"]
+    assert evaluate(tmp_path / "self", split="test", progress=False)["macro_f1"] >= 0.5
