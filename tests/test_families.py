@@ -419,17 +419,11 @@ def test_a_kept_row_outputs_the_prior_without_residual(rng: np.random.Generator)
     out = net(emb).detach()
     torch.testing.assert_close(out[:, 0], 2.0 * net.prior(emb)[:, 0])  # on the head's common scale
     assert not torch.allclose(out[:, 1], 2.0 * net.prior(emb)[:, 1])
-    # keep_raw (multi-label runs): a kept row is BirdNET's own logit, exactly zero-shot
-    with torch.no_grad():
-        net.keep_raw.fill_(True)
-    raw = net(emb).detach()
-    torch.testing.assert_close(raw[:, 0], net.prior(emb)[:, 0])
-    torch.testing.assert_close(raw[:, 1:], out[:, 1:])  # trained rows as they were
-    # a model saved before keep_prior / keep_raw existed loads with no kept row
-    state = {k: v for k, v in net.state_dict().items() if k not in ("keep_prior", "keep_raw")}
+    # a model saved before keep_prior existed loads with no kept row
+    state = {k: v for k, v in net.state_dict().items() if k != "keep_prior"}
     fresh, _, _, _ = _prior_head_data(rng)
     fresh.load_state_dict(state)
-    assert not bool(fresh.keep_prior.any()) and not bool(fresh.keep_raw)
+    assert not bool(fresh.keep_prior.any())
 
 
 def test_prior_folds_refuse_bad_settings(fold_store: Store, tmp_path: Path) -> None:
@@ -484,10 +478,9 @@ def test_train_with_prior_folds_writes_the_choice_and_keeps_the_rows(
     emb = torch.from_numpy(embedding_cache(fold_store, progress=False))
     with torch.no_grad():
         out, prior = net.eval()(emb), net.prior(emb)
-    assert bool(net.keep_raw)  # per-class sigmoids: a kept row scores exactly as zero-shot
     for i, k in enumerate(net.keep_prior.tolist()):
         if k:
-            torch.testing.assert_close(out[:, i], prior[:, i])
+            torch.testing.assert_close(out[:, i], net.prior_scale * prior[:, i])
     assert not table["trained_row_gain_se"].dropna().lt(0).any()
 
 

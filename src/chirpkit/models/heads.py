@@ -179,12 +179,10 @@ class PriorHead(_BirdNETRows):
     ``keep_prior`` (a buffer, all false at the start) marks classes whose output is BirdNET's own
     row without the residual, ``s · (x Wᵀ + b)`` (``s`` is shared by every class, so kept and trained
     rows stay on one scale for a softmax): ``train.prior_folds`` sets it for the classes whose
-    out-of-fold scores did not beat it (:mod:`chirpkit.training.prior_cv`). With ``keep_raw`` (a
-    buffer, set for multi-label runs, where each class's sigmoid stands alone) a kept row is
-    BirdNET's own logit, ``x Wᵀ + b``: that class scores exactly as zero-shot does.
+    out-of-fold scores did not beat it (:mod:`chirpkit.training.prior_cv`).
     """
 
-    warm_start_keep = (*_BirdNETRows.warm_start_keep, "keep_prior", "keep_raw")
+    warm_start_keep = (*_BirdNETRows.warm_start_keep, "keep_prior")
 
     def __init__(
         self,
@@ -214,13 +212,10 @@ class PriorHead(_BirdNETRows):
         nn.init.zeros_(self.residual.bias)
         self.keep_prior: torch.Tensor
         self.register_buffer("keep_prior", torch.zeros(num_classes, dtype=torch.bool))
-        self.keep_raw: torch.Tensor
-        self.register_buffer("keep_raw", torch.zeros((), dtype=torch.bool))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        # models saved before keep_prior / keep_raw existed: no class keeps BirdNET's row
+        # models saved before keep_prior existed: no class keeps BirdNET's row
         state_dict.setdefault(prefix + "keep_prior", torch.zeros_like(self.keep_prior))
-        state_dict.setdefault(prefix + "keep_raw", torch.zeros_like(self.keep_raw))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -230,9 +225,7 @@ class PriorHead(_BirdNETRows):
         if pre_logits:
             return x
         residual = self.residual(self.dropout(self.norm(x)))
-        prior = self.prior(x)
-        out = self.prior_scale * prior + residual.masked_fill(self.keep_prior, 0.0)
-        return torch.where(self.keep_prior & self.keep_raw, prior, out)
+        return self.prior_scale * self.prior(x) + residual.masked_fill(self.keep_prior, 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(x)

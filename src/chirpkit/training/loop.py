@@ -506,8 +506,6 @@ def _choose_network(
     if prior_choice is not None:
         keep = torch.tensor([c in prior_choice.keep_prior for c in spec.class_names])
         net.get_buffer("keep_prior").copy_(keep)
-        # a sigmoid per class: a kept row is BirdNET's own, as out of fold (prior_cv)
-        net.get_buffer("keep_raw").fill_(spec.task == "multilabel")
     kept: dict[str, Any] = {"kept": "trained"}
     if fitted.initial is not None and trainer.global_rank == 0:
         net, kept = _keep_better(net, fitted.initial, task, dm)

@@ -346,7 +346,8 @@ def _out_of_fold(
     bar: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Out-of-fold logits of heads trained at one pull and number of epochs, and of BirdNET's rows
-    as each fold's head would output them kept (see :class:`~chirpkit.models.heads.PriorHead`)."""
+    as each fold's head outputs them kept: through that head's common scale (see
+    :class:`~chirpkit.models.heads.PriorHead`)."""
     x_centre = torch.from_numpy(np.ascontiguousarray(embeddings[:, 0], np.float32))
     with torch.inference_mode():
         prior_logits = start(x_centre).float()
@@ -361,10 +362,7 @@ def _out_of_fold(
         held = torch.from_numpy(te)
         with torch.inference_mode():
             oof[held] = head(x_centre[held]).float()
-            # BirdNET's row as a kept row outputs it: its own logits for sigmoids (keep_raw),
-            # through this head's common scale for a softmax
-            scale = 1.0 if loss_fn.multilabel else float(head.prior_scale)
-            oof_prior[held] = scale * prior_logits[held]
+            oof_prior[held] = float(head.prior_scale) * prior_logits[held]
         bar.update()
     return oof, oof_prior
 
