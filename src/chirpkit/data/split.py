@@ -40,7 +40,14 @@ from chirpkit.data.rotation import TEST, Layout, assign, coverage_gaps
 from chirpkit.errors import DataError, RunError
 from chirpkit.utils.io import write_csv, write_json
 
-__all__ = ["assign_folds", "check_no_group_leak", "few_groups_threshold", "split", "split_summary"]
+__all__ = [
+    "assign_folds",
+    "check_no_group_leak",
+    "few_groups_threshold",
+    "split",
+    "split_summary",
+    "write_split",
+]
 
 log = logging.getLogger("chirpkit")
 
@@ -237,50 +244,13 @@ def split(
     df = df.drop(columns=[c for c in ("split", "fold") if c in df.columns])
 
     # 1. rare classes out
-    sizes = df["label"].value_counts()
-    excluded = sorted(sizes.index[sizes < cfg.min_count].tolist())
-    keep = ~df["label"].isin(excluded).to_numpy()
-    if excluded:
-        log.warning(
-            "excluded %d class(es) with fewer than %d examples (split.min_count): %s",
-            len(excluded),
-            cfg.min_count,
-            excluded[:20],
-        )
+    keep, excluded = _without_rare_classes(df, cfg)
     kept = df[keep]
-    if kept["label"].nunique() < 2:
-        left = kept["label"].unique().tolist()
-        raise DataError(
-            f"cannot split: {len(left)} class(es) left ({left}) after excluding classes with fewer than "
-            f"{cfg.min_count} examples; a classifier needs two (lower split.min_count or add data)"
-        )
     groups = kept["group"].to_numpy()
     y = kept["label"].to_numpy()
-    n_splits = 1 + (cfg.val_fraction > 0 or cfg.folds >= 2) + (cfg.test_fraction > 0)
-    n_groups = len(np.unique(groups))
-    if n_groups < n_splits:
-        raise DataError(
-            f"the catalog has {n_groups} group(s) but train/val/test need {n_splits}: no group may be "
-            "in two splits. Add recordings, set split.val_fraction/test_fraction to 0, or use a finer "
-            "group rule (ingest --group-by)"
-        )
-
     # 2-3. few-group (problematic) classes and the group partition
-    threshold = few_groups_threshold(cfg)
-    groups_per_class = kept.groupby("label")["group"].nunique()
-    problematic = sorted(groups_per_class.index[groups_per_class < threshold].tolist())
-    bad_groups = set(kept.loc[kept["label"].isin(problematic), "group"])
+    threshold, problematic, bad_groups = _few_group_classes(kept, cfg)
     in_bad = np.isin(groups, list(bad_groups))
-    if problematic:
-        log.info(
-            "%d class(es) with fewer than %d groups (split.few_groups): their %d group(s) are dealt "
-            "out class by class: %s",
-            len(problematic),
-            threshold,
-            len(bad_groups),
-            problematic[:20],
-        )
-
     # 4. nested stratified split of the well-behaved part, as slots (-1 test, val 0 / train 1, folds)
     layout = Layout(cfg.test_fraction, cfg.val_fraction if cfg.folds < 2 else 0.0, cfg.folds)
     slot = _stratified_slots(y, groups, ~in_bad, cfg)
@@ -306,6 +276,66 @@ def split(
         "coverage_gaps": gaps,
     }
     summary = split_summary(df, cfg, info)
+    _log_split(summary, gaps)
+    if out is not None:
+        write_split(df, out, summary, seed=cfg.seed)
+    return df
+
+
+def _without_rare_classes(df: pd.DataFrame, cfg: SplitConfig) -> tuple[np.ndarray, list[str]]:
+    """The rows of classes with at least ``split.min_count`` examples, and the classes left out.
+
+    Raises:
+        DataError: fewer than two classes left, or fewer groups than the splits need.
+    """
+    sizes = df["label"].value_counts()
+    excluded = sorted(sizes.index[sizes < cfg.min_count].tolist())
+    keep = ~df["label"].isin(excluded).to_numpy()
+    if excluded:
+        log.warning(
+            "excluded %d class(es) with fewer than %d examples (split.min_count): %s",
+            len(excluded),
+            cfg.min_count,
+            excluded[:20],
+        )
+    kept = df[keep]
+    if kept["label"].nunique() < 2:
+        left = kept["label"].unique().tolist()
+        raise DataError(
+            f"cannot split: {len(left)} class(es) left ({left}) after excluding classes with fewer than "
+            f"{cfg.min_count} examples; a classifier needs two (lower split.min_count or add data)"
+        )
+    n_splits = 1 + (cfg.val_fraction > 0 or cfg.folds >= 2) + (cfg.test_fraction > 0)
+    n_groups = kept["group"].nunique()
+    if n_groups < n_splits:
+        raise DataError(
+            f"the catalog has {n_groups} group(s) but train/val/test need {n_splits}: no group may be "
+            "in two splits. Add recordings, set split.val_fraction/test_fraction to 0, or use a finer "
+            "group rule (ingest --group-by)"
+        )
+    return keep, excluded
+
+
+def _few_group_classes(kept: pd.DataFrame, cfg: SplitConfig) -> tuple[int, list[str], set[Any]]:
+    """Classes with fewer groups than ``split.few_groups`` needs (dealt out class by class), and
+    their groups: ``(threshold, classes, groups)``."""
+    threshold = few_groups_threshold(cfg)
+    groups_per_class = kept.groupby("label")["group"].nunique()
+    problematic = sorted(groups_per_class.index[groups_per_class < threshold].tolist())
+    bad_groups = set(kept.loc[kept["label"].isin(problematic), "group"])
+    if problematic:
+        log.info(
+            "%d class(es) with fewer than %d groups (split.few_groups): their %d group(s) are dealt "
+            "out class by class: %s",
+            len(problematic),
+            threshold,
+            len(bad_groups),
+            problematic[:20],
+        )
+    return threshold, problematic, bad_groups
+
+
+def _log_split(summary: dict[str, Any], gaps: dict[str, Any]) -> None:
     for s, missing in summary["classes_missing"].items():
         if missing:
             log.warning("split %s lacks %d class(es) (too few groups): %s", s, len(missing), missing[:10])
@@ -321,22 +351,26 @@ def split(
         ", ".join(f"{k}={v}" for k, v in summary["rows"].items()),
         ", ".join(f"{k}={v}" for k, v in summary["groups"].items()),
     )
-    if out is not None:
-        path = write_catalog(df, out)
-        stem = path.with_suffix("")
-        kept_df = df[df["split"] != EXCLUDED]
-        counts = class_counts(kept_df, "split")
-        if "fold" in kept_df.columns:
-            per_fold = pd.crosstab(kept_df["label"], kept_df["fold"]).drop(columns=-1, errors="ignore")
-            counts = (
-                counts.join(per_fold.rename(columns=lambda f: f"fold{f}"), how="left").fillna(0).astype(int)
-            )
-        write_csv(Path(f"{stem}.split_counts.csv"), counts, index_label="label")
-        write_json(f"{stem}.split_counts.json", summary)
-        _plot_counts(
-            class_counts(kept_df, "split"),
-            Path(f"{stem}.split_counts.png"),
-            title=f"examples per class and split (seed {cfg.seed})",
-        )
-        log.info("split catalog: %s (counts: %s.split_counts.csv/.json/.png)", path, stem)
-    return df
+
+
+def write_split(
+    df: pd.DataFrame, out: str | os.PathLike[str], summary: dict[str, Any], *, seed: int = 0
+) -> Path:
+    """Write a split catalog (Parquet + CSV) and beside it ``<name>.split_counts.csv`` (per class ×
+    split, and × fold), ``.json`` (``summary``) and ``.png``; returns the catalog's path."""
+    path = write_catalog(df, out)
+    stem = path.with_suffix("")
+    kept_df = df[df["split"] != EXCLUDED]
+    counts = class_counts(kept_df, "split")
+    if "fold" in kept_df.columns:
+        per_fold = pd.crosstab(kept_df["label"], kept_df["fold"]).drop(columns=-1, errors="ignore")
+        counts = counts.join(per_fold.rename(columns=lambda f: f"fold{f}"), how="left").fillna(0).astype(int)
+    write_csv(Path(f"{stem}.split_counts.csv"), counts, index_label="label")
+    write_json(f"{stem}.split_counts.json", summary)
+    _plot_counts(
+        class_counts(kept_df, "split"),
+        Path(f"{stem}.split_counts.png"),
+        title=f"examples per class and split (seed {seed})",
+    )
+    log.info("split catalog: %s (counts: %s.split_counts.csv/.json/.png)", path, stem)
+    return path
