@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +288,46 @@ def tune(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3),
     )
     extra = {"train.epochs": epochs} if epochs else {}
+    objective = _objective(st, cfg, space, extra, ids, progress=progress)
+    # a failed trial (diverged, or interrupted by Ctrl-C) does not count: a resumed study runs it again
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    finished = len([t for t in study.trials if t.state in counted])
+    if finished < trials:
+        study.optimize(
+            objective,
+            n_trials=trials - finished,
+            timeout=timeout_s,
+            gc_after_trial=True,
+            catch=(RunError,),  # a configuration that diverges is a failed trial, not a failed study
+            callbacks=[lambda study, trial: check_stop()],  # a Ctrl-C lost in garbage collection
+        )
+    summary, best_cfg = _study_summary(study, root, cfg, extra, ids)
+    if final and (scores := _final_run(st, root / "final", best_cfg, progress=progress)) is not None:
+        summary["final_test"] = scores
+    write_json(root / "tune_summary.json", summary)
+    log.info(
+        "tune: best CV macro F1 %.4f (trial %d of %d, %d pruned); %s",
+        summary["best_cv_macro_f1"],
+        summary["best_trial"],
+        summary["trials"],
+        summary["pruned"],
+        root / "best_config.yaml",
+    )
+    return summary
+
+
+def _objective(
+    st: Store,
+    cfg: Config,
+    space: Mapping[str, Any],
+    extra: Mapping[str, Any],
+    ids: Sequence[int],
+    *,
+    progress: bool,
+) -> Callable[[Any], float]:
+    """Optuna's objective: a trial's mean validation macro F1 over the folds, reported after each
+    fold so that the median pruner can stop it."""
+    import optuna
 
     def objective(trial: Any) -> float:
         params = _suggest(trial, space)
@@ -311,18 +351,19 @@ def tune(
         log.info("trial %d: CV macro F1 %.4f  %s", trial.number, float(np.mean(scores)), params)
         return float(np.mean(scores))
 
-    # a failed trial (diverged, or interrupted by Ctrl-C) does not count: a resumed study runs it again
-    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    finished = len([t for t in study.trials if t.state in counted])
-    if finished < trials:
-        study.optimize(
-            objective,
-            n_trials=trials - finished,
-            timeout=timeout_s,
-            gc_after_trial=True,
-            catch=(RunError,),  # a configuration that diverges is a failed trial, not a failed study
-            callbacks=[lambda study, trial: check_stop()],  # a Ctrl-C lost in garbage collection
-        )
+    return objective
+
+
+def _study_summary(
+    study: Any, root: Path, cfg: Config, extra: Mapping[str, Any], ids: Sequence[int]
+) -> tuple[dict[str, Any], Config]:
+    """Write ``trials.csv``, ``tune.png`` and ``best_config.yaml``; the summary and the best config.
+
+    Raises:
+        DataError: no trial completed.
+    """
+    import optuna
+
     table = study.trials_dataframe()
     table["state"] = table["state"].astype(str)
     write_csv(root / "trials.csv", table, index=False)
@@ -340,28 +381,20 @@ def tune(
         "best_trial": best.number,
         "best_cv_macro_f1": best.value,
         "best_params": best.params,
-        "folds": ids,
+        "folds": list(ids),
         "storage": str(root / "study.db"),
     }
-    if final:
-        from chirpkit.evaluation.report import evaluate
+    return summary, best_cfg
 
-        view = copy.copy(st)
-        view.index = st.index.assign(split=np.where(st.index["split"] == "test", "test", "train"))
-        train(view, out=root / "final", config=best_cfg, progress=progress)
-        if (view.index["split"] == "test").any():
-            summary["final_test"] = {
-                k: v
-                for k, v in evaluate(root / "final", progress=progress).items()
-                if k in ("macro_f1", "weighted_f1", "accuracy", "n_examples")
-            }
-    write_json(root / "tune_summary.json", summary)
-    log.info(
-        "tune: best CV macro F1 %.4f (trial %d of %d, %d pruned); %s",
-        best.value,
-        best.number,
-        len(study.trials),
-        summary["pruned"],
-        root / "best_config.yaml",
-    )
-    return summary
+
+def _final_run(st: Store, out: Path, best_cfg: Config, *, progress: bool) -> dict[str, Any] | None:
+    """Retrain the best config on every non-test window; its test scores (``None`` without test)."""
+    from chirpkit.evaluation.report import evaluate
+
+    view = copy.copy(st)
+    view.index = st.index.assign(split=np.where(st.index["split"] == "test", "test", "train"))
+    train(view, out=out, config=best_cfg, progress=progress)
+    if not (view.index["split"] == "test").any():
+        return None
+    keys = ("macro_f1", "weighted_f1", "accuracy", "n_examples")
+    return {k: v for k, v in evaluate(out, progress=progress).items() if k in keys}
