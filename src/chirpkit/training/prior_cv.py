@@ -16,11 +16,10 @@ never saw its recording.
   for single-label runs; a proper score, so calibration counts as well as ranking; positives and
   negatives weigh half each). A class
   BirdNET knows keeps BirdNET's row (``keep_prior`` in the head) unless the trained row beats it
-  by ``train.prior_margin`` standard errors of the gain (clustered by recording: a gain that one
-  recording makes is not evidence): a class whose only recording is held out, or whose
-  recordings BirdNET already scores well, stays as BirdNET scores it. This is the one-standard-
-  error rule of cross-validation: with a few recordings per class, out-of-fold differences
-  smaller than their spread are noise, and the prior is the safer choice.
+  (by default with any gain; ``train.prior_margin: m`` asks for m standard errors of the gain,
+  clustered by recording, m = 1 being the one-standard-error rule of cross-validation): a class
+  whose only recording is held out, or whose recordings BirdNET already scores well, stays as
+  BirdNET scores it.
 * **The candidate** whose out-of-fold macro log loss over the target classes is lowest, with those
   rows kept, is chosen; ties go to the stronger pull, then the fewer epochs. Background classes
   (``detect.background_labels``, e.g. ``noise``) are not targets: their loss would outweigh every
@@ -266,7 +265,18 @@ def choose_prior(
     rows, best = [], None
     for l2, epochs in grid:
         oof, oof_prior = _out_of_fold(
-            start, embeddings, targets, fold, folds, cfg, loss_fn, l2=l2, epochs=epochs, bar=bar
+            start,
+            embeddings,
+            targets,
+            x_centre,
+            prior_logits,
+            fold,
+            folds,
+            cfg,
+            loss_fn,
+            l2=l2,
+            epochs=epochs,
+            bar=bar,
         )
         final, keep, gain_se = _with_prior_rows(
             oof, oof_prior, y, known, multilabel, groups, cfg.prior_margin
@@ -336,6 +346,8 @@ def _out_of_fold(
     start: PriorHead,
     embeddings: np.ndarray,
     targets: np.ndarray,
+    x_centre: torch.Tensor,
+    prior_logits: torch.Tensor,
     fold: np.ndarray,
     folds: Sequence[int],
     cfg: TrainConfig,
@@ -347,10 +359,8 @@ def _out_of_fold(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Out-of-fold logits of heads trained at one pull and number of epochs, and of BirdNET's rows
     as each fold's head outputs them kept: through that head's common scale (see
-    :class:`~chirpkit.models.heads.PriorHead`)."""
-    x_centre = torch.from_numpy(np.ascontiguousarray(embeddings[:, 0], np.float32))
-    with torch.inference_mode():
-        prior_logits = start(x_centre).float()
+    :class:`~chirpkit.models.heads.PriorHead`). ``x_centre``: every window's centre view;
+    ``prior_logits``: the untrained head's logits on it."""
     oof = torch.zeros_like(prior_logits)
     oof_prior = torch.zeros_like(prior_logits)
     for f in folds:
