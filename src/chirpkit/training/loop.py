@@ -211,7 +211,13 @@ def teacher_targets(
         )
     multilabel = spec.task == "multilabel"
     own = targets_of(store, positions, spec.class_names, multilabel=multilabel)
-    own = own if multilabel else np.eye(spec.num_classes, dtype=np.float32)[own]
+    if not multilabel:  # one-hot; a label outside the classes (-1) keeps the teacher's scores
+        known = own >= 0
+        one_hot = np.zeros((len(own), spec.num_classes), np.float32)
+        one_hot[known] = np.eye(spec.num_classes, dtype=np.float32)[own[known]]
+        if not known.all():
+            one_hot[~known] = probs(store, positions[~known])
+        own = one_hot
     hard = []
     for u, pos in zip(unlabelled, everything, strict=True):
         kept, target = pseudo_labels(probs(u, pos), pseudo, multilabel=multilabel)
