@@ -117,8 +117,10 @@ def test_birdnet_head_and_zero_shot(fold_store: Store, tmp_path: Path) -> None:
     )
     m = evaluate(tmp_path / "head", split="test", progress=False)
     assert m["macro_f1"] >= 0.9
-    # cached once per store part (one per source file), keyed by content
-    assert len(list((cache_root() / "embeddings").rglob("*.npy"))) == fold_store.index["part"].nunique()
+    # cached once per store part (one per source file), keyed by content, and gathered once
+    cached = list((cache_root() / "embeddings").rglob("*.npy"))
+    assert len([p for p in cached if p.parent.name != "stores"]) == fold_store.index["part"].nunique()
+    assert len([p for p in cached if p.parent.name == "stores"]) == 1
     res = zero_shot(
         fold_store,
         label_map={"low": "Bubo bubo", "mid": "Turdus merula", "high": "Cettia cetti"},
@@ -323,6 +325,61 @@ def test_a_store_part_is_embedded_a_batch_at_a_time(tmp_path: Path, monkeypatch:
         got[batch] = emb.EmbeddingCache(store, model="recorder").load(progress=False)
         assert max(calls) == min(batch, biggest)
     np.testing.assert_allclose(got[3], got[10_000], rtol=0, atol=1e-6)
+
+
+def test_embeddings_load_as_one_memory_map_of_every_view(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory: ``load()`` gathers the part files into one file and maps it (nothing the size of
+    the store in memory); each view is the window shifted in the stored margin; a second load
+    embeds nothing; a store of the same audio at another hop (the same part samples, windows
+    elsewhere) does not reuse the first one's part files."""
+    import pandas as pd
+
+    import chirpkit.models.embeddings as emb
+    from chirpkit.config import AudioConfig
+
+    sr = 16000
+    y = np.random.default_rng(1).standard_normal(12 * sr).astype(np.float32) * 0.1
+    src = write(tmp_path / "long.wav", y, sr)
+    row = {"source": str(src), "start_s": 0.0, "end_s": 12.0, "label": "a", "labels": ["a"], "group": "g"}
+    catalog = pd.DataFrame([row]).assign(split="train")
+    calls: list[int] = []
+
+    class Recorder:
+        def embed(self, x: np.ndarray) -> np.ndarray:
+            calls.append(len(x))
+            return x[:, : 1024 * 140].reshape(len(x), 1024, 140).std(axis=2).astype(np.float32)
+
+    monkeypatch.setitem(emb._EMBEDDERS, "recorder", Recorder)
+    monkeypatch.setenv("CHIRPKIT_CACHE", str(tmp_path / "cache"))
+    stores = {
+        hop: prepare(
+            catalog,
+            out=tmp_path / f"store{hop}",
+            config=AudioConfig(sample_rate=sr, window_s=1.0, window_hop_s=hop, margin_s=0.5),
+            progress=False,
+        )
+        for hop in (1.0, 0.5)
+    }
+    store = stores[1.0]
+    cache = emb.EmbeddingCache(store, model="recorder", views=3, shift_s=0.25)
+    got = cache.load(progress=False)
+    assert isinstance(got, np.memmap) and got.shape == (len(store), 3, 1024)
+    m, w, step = store.margin_samples, store.window_samples, sr // 4
+    for v, off in enumerate((0, -step, step)):
+        want = emb.embed_windows(
+            Recorder(), store.read_many(np.arange(len(store)))[:, m + off : m + off + w], sr
+        )
+        np.testing.assert_allclose(got[:, v], want, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(
+        emb.gather(got, np.array([5, 0, 5]), np.array([2, 0, 1])), got[[5, 0, 5], [2, 0, 1]]
+    )
+    calls.clear()
+    again = emb.EmbeddingCache(store, model="recorder", views=3, shift_s=0.25).load(progress=False)
+    assert calls == [] and again.filename == got.filename
+    other = emb.EmbeddingCache(stores[0.5], model="recorder", views=3, shift_s=0.25)
+    assert {j.path for j in other.jobs()}.isdisjoint(j.path for j in cache.jobs())
 
 
 def _prior_head_data(rng: np.random.Generator) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:

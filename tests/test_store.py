@@ -190,3 +190,100 @@ def test_open_memory_maps_are_bounded(tmp_path: Path, monkeypatch: pytest.Monkey
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first[0], first[1])
+
+
+def _disk_samples(root: Path) -> int:
+    return sum(np.load(p, mmap_mode="r").size for p in (root / "parts").glob("*.npy"))
+
+
+def test_windows_are_stored_once_whatever_the_hop(tmp_path: Path) -> None:
+    sr = 8000
+    y = np.linspace(-0.9, 0.9, sr * 30).astype(np.float32)  # every sample tells where it is
+    p = write(tmp_path / "ramp.wav", y, sr, subtype="FLOAT")
+    sizes = {}
+    for hop in (3.0, 1.0, 0.5):
+        cfg = AudioConfig(sample_rate=sr, window_s=3.0, window_hop_s=hop, margin_s=0.5, dtype="float32")
+        st = prepare(_catalog([(p, 0.0, 30.0, "a")]), out=tmp_path / f"h{hop}", config=cfg, progress=False)
+        assert len(st) == {3.0: 10, 1.0: 28, 0.5: 55}[hop]
+        sizes[hop] = _disk_samples(st.root)
+        for i in range(len(st)):  # each window is the file's audio at its place, margins included
+            first = round((float(st.index["start_s"][i]) - 0.5) * sr)
+            want = np.zeros(4 * sr, np.float32)
+            lo, hi = max(first, 0), min(first + 4 * sr, y.size)
+            want[lo - first : hi - first] = y[lo:hi]
+            np.testing.assert_allclose(st.read(i), want, atol=1e-6)
+        np.testing.assert_array_equal(
+            st.read_many(np.arange(len(st))), np.stack([st.read(i) for i in range(len(st))])
+        )
+    # the file once, with its two margins: the hop costs nothing on disk
+    assert sizes[3.0] == sizes[1.0] == sizes[0.5] == 31 * sr
+
+
+def test_sparse_windows_are_stored_apart_and_normalised_windows_each_whole(tmp_path: Path) -> None:
+    sr = 8000
+    y = (0.1 * np.random.default_rng(0).standard_normal(sr * 60)).astype(np.float32)
+    p = write(tmp_path / "long.wav", y, sr, subtype="FLOAT")
+    points = [(p, t, t, "a") for t in (5.0, 5.5, 30.0, 50.0)]  # two overlapping windows, two apart
+    cfg = AudioConfig(sample_rate=sr, window_s=2.0, margin_s=0.25, dtype="float32")
+    st = prepare(_catalog(points), out=tmp_path / "s", config=cfg, progress=False)
+    assert _disk_samples(st.root) == round(2.5 * sr) * 3 + round(0.5 * sr)  # 5 and 5.5 share a segment
+    np.testing.assert_allclose(st.read(1), y[round(4.25 * sr) : round(6.75 * sr)], atol=1e-6)
+    np.testing.assert_allclose(st.read(3), y[round(48.75 * sr) : round(51.25 * sr)], atol=1e-6)
+    norm = prepare(
+        _catalog(points),
+        out=tmp_path / "n",
+        config=cfg.model_copy(update={"normalize": "peak"}),
+        progress=False,
+    )
+    assert _disk_samples(norm.root) == 4 * round(2.5 * sr)  # each window normalised on its own
+    for i in range(4):
+        core = norm.read(i)[round(0.25 * sr) : round(2.25 * sr)]
+        assert np.abs(core).max() == pytest.approx(10 ** (-1 / 20), rel=1e-3)
+
+
+def test_a_version_one_store_is_read_then_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    sr = 8000
+    files = [write(tmp_path / f"f{i}.wav", tone(300 * (i + 1), 2.0, sr), sr) for i in range(2)]
+    cat = _catalog([(f, 0.0, 2.0, "ab"[i]) for i, f in enumerate(files)])
+    cfg = AudioConfig(sample_rate=sr, window_s=1.0, margin_s=0.25)
+    out = tmp_path / "store"
+    st = prepare(cat, out=out, config=cfg, progress=False)
+    windows = st.read_many(np.arange(len(st)))
+    # rewrite it as chirpkit wrote stores before windows were views: one (windows, samples) part
+    # per file, rows addressed by part_row
+    idx = st.index.drop(columns="part_offset")
+    for part, rows in idx.groupby("part").indices.items():
+        ordered = np.asarray(rows)[np.argsort(idx["part_row"].to_numpy()[rows])]
+        (out / str(part)).unlink()
+        np.save(out / f"{part}-v1.npy", np.rint(windows[ordered] * 32767).astype(np.int16))
+    idx["part"] = idx["part"] + "-v1.npy"
+    idx.to_parquet(out / "index.parquet", index=False)
+    meta = json.loads((out / "store.json").read_text())
+    (out / "store.json").write_text(json.dumps({**meta, "version": 1}))
+    old = Store(out)
+    assert old.rows_stored
+    np.testing.assert_allclose(old.read_many(np.arange(len(old))), windows, atol=1e-4)
+    old_parts = sorted(out.glob("parts/*.npy"))
+    new = prepare(cat, out=out, config=cfg, progress=False)
+    assert "version 1" in caplog.text and "rebuilding it as version 2" in caplog.text
+    assert not new.rows_stored and new.meta["version"] == 2
+    assert old_parts and not any(p.is_file() for p in old_parts)
+    np.testing.assert_allclose(new.read_many(np.arange(len(new))), windows, atol=1e-4)
+
+
+def test_reading_a_whole_store_keeps_few_parts_mapped(tmp_path: Path) -> None:
+    sr = 8000
+    files = [write(tmp_path / f"f{i}.wav", tone(200 + 50 * i, 3.0, sr), sr) for i in range(6)]
+    cat = _catalog([(f, 0.0, 3.0, "ab"[i % 2]) for i, f in enumerate(files)])
+    st = prepare(cat, out=tmp_path / "s", config=AudioConfig(sample_rate=sr, window_s=1.0), progress=False)
+    want = st.read_many(np.arange(len(st)))
+    part_bytes = np.load(st.root / st.index["part"].iloc[0], mmap_mode="r").nbytes
+    st = Store(st.root)
+    st.max_mapped_bytes = 2 * part_bytes  # two parts' worth: the least recently used is unmapped
+    mapped = []
+    for i in range(len(st)):
+        np.testing.assert_array_equal(st.read(i), want[i])
+        mapped.append(len(st._mmaps))
+    assert max(mapped) == 2 and st._mapped == 2 * part_bytes

@@ -1,4 +1,5 @@
-"""Building one part of a prepared store: decode a source file, cut its windows, write them.
+"""Building one part of a prepared store: decode a source file, lay out the audio under its
+windows (merged segments, see :func:`chirpkit.data.store._segments`), write it.
 
 Runs in worker threads of :func:`chirpkit.data.store.prepare`. The input side and the output side
 fail differently: a file that cannot be decoded is a skip (reported, the job goes on); a part that
@@ -79,30 +80,30 @@ def _place(dst: np.ndarray, y: np.ndarray, first: int) -> None:
         dst[lo - first : hi - first] = y[lo:hi]
 
 
-def _npy_header(rows: int, seg: int, dtype: str) -> bytes:
-    """The header ``np.save`` writes before an ``(rows, seg)`` part's samples."""
-    key = (rows, seg, dtype)
+def _npy_header(samples: int, dtype: str) -> bytes:
+    """The header ``np.save`` writes before a part of ``samples`` samples."""
+    key = (samples, dtype)
     header = _NPY_HEADERS.get(key)
     if header is None:
         buf = io.BytesIO()
         info = {
             "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
             "fortran_order": False,
-            "shape": (rows, seg),
+            "shape": (samples,),
         }
         np.lib.format.write_array_header_1_0(buf, info)
         header = _NPY_HEADERS[key] = buf.getvalue()
     return header
 
 
-_NPY_HEADERS: dict[tuple[int, int, str], bytes] = {}
+_NPY_HEADERS: dict[tuple[int, str], bytes] = {}
 
 
 def part_ok(task: dict[str, Any]) -> bool:
     """Whether the task's part is there whole: the exact header and size ``np.save`` gives, so a
     missing, truncated or foreign file is rebuilt."""
-    rows, seg, dtype = len(task["starts"]), task["segment_samples"], task["dtype"]
-    header = _npy_header(rows, seg, dtype)
+    samples, dtype = task["part_samples"], task["dtype"]
+    header = _npy_header(samples, dtype)
     try:
         with open(task["part_path"], "rb") as fh:
             if fh.read(len(header)) != header:
@@ -110,11 +111,11 @@ def part_ok(task: dict[str, Any]) -> bool:
             size = fh.seek(0, io.SEEK_END)
     except OSError:
         return False
-    return size == len(header) + rows * seg * np.dtype(dtype).itemsize
+    return size == len(header) + samples * np.dtype(dtype).itemsize
 
 
-def _write_part(path: Path, windows: np.ndarray) -> None:
-    """Write ``windows`` as ``path`` atomically; any failure is an :class:`OutputError`."""
+def _write_part(path: Path, part: np.ndarray) -> None:
+    """Write ``part`` as ``path`` atomically; any failure is an :class:`OutputError`."""
     try:
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
@@ -126,7 +127,7 @@ def _write_part(path: Path, windows: np.ndarray) -> None:
     try:
         os.fchmod(fd, FILE_MODE)
         with open(fd, "wb") as fh:
-            np.lib.format.write_array(fh, windows, allow_pickle=False)
+            np.lib.format.write_array(fh, part, allow_pickle=False)
         Path(tmp).replace(path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -170,45 +171,49 @@ def _peak(y: np.ndarray) -> float:
 
 
 def _cut(task: dict[str, Any], gain: float = 1.0) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
-    """Decode one source file and cut its windows: ``(windows, decoder, notes)``.
+    """Decode one source file and lay out the audio under its windows: ``(part, decoder, notes)``.
 
-    ``notes`` are ``(kind, detail)`` for the anomaly report: repaired samples, samples beyond full
-    scale, and audio that ends before the catalog says the file does (the file changed after
-    ingest; windows past its end are zero-padded).
+    ``part`` is 1-D: the task's segments (``[first, length, offset]`` in samples of the file at the
+    store's rate) end to end, zero where the file has no audio. ``notes`` are ``(kind, detail)``
+    for the anomaly report: repaired samples, samples beyond full scale, and audio that ends before
+    the catalog says the file does (the file changed after ingest; windows past its end are
+    zero-padded).
 
     Samples beyond full scale are stored as they are on float16/float32; int16 holds ±1 only, so
     there the whole file is scaled, never clipped: by ``gain`` (raises :class:`_TooLoudError` with
     the gain that fits the loudest read, after all reads: :func:`build_part` cuts once more with
-    it) or, with per-window normalisation, the normalised windows by their common peak.
+    it) or, with per-window normalisation (every segment one window), the normalised windows by
+    their common peak.
     """
     source: str = task["source"]
     sr: int = task["sample_rate"]
     seg = task["segment_samples"]
     margin_s: float = task["margin_s"]
-    firsts = [round((s - margin_s) * sr) for s in task["starts"]]
+    segments: list[list[int]] = task["segments"]
+    total: int = task["part_samples"]
     cond = Conditioner(steps_from_dicts(task["conditioning"]), sr)
     core = slice(round(margin_s * sr), round(margin_s * sr) + task["window_samples"])
     duration = float(task["duration_s"])
     known = duration < 1e11
     # a lossless header counts its samples; a lossy one (MP3 without a Xing header) estimates
     slack = max(0.1, 0.01 * duration) if task.get("exact_duration", True) else max(0.5, 0.05 * duration)
-    lo_s = max(0.0, min(task["starts"]) - margin_s)
-    hi_s = max(task["starts"]) - margin_s + seg / sr
+    lo_s = max(0.0, min(f for f, _, _ in segments) / sr) if segments else 0.0
+    hi_s = max(f + n for f, n, _ in segments) / sr if segments else 0.0
     # without per-window normalisation, convert each decoded signal to the disk type once and
-    # cut windows from it (windows with margins overlap: converting them would repeat work)
+    # lay it out from there
     per_window = cond.normalize is not None
-    part_bytes = len(firsts) * seg * np.dtype(np.float32 if per_window else task["dtype"]).itemsize
+    part_bytes = total * np.dtype(np.float32 if per_window else task["dtype"]).itemsize
     if part_bytes > max_part_bytes():
         raise ValueError(
-            f"its {len(firsts)} window(s) would take {human_size(part_bytes)} in memory, more than "
-            f"{human_size(max_part_bytes())}: split the catalog row into shorter spans, or raise "
+            f"its {len(task['starts'])} window(s) would take {human_size(part_bytes)} in memory, more "
+            f"than {human_size(max_part_bytes())}: split the catalog row into shorter spans, or raise "
             "audio.window_hop_s"
         )
     if per_window:
-        windows = np.zeros((len(firsts), seg), dtype=np.float32)
+        part = np.zeros(total, dtype=np.float32)
     else:
-        windows = _scratch("windows", len(firsts) * seg, task["dtype"]).reshape(len(firsts), seg)
-        windows.fill(0)
+        part = _scratch("part", total, task["dtype"])
+        part.fill(0)
     repaired = [0, 0]
     loudest = [0.0]  # the loudest sample of every read, after the gain (int16 only)
     short_at: list[float] = []
@@ -237,27 +242,28 @@ def _cut(task: dict[str, Any], gain: float = 1.0) -> tuple[np.ndarray, str, list
             y, task["dtype"], _scratch("samples", y.size, "int16") if task["dtype"] == "int16" else None
         )
 
-    if duration > _PARTIAL_READ_MIN_S and len(firsts) * seg / sr < _PARTIAL_READ_SHARE * duration:
-        # sparse windows in a long file: read each window's span, not the whole file
-        for i, first in enumerate(firsts):
+    if duration > _PARTIAL_READ_MIN_S and total / sr < _PARTIAL_READ_SHARE * duration:
+        # sparse windows in a long file: read each segment's span, not the whole file
+        for first, n, at in segments:
             a = max(0.0, first / sr - _EDGE_S)
-            _place(windows[i], read(a, seg / sr + 2 * _EDGE_S), first - round(a * sr))
+            _place(part[at : at + n], read(a, n / sr + 2 * _EDGE_S), first - round(a * sr))
     else:
         # the catalog's duration only chooses the strategy: headers (mp3) can be wrong, so
         # the read is bounded by the windows and decode stops at the real end of the file
         lo_read = max(0.0, lo_s - _EDGE_S)
         y = read(lo_read, max(0.0, hi_s - lo_read) + _EDGE_S)
         shift = round(lo_read * sr)
-        for i, first in enumerate(firsts):
-            _place(windows[i], y, first - shift)
+        for first, n, at in segments:
+            _place(part[at : at + n], y, first - shift)
     if per_window:
+        windows = part.reshape(-1, seg)  # one segment per window, in window order
         for i in range(len(windows)):
             windows[i] = cond.window(windows[i], core)
-        peak = _peak(windows) if task["dtype"] == "int16" else 0.0
+        peak = _peak(part) if task["dtype"] == "int16" else 0.0
         if peak > 1.0:  # the margins may be louder than the core
             gain = 1.0 / peak
-            windows *= gain
-        windows = _to_disk(windows, task["dtype"])
+            part *= gain
+        part = _to_disk(part, task["dtype"])
     elif loudest[0] > 1.0:  # some read did not fit int16: cut again, every read at the same gain
         raise _TooLoudError(gain / loudest[0])
     notes: list[tuple[str, str]] = []
@@ -282,11 +288,12 @@ def _cut(task: dict[str, Any], gain: float = 1.0) -> tuple[np.ndarray, str, list
                 "the end are zero-padded: re-run ingest to update the catalog",
             )
         )
-    return windows, decoder[0], notes
+    return part, decoder[0], notes
 
 
 def build_part(task: dict[str, Any]) -> dict[str, Any]:
-    """Decode one source file and write all its windows as one part (runs in a worker thread).
+    """Decode one source file and write the audio under its windows as one part (runs in a worker
+    thread).
 
     A file that cannot be decoded is a skip (``ok`` False with the reason); a part that cannot be
     written raises :class:`OutputError`, which stops the job: the output side failing is never
@@ -294,12 +301,12 @@ def build_part(task: dict[str, Any]) -> dict[str, Any]:
     """
     try:
         try:
-            windows, decoder, notes = _cut(task)
+            part, decoder, notes = _cut(task)
         except _TooLoudError as loud:  # the gain comes from the loudest of all reads: one more pass
-            windows, decoder, notes = _cut(task, loud.gain * (1 - 1e-6))
+            part, decoder, notes = _cut(task, loud.gain * (1 - 1e-6))
     except AudioDecodeError as exc:
         return {"key": task["key"], "ok": False, "reason": exc.reason}
     except Exception as exc:  # one bad file must not stop the job
         return {"key": task["key"], "ok": False, "reason": f"{type(exc).__name__}: {exc}"}
-    _write_part(Path(task["part_path"]), windows)
-    return {"key": task["key"], "ok": True, "decoder": decoder, "n": len(windows), "notes": notes}
+    _write_part(Path(task["part_path"]), part)
+    return {"key": task["key"], "ok": True, "decoder": decoder, "n": len(task["starts"]), "notes": notes}

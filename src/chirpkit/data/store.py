@@ -5,9 +5,9 @@ Layout of a store folder::
     store/
       store.json        settings that shaped the windows, catalog fingerprint, counts, decoders
       index.parquet     one row per window: row, source, start_s, end_s, label(s), group, split,
-                        part, part_row (+ index.csv, a view)
+                        part, part_row, part_offset (+ index.csv, a view)
       skipped.csv       files that could not be decoded (source, reason), if any
-      parts/<key>.npy   the windows of one source file, ``(n_windows, samples)``, int16/float16/float32
+      parts/<key>.npy   the audio of one source file that its windows cover, 1-D, int16/float16/float32
 
 A part's key hashes the file's identity (path, size, modification time), the window spans taken
 from it and the settings that shape samples, so a second ``prepare`` with the same catalog and
@@ -18,12 +18,17 @@ renamed.
 Windows: a catalog row ``[start_s, end_s]`` no longer than ``window_s`` gives one window centred on
 it (a point annotation, a short clip — padded with zeros where the file has no audio); a longer
 row gives windows every ``window_hop_s`` plus one aligned to its end, so ``ceil(L / window_s)``
-windows for the default hop. Each stored window carries ``margin_s`` of real audio on both sides.
+windows for the default hop. Each window carries ``margin_s`` of real audio on both sides.
+
+Windows are stored once (version 2): a part holds the file's audio under its windows, the
+overlapping spans merged into segments laid end to end, and a window is a view ``(part_offset,
+segment_samples)`` into it, so a short hop costs no disk and no decode. With per-window level
+normalisation (``audio.normalize``) every window has its own samples and is stored on its own.
+Version 1 stores (every window stored whole) are still read; ``prepare`` rebuilds them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
@@ -70,7 +75,9 @@ _NOTE_WORDS = {
     "shorter_than_catalog": "audio shorter than the catalog says",
 }
 
-STORE_VERSION = 1
+STORE_VERSION = 2
+#: store versions :class:`Store` reads (1: a part is ``(windows, segment_samples)``, one row each)
+READABLE_VERSIONS = (1, 2)
 _EPS = 1e-6
 
 
@@ -106,11 +113,14 @@ class Store:
     ``read(i)`` returns window ``i`` with its margins as ``float32`` of shape ``(segment_samples,)``.
 
     Each open memory map holds a file descriptor, and a clip dataset has one part per file, so at
-    most :attr:`max_open_parts` maps stay open per store object (least recently used closed first);
-    reopening a part costs microseconds.
+    most :attr:`max_open_parts` maps stay open per store object, holding at most
+    :attr:`max_mapped_bytes` of part files (least recently used closed first, and its pages leave
+    the process's resident set: reading a whole store keeps it flat); reopening a part costs about
+    0.2 ms.
     """
 
     max_open_parts: int = 256
+    max_mapped_bytes: int = 512 << 20
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = existing_path(root, "prepared store")
@@ -125,23 +135,28 @@ class Store:
         if meta is None:
             raise RunError(f"{meta_path} is damaged (not a JSON store description); {fix}")
         self.meta: dict[str, Any] = meta
-        if self.meta.get("version") != STORE_VERSION:
+        if self.meta.get("version") not in READABLE_VERSIONS:
             raise RunError(
-                f"store {self.root} has version {self.meta.get('version')}, expected {STORE_VERSION}; {fix}"
+                f"store {self.root} has version {self.meta.get('version')}, this chirpkit reads "
+                f"{list(READABLE_VERSIONS)}; {fix}"
             )
         lacking = [k for k in ("audio", "classes", "window_samples", "margin_samples") if k not in self.meta]
         if lacking:
             raise RunError(f"{meta_path} lacks {lacking}; {fix}")
+        #: whether parts hold one row per window (version 1) instead of audio that windows view
+        self.rows_stored = self.meta["version"] == 1
+        where = "part_row" if self.rows_stored else "part_offset"
         try:
             self.index = pd.read_parquet(self.root / "index.parquet")
             self.index["labels"] = [list(v) for v in self.index["labels"]]
             self._part_of = self.index["part"].to_numpy()
-            self._row_of = self.index["part_row"].to_numpy()
+            self._at = self.index[where].to_numpy(np.int64)
         except Exception as exc:
             raise RunError(
                 f"cannot read the index of store {self.root} ({type(exc).__name__}: {str(exc)[:160]}); {fix}"
             ) from exc
         self._mmaps: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._mapped = 0
 
     @property
     def audio(self) -> AudioConfig:
@@ -160,6 +175,11 @@ class Store:
         return int(self.meta["margin_samples"])
 
     @property
+    def segment_samples(self) -> int:
+        """Samples of a window with its margins: what :meth:`read` returns."""
+        return self.window_samples + 2 * self.margin_samples
+
+    @property
     def classes(self) -> list[str]:
         return list(self.meta["classes"])
 
@@ -169,16 +189,19 @@ class Store:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_mmaps"] = OrderedDict()  # memory maps are reopened in each worker
+        state["_mapped"] = 0
         return state
 
     def _part(self, rel: str) -> np.ndarray:
         arr = self._mmaps.get(rel)
         if arr is None:
-            seg = self.window_samples + 2 * self.margin_samples
+            seg = self.segment_samples
             try:
                 arr = np.load(self.root / rel, mmap_mode="r", allow_pickle=False)
-                if arr.ndim != 2 or arr.shape[1] != seg:
+                if self.rows_stored and (arr.ndim != 2 or arr.shape[1] != seg):
                     raise ValueError(f"shape {arr.shape}, expected (windows, {seg})")
+                if not self.rows_stored and arr.ndim != 1:
+                    raise ValueError(f"shape {arr.shape}, expected (samples,)")
             except Exception as exc:
                 raise RunError(
                     f"store {self.root}: part {rel} is missing or damaged ({type(exc).__name__}: "
@@ -186,32 +209,46 @@ class Store:
                     "missing and damaged parts"
                 ) from exc
             self._mmaps[rel] = arr
-            while len(self._mmaps) > self.max_open_parts:
-                self._mmaps.popitem(last=False)  # its map (and descriptor) closes once unreferenced
+            self._mapped += arr.nbytes
+            while len(self._mmaps) > 1 and (
+                len(self._mmaps) > self.max_open_parts or self._mapped > self.max_mapped_bytes
+            ):
+                # its map (and descriptor) closes once unreferenced
+                self._mapped -= self._mmaps.popitem(last=False)[1].nbytes
         else:
             self._mmaps.move_to_end(rel)
         return arr
 
-    def _row(self, part: str, row: int) -> np.ndarray:
+    def _window(self, part: str, at: int) -> np.ndarray:
+        """The stored samples of a window: row ``at`` (version 1) or the view from offset ``at``."""
         arr = self._part(part)
-        if not 0 <= row < arr.shape[0]:
-            raise RunError(
-                f"store {self.root}: part {part} has {arr.shape[0]} window(s), the index wants row {row}; "
-                f"re-run `chirpkit prepare CATALOG --out {self.root}`"
-            )
-        return np.asarray(arr[row])
+        if self.rows_stored:
+            if 0 <= at < arr.shape[0]:
+                return arr[at]
+        elif at >= 0 and at + self.segment_samples <= arr.shape[0]:
+            return arr[at : at + self.segment_samples]
+        has, where = ("window(s)", "row") if self.rows_stored else ("samples", "samples from offset")
+        raise RunError(
+            f"store {self.root}: part {part} has {arr.shape[0]} {has}, the index wants {where} {at}; "
+            f"re-run `chirpkit prepare CATALOG --out {self.root}`"
+        )
 
     def read(self, i: int) -> np.ndarray:
         """Window ``i`` (a position in :attr:`index`) with margins, as ``float32``."""
-        return _from_disk(self._row(self._part_of[i], int(self._row_of[i])))
+        return _from_disk(self._window(self._part_of[i], int(self._at[i])))
 
     def read_many(self, positions: np.ndarray) -> np.ndarray:
         """Windows at ``positions`` stacked as ``(n, segment_samples)`` ``float32``."""
         parts = self._part_of[positions]
-        rows = self._row_of[positions]
-        out = np.empty((len(positions), self.window_samples + 2 * self.margin_samples), np.float32)
-        for j, (p, r) in enumerate(zip(parts, rows, strict=True)):
-            out[j] = _from_disk(self._row(p, int(r)))
+        at = self._at[positions]
+        out = np.empty((len(positions), self.segment_samples), np.float32)
+        full = np.float32(32767.0)
+        for j, (p, a) in enumerate(zip(parts, at, strict=True)):
+            w = self._window(p, int(a))
+            if w.dtype == np.int16:
+                np.divide(w, full, out=out[j])  # as _from_disk, without a temporary
+            else:
+                out[j] = w
         return out
 
 
@@ -246,12 +283,38 @@ def _part_key(audio_json: str, ident: dict[str, Any], starts: list[float]) -> st
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def _segments(firsts: np.ndarray, seg: int, *, apart: bool) -> tuple[list[list[int]], np.ndarray]:
+    """Lay a file's windows (first samples ``firsts``, ``seg`` samples each) into a part.
+
+    Returns ``([first, length, offset] per segment, each window's offset in the part)``: the
+    windows' spans, overlapping or touching ones merged into one segment, laid end to end. With
+    ``apart`` every window is a segment of its own, in window order.
+    """
+    n = len(firsts)
+    if apart or n == 0:
+        offsets = np.arange(n, dtype=np.int64) * seg
+        return [[int(f), seg, int(o)] for f, o in zip(firsts, offsets, strict=True)], offsets
+    order = np.argsort(firsts, kind="stable")
+    f = firsts[order]
+    new = np.r_[True, f[1:] > f[:-1] + seg]
+    seg_id = np.cumsum(new) - 1
+    seg_first = f[new]
+    seg_len = f[np.r_[new[1:], True]] + seg - seg_first
+    seg_dst = np.r_[0, np.cumsum(seg_len)[:-1]]
+    offsets = np.empty(n, dtype=np.int64)
+    offsets[order] = seg_dst[seg_id] + (f - seg_first[seg_id])
+    segments = [[int(a), int(b), int(c)] for a, b, c in zip(seg_first, seg_len, seg_dst, strict=True)]
+    return segments, offsets
+
+
 def _plan(
     df: pd.DataFrame, cfg: AudioConfig, root: Path, steps: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """One task per source file (all its windows: one part) and the window plan, in catalog order."""
     sr = cfg.sample_rate
     win, margin = round(cfg.window_s * sr), round(cfg.margin_s * sr)
+    seg = win + 2 * margin
+    apart = cfg.normalize != "off"  # per-window normalisation gives each window its own samples
     audio_json = _canonical_json(cfg.shaping())
     codes, uniques = pd.factorize(df["source"], sort=False)
     order = np.argsort(codes, kind="stable")
@@ -261,7 +324,14 @@ def _plan(
     codec_a = df["codec"].astype(str).to_numpy() if "codec" in df.columns else np.full(len(df), "")
     labels_a = df.index.to_numpy()
     tasks: list[dict[str, Any]] = []
-    cols: dict[str, list[Any]] = {"row": [], "start_s": [], "part": [], "part_row": [], "key": []}
+    cols: dict[str, list[Any]] = {
+        "row": [],
+        "start_s": [],
+        "part": [],
+        "part_row": [],
+        "part_offset": [],
+        "key": [],
+    }
     for g in groups:
         src = str(uniques[codes[g[0]]])
         starts: list[float] = []
@@ -270,6 +340,8 @@ def _plan(
             s = window_starts(float(starts_a[i]), float(ends_a[i]), window_s=cfg.window_s, hop_s=cfg.hop_s)
             starts.extend(round(x, 6) for x in s.tolist())
             owners.extend([int(labels_a[i])] * len(s))
+        firsts = np.array([round((x - margin / sr) * sr) for x in starts], dtype=np.int64)
+        segments, offsets = _segments(firsts, seg, apart=apart)
         key = _part_key(audio_json, _file_identity(src), starts)
         rel = f"parts/{key}.npy"
         d = dur_a[g[0]]
@@ -278,8 +350,10 @@ def _plan(
                 "key": key,
                 "source": src,
                 "starts": starts,
+                "segments": segments,
+                "part_samples": sum(x[1] for x in segments),
                 "sample_rate": sr,
-                "segment_samples": win + 2 * margin,
+                "segment_samples": seg,
                 "window_samples": win,
                 "margin_s": margin / sr,
                 "conditioning": steps,
@@ -294,27 +368,30 @@ def _plan(
         cols["start_s"] += starts
         cols["part"] += [rel] * len(starts)
         cols["part_row"] += list(range(len(starts)))
+        cols["part_offset"] += offsets.tolist()
         cols["key"] += [key] * len(starts)
     plan = pd.DataFrame(cols)
     plan.insert(2, "end_s", plan["start_s"] + cfg.window_s)
     return tasks, plan
 
 
-def _adopt_legacy_parts(root: Path, tasks: list[dict[str, Any]]) -> set[str]:
-    """Keys of the tasks whose part is already there whole. Parts of stores written before parts
-    lay flat (``parts/ab/<key>.npy``: a folder per key prefix, which cost as much to create as the
-    parts themselves) are moved to ``parts/<key>.npy`` rather than rebuilt."""
-    done = {t["key"] for t in tasks if part_ok(t)}
-    for t in tasks:
-        if t["key"] in done:
-            continue
-        legacy = root / "parts" / t["key"][:2] / f"{t['key']}.npy"
-        if legacy.is_file() and part_ok({**t, "part_path": str(legacy)}):
-            legacy.replace(t["part_path"])
-            done.add(t["key"])
-            with contextlib.suppress(OSError):
-                legacy.parent.rmdir()  # once its last part has moved
-    return done
+def _version_one_parts(root: Path, old: dict[str, Any] | None) -> list[str]:
+    """The parts of a version-1 store at ``root`` (every window stored whole, margins and all):
+    they are rebuilt as version 2, and removed once the new index is written."""
+    if old is None or old.get("version") != 1:
+        return []
+    try:
+        parts = sorted(set(pd.read_parquet(root / "index.parquet", columns=["part"])["part"]))
+    except Exception:  # no index: nothing to name; the old parts stay as files nobody reads
+        parts = []
+    log.warning(
+        "store %s was written by an older chirpkit (version 1: every window stored whole, so a "
+        "short hop stored each second several times); rebuilding it as version 2 (windows stored "
+        "once): its %d old part(s) are removed when the new index is written",
+        root,
+        len(parts),
+    )
+    return parts
 
 
 def _failed_on_dask(task: dict[str, Any], exc: BaseException) -> dict[str, Any]:
@@ -326,7 +403,7 @@ def _failed_on_dask(task: dict[str, Any], exc: BaseException) -> dict[str, Any]:
 
 def _check_room(root: Path, todo: list[dict[str, Any]]) -> None:
     """Stop before starting when the parts to write cannot fit on the disk holding ``root``."""
-    need = sum(len(t["starts"]) * t["segment_samples"] * np.dtype(t["dtype"]).itemsize for t in todo)
+    need = sum(t["part_samples"] * np.dtype(t["dtype"]).itemsize for t in todo)
     try:
         free = shutil.disk_usage(root).free
     except OSError:
@@ -404,7 +481,8 @@ def prepare(
     old = _read_meta(meta_path) if meta_path.is_file() else None
     if meta_path.is_file() and old is None:
         log.warning("store %s: store.json is damaged; the index is rebuilt (finished parts are reused)", root)
-    done = _adopt_legacy_parts(root, tasks) if (root / "parts").is_dir() else set()
+    done = {t["key"] for t in tasks if part_ok(t)} if (root / "parts").is_dir() else set()
+    stale = _version_one_parts(root, old)
     if (
         old is not None
         and old.get("version") == STORE_VERSION
@@ -522,6 +600,8 @@ def prepare(
     for name, table in sides.items():
         if not len(table):
             (root / name).unlink(missing_ok=True)
+    for rel in set(stale) - set(index["part"]):
+        (root / rel).unlink(missing_ok=True)
     for src_name, reason in skipped.head(20).itertuples(index=False):
         log.warning("skipped %s: %s", src_name, reason)
     if len(skipped):

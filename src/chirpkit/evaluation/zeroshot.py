@@ -21,7 +21,7 @@ from chirpkit.data.store import Store
 from chirpkit.errors import DataError
 from chirpkit.metrics import headline
 from chirpkit.models.birdnet import birdnet_classifier, birdnet_labels
-from chirpkit.models.embeddings import embedding_cache
+from chirpkit.models.embeddings import SCORE_BLOCK, embedding_cache, gather
 from chirpkit.models.taxonomy import match_classes
 from chirpkit.utils.io import write_json
 
@@ -62,8 +62,11 @@ def zero_shot(
     mapped = list(cmap)
     weights, bias = birdnet_classifier()
     cols = np.array([cmap[c] for c in mapped])
-    emb = embedding_cache(st, progress=progress)[pos]
-    z = emb @ weights[cols].T + bias[cols]
+    emb = embedding_cache(st, progress=progress)
+    w, b = weights[cols].T, bias[cols]
+    z = np.concatenate(
+        [gather(emb, pos[i : i + SCORE_BLOCK]) @ w + b for i in range(0, len(pos), SCORE_BLOCK)]
+    )
     idx = st.index.iloc[pos].reset_index(drop=True)
     rows = pd.DataFrame(z).groupby(idx["row"].to_numpy(), sort=True).mean()
     lookup = {c: i for i, c in enumerate(mapped)}

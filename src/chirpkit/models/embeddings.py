@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -157,12 +158,15 @@ class EmbeddingCache:
     def views(self) -> int:
         return len(self.offsets)
 
-    def _content_key(self, part: str) -> str:
+    def _content_key(self, part: str, rows: np.ndarray) -> str:
+        """A hash of the part's samples and of where its windows (``rows``, in order) sit in it."""
         h = hashlib.blake2b(digest_size=16)
         with (self.store.root / part).open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 h.update(chunk)
         h.update(str(self.store.margin_samples).encode())  # where the window sits in a stored row
+        if not self.store.rows_stored:  # windows are views: the same audio holds other windows at another hop
+            h.update(self.store.index["part_offset"].to_numpy(np.int64)[rows].tobytes())
         return h.hexdigest()
 
     def jobs(self) -> list[PartJob]:
@@ -172,7 +176,7 @@ class EmbeddingCache:
         for part, rows in idx.groupby("part", sort=True).indices.items():
             order = np.asarray(rows)[np.argsort(idx["part_row"].to_numpy()[rows], kind="stable")]
             try:
-                key = self._content_key(str(part))
+                key = self._content_key(str(part), order)
             except OSError as exc:
                 raise RunError(
                     f"store part {self.store.root / str(part)} cannot be read ({exc.strerror or exc}); "
@@ -257,20 +261,93 @@ class EmbeddingCache:
         return {"parts": len(jobs), "cached": len(jobs) - len(todo), "computed": len(todo)}
 
     def load(self, *, progress: bool = True) -> np.ndarray:
-        """``(windows, views, dim)`` for every store window, computing what is not cached yet."""
+        """``(windows, views, dim)`` float32 for every store window, computing what is not cached
+        yet: a read-only memory map, so memory does not grow with the store.
+
+        The part files are gathered once into one file per store layout
+        (``<cache>/<setting>/stores/<key>.npy``, laid out ``(views, windows, dim)`` and keyed by the
+        part files it gathers and where their windows sit), written with plain file writes part by
+        part, and reused by every later load of the same store.
+        """
         jobs = self.jobs()
         self.fill(progress=progress, jobs=jobs)
-        out = np.empty((len(self.store), self.views, EMBEDDING_DIM), np.float32)
-        view_of = {off: v for v, off in enumerate(self.offsets)}
+        key = hashlib.blake2b(digest_size=16)
+        key.update(f"{len(self.store)},{self.views}".encode())
         for job in jobs:
-            try:
-                part = np.load(job.path)
-            except (OSError, ValueError) as exc:  # a damaged cache file: compute it again
-                log.warning("embedding cache file %s is unreadable (%s); recomputing it", job.path, exc)
-                self.compute(job)
-                part = np.load(job.path)
-            out[job.rows, view_of[job.offset]] = part
-        return out
+            key.update(f"{job.path.relative_to(self.root)}\0".encode())
+            key.update(job.rows.astype(np.int64).tobytes())
+        path = self.root / self._setting / "stores" / f"{key.hexdigest()}.npy"
+        shape = (self.views, len(self.store), EMBEDDING_DIM)
+        try:
+            mm = np.load(path, mmap_mode="r")
+            if mm.shape == shape and mm.dtype == np.float32:
+                return mm.transpose(1, 0, 2)
+        except (OSError, ValueError):
+            pass  # not gathered yet, or damaged: gather it
+        self._gather(jobs, path, shape)
+        return np.load(path, mmap_mode="r").transpose(1, 0, 2)
+
+    def _gather(self, jobs: list[PartJob], path: Path, shape: tuple[int, int, int]) -> None:
+        """Write the part files into one ``(views, windows, dim)`` file at ``path`` (atomically),
+        one run of consecutive windows per write: nothing but a part's embeddings in memory."""
+        view_of = {off: v for v, off in enumerate(self.offsets)}
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header,
+            {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                "fortran_order": False,
+                "shape": shape,
+            },
+        )
+        start = len(header.getvalue())
+        row_bytes = EMBEDDING_DIM * 4
+        written = np.zeros((shape[0], shape[1]), dtype=bool)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            fh.write(header.getvalue())
+            fh.truncate(start + shape[0] * shape[1] * row_bytes)
+            fd = fh.fileno()
+            for job in jobs:
+                try:
+                    part = np.load(job.path)
+                    if part.shape != (len(job.rows), EMBEDDING_DIM):
+                        raise ValueError(f"shape {part.shape}, expected {(len(job.rows), EMBEDDING_DIM)}")
+                except (OSError, ValueError) as exc:  # a damaged cache file: compute it again
+                    log.warning("embedding cache file %s is unreadable (%s); recomputing it", job.path, exc)
+                    self.compute(job)
+                    part = np.load(job.path)
+                v = view_of[job.offset]
+                order = np.argsort(job.rows, kind="stable")
+                rows, part = job.rows[order], np.ascontiguousarray(part[order], np.float32)
+                breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+                for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
+                    os.pwrite(fd, part[lo:hi].tobytes(), start + (v * shape[1] + int(rows[lo])) * row_bytes)
+                written[v, rows] = True
+        if not written.all():
+            path.unlink(missing_ok=True)
+            raise RunError(
+                f"the embedding cache of {self.store.root} misses {int((~written).sum())} window(s): "
+                "its index names windows no part holds; re-run `chirpkit prepare`"
+            )
+
+
+def gather(embeddings: np.ndarray, rows: np.ndarray, views: np.ndarray | int = 0) -> np.ndarray:
+    """``embeddings[rows, views]`` (``embeddings[rows]`` when it has no view axis) as an in-memory
+    ``(len(rows), dim)`` float32 array, read in row order (a memory map from
+    :meth:`EmbeddingCache.load` is read forwards, not all over the file)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    out = np.empty((len(rows), embeddings.shape[-1]), np.float32)
+    if embeddings.ndim == 2:
+        out[order] = embeddings[rows[order]]
+    else:
+        v = np.broadcast_to(np.asarray(views, dtype=np.int64), rows.shape)
+        out[order] = embeddings[rows[order], v[order]]
+    return out
+
+
+#: windows per block when a head scores stored embeddings (bounded memory, whatever the store)
+SCORE_BLOCK = 4096
 
 
 def _compute_on_worker(cache: EmbeddingCache, job: PartJob) -> tuple[PartJob, str]:

@@ -32,7 +32,7 @@ from chirpkit.data.dataset import FeatureDataset, WindowDataset, feature_cache
 from chirpkit.data.store import Store
 from chirpkit.features import build_frontend
 from chirpkit.models import ClassifierNet, ModelSpec, model_info
-from chirpkit.models.embeddings import EmbeddingCache, embed_windows, embedder
+from chirpkit.models.embeddings import SCORE_BLOCK, EmbeddingCache, embed_windows, embedder, gather
 
 __all__ = ["EmbeddingDataset", "EmbeddingInput", "ModelInput", "WaveformInput", "model_input"]
 
@@ -240,10 +240,14 @@ class EmbeddingInput(ModelInput):
     ) -> np.ndarray:
         """From the store's embedding cache (centre view): the embedding model runs only for
         windows not cached yet."""
-        emb = EmbeddingCache(store, model=self.embedding).load(progress=progress)[positions, 0]
+        emb = EmbeddingCache(store, model=self.embedding).load(progress=progress)
         net = net.eval().to(device)
-        with torch.inference_mode():
-            return net(torch.from_numpy(emb).to(device)).float().cpu().numpy()
+        out = []
+        with torch.inference_mode():  # a block at a time: memory stays put whatever the store
+            for i in range(0, len(positions), SCORE_BLOCK):
+                x = torch.from_numpy(gather(emb, positions[i : i + SCORE_BLOCK])).to(device)
+                out.append(net(x).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), np.float32)
 
 
 def model_input(

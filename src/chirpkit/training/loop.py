@@ -585,7 +585,7 @@ def _filter_background(
     pos = np.flatnonzero(
         (idx["split"] == "train").to_numpy() & idx["label"].isin(spec.background_labels).to_numpy()
     )
-    table = background_to_drop(net, emb[pos], spec.class_names, spec.background_labels, threshold)
+    table = background_to_drop(net, emb, spec.class_names, spec.background_labels, threshold, rows=pos)
     table["position"] = pos[table["position"].to_numpy(np.int64)]
     view = copy.copy(st)
     split = idx["split"].to_numpy(object).copy()
@@ -645,7 +645,7 @@ def _choose_prior(
     groups = st.index["group"].astype(str).to_numpy()[pos]
     return choose_prior(
         net,
-        emb[pos],
+        emb,
         targets,
         groups,
         spec.class_names,
@@ -653,6 +653,7 @@ def _choose_prior(
         loss_fn,
         background=spec.background_labels,
         progress=progress,
+        rows=pos,
     )
 
 

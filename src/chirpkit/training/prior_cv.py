@@ -57,6 +57,7 @@ from chirpkit.config import TrainConfig
 from chirpkit.data.split import assign_folds
 from chirpkit.errors import ConfigError
 from chirpkit.metrics import ranking_scores
+from chirpkit.models.embeddings import SCORE_BLOCK, gather
 from chirpkit.models.heads import PriorHead
 from chirpkit.training.losses import ClassificationLoss
 from chirpkit.training.task import optimizer_and_schedule
@@ -111,15 +112,17 @@ def fit_head(
     *,
     epochs: int,
     seed: int,
+    rows: np.ndarray | None = None,
 ) -> nn.Module:
     """Train an embedding head in place as ``train`` does, without Lightning (for the folds: a
-    few seconds each): ``embeddings (n, views, dim)`` with one view drawn per item and epoch,
-    ``targets (n, classes)`` probability rows, batches of ``cfg.batch_size`` (the last short one
-    dropped when there is more than one batch), the network's ``regularization()`` added."""
+    few seconds each): ``embeddings (N, views, dim)`` (a memory map will do: each batch is read
+    from it) at positions ``rows`` (default: all), with one view drawn per item and epoch,
+    ``targets (len(rows), classes)`` probability rows, batches of ``cfg.batch_size`` (the last
+    short one dropped when there is more than one batch), the network's ``regularization()`` added."""
     gen = torch.Generator().manual_seed(seed)
-    x_all = torch.from_numpy(np.ascontiguousarray(embeddings, np.float32))
+    rows = np.arange(len(embeddings)) if rows is None else np.asarray(rows, dtype=np.int64)
     y_all = torch.from_numpy(np.ascontiguousarray(targets, np.float32))
-    n, bs = len(x_all), cfg.batch_size
+    n, bs, views = len(rows), cfg.batch_size, embeddings.shape[1]
     per_epoch = n // bs if n > bs else 1
     opt, sched = optimizer_and_schedule(
         net.parameters(), cfg.model_copy(update={"epochs": epochs}), per_epoch * epochs
@@ -130,8 +133,9 @@ def fit_head(
         order = torch.randperm(n, generator=gen)
         for b in range(per_epoch):
             idx = order[b * bs : (b + 1) * bs]
-            view = torch.randint(x_all.shape[1], (len(idx),), generator=gen)
-            loss = loss_fn(net(x_all[idx, view]), y_all[idx])
+            view = torch.randint(views, (len(idx),), generator=gen)
+            x = torch.from_numpy(gather(embeddings, rows[idx.numpy()], view.numpy()))
+            loss = loss_fn(net(x), y_all[idx])
             if callable(reg):
                 loss = loss + reg()
             opt.zero_grad(set_to_none=True)
@@ -141,6 +145,16 @@ def fit_head(
             opt.step()
             sched.step()
     return net.eval()
+
+
+def _centre_logits(fn: Any, embeddings: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """``fn`` (a head, or its prior) on the centre view of ``embeddings`` at ``rows``, a block at
+    a time (memory stays put whatever the number of windows)."""
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(rows), SCORE_BLOCK):
+            out.append(fn(torch.from_numpy(gather(embeddings, rows[i : i + SCORE_BLOCK]))).float())
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 def _probs(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
@@ -226,20 +240,22 @@ def choose_prior(
     *,
     background: Sequence[str] = (),
     progress: bool = False,
+    rows: np.ndarray | None = None,
 ) -> PriorChoice:
     """Choose the pull and the epochs of a prior head by grouped K-fold out-of-fold log loss, and
     the classes that keep the prior's row (see the module docstring).
 
     Args:
         net: the head as it starts (its ``prior`` rows set, ``keep_prior`` all false).
-        embeddings: ``(n, views, dim)`` of the training windows.
-        targets: ``(n, classes)`` probability rows (one-hot or multi-hot).
+        embeddings: ``(N, views, dim)`` embeddings (a memory map will do: read a batch at a time).
+        targets: ``(n, classes)`` probability rows (one-hot or multi-hot) of the training windows.
         groups: the group (recording) of each window.
         class_names: the classes, in target order.
         cfg: the train section (``prior_folds``, ``prior_l2``, ``prior_epochs``, optimiser settings).
         loss_fn: the run's loss (class weights included).
         background: classes left out of the candidates' score (still trained, and still compared
             with the prior's row).
+        rows: the training windows' positions in ``embeddings`` (default: all ``N``, then ``n = N``).
 
     Raises:
         ConfigError: fewer than two groups to deal into folds, or a network without a prior.
@@ -251,10 +267,9 @@ def choose_prior(
     k = cfg.prior_folds
     multilabel = loss_fn.multilabel
     y = torch.from_numpy(np.ascontiguousarray(targets, np.float32))
-    x_centre = torch.from_numpy(np.ascontiguousarray(embeddings[:, 0], np.float32))
+    at = np.arange(len(embeddings)) if rows is None else np.asarray(rows, dtype=np.int64)
     start = copy.deepcopy(net).eval()
-    with torch.inference_mode():
-        prior_logits = start(x_centre).float()
+    prior_logits = _centre_logits(start, embeddings, at)
     known = net.known.cpu().numpy().astype(bool)
     epochs_grid = list(cfg.prior_epochs) or [cfg.epochs]
     grid = list(itertools.product(sorted(cfg.prior_l2, reverse=True), sorted(epochs_grid)))
@@ -262,13 +277,13 @@ def choose_prior(
     target = np.array([c not in set(background) for c in class_names])
     target = target if target.any() else np.ones(len(class_names), dtype=bool)
     bar = tqdm(total=len(grid) * len(folds), desc="prior folds", disable=not progress, leave=False)
-    rows, best = [], None
+    candidates, best = [], None
     for l2, epochs in grid:
         oof, oof_prior = _out_of_fold(
             start,
             embeddings,
+            at,
             targets,
-            x_centre,
             prior_logits,
             fold,
             folds,
@@ -282,7 +297,7 @@ def choose_prior(
             oof, oof_prior, y, known, multilabel, groups, cfg.prior_margin
         )
         score = float(_class_log_loss(final, y, multilabel)[target].mean())
-        rows.append(
+        candidates.append(
             {
                 "l2": l2,
                 "epochs": epochs,
@@ -308,7 +323,7 @@ def choose_prior(
         epochs=epochs,
         keep_prior=[c for c, kp in zip(class_names, keep, strict=True) if kp],
         per_class=per_class,
-        candidates=pd.DataFrame(rows),
+        candidates=pd.DataFrame(candidates),
     )
     kept = choice.keep_prior
     log.info(
@@ -345,8 +360,8 @@ def _folds(targets: np.ndarray, groups: np.ndarray, cfg: TrainConfig) -> np.ndar
 def _out_of_fold(
     start: PriorHead,
     embeddings: np.ndarray,
+    rows: np.ndarray,
     targets: np.ndarray,
-    x_centre: torch.Tensor,
     prior_logits: torch.Tensor,
     fold: np.ndarray,
     folds: Sequence[int],
@@ -359,8 +374,8 @@ def _out_of_fold(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Out-of-fold logits of heads trained at one pull and number of epochs, and of BirdNET's rows
     as each fold's head outputs them kept: through that head's common scale (see
-    :class:`~chirpkit.models.heads.PriorHead`). ``x_centre``: every window's centre view;
-    ``prior_logits``: the untrained head's logits on it."""
+    :class:`~chirpkit.models.heads.PriorHead`). ``rows``: the windows' positions in
+    ``embeddings``; ``prior_logits``: the untrained head's logits on their centre views."""
     oof = torch.zeros_like(prior_logits)
     oof_prior = torch.zeros_like(prior_logits)
     for f in folds:
@@ -368,10 +383,10 @@ def _out_of_fold(
         head = copy.deepcopy(start)
         head.l2 = l2
         torch.manual_seed(cfg.seed + f)
-        fit_head(head, embeddings[tr], targets[tr], cfg, loss_fn, epochs=epochs, seed=cfg.seed + f)
+        fit_head(head, embeddings, targets[tr], cfg, loss_fn, epochs=epochs, seed=cfg.seed + f, rows=rows[tr])
         held = torch.from_numpy(te)
+        oof[held] = _centre_logits(head, embeddings, rows[te])
         with torch.inference_mode():
-            oof[held] = head(x_centre[held]).float()
             oof_prior[held] = float(head.prior_scale) * prior_logits[held]
         bar.update()
     return oof, oof_prior
@@ -420,15 +435,18 @@ def background_to_drop(
     class_names: Sequence[str],
     background: Sequence[str],
     threshold: float,
+    *,
+    rows: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The background windows a prior head's own rows (BirdNET zero-shot) score at ``threshold``
     or more for a target class: ``position`` (into ``embeddings``), ``species`` (the best-scored
-    target) and ``score`` (its sigmoid), best first. Classes BirdNET does not know have no prior
-    and never make a window drop.
+    target) and ``score`` (its sigmoid), best first; ``position`` counts in ``rows`` when given.
+    Classes BirdNET does not know have no prior and never make a window drop.
 
     Args:
         net: a prior head as it starts.
-        embeddings: ``(n, views, dim)`` of the background windows (the centre view is scored).
+        embeddings: ``(N, views, dim)`` embeddings (the centre view is scored, a block at a time).
+        rows: the background windows' positions in ``embeddings`` (default: all).
     """
     if not isinstance(net, PriorHead):
         raise ConfigError(
@@ -436,11 +454,10 @@ def background_to_drop(
             f"{type(net).__name__} has no prior: set train.background_filter=1"
         )
     targets = np.array([c not in set(background) for c in class_names]) & net.known.cpu().numpy()
-    if not len(embeddings) or not targets.any():
+    rows = np.arange(len(embeddings)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if not len(rows) or not targets.any():
         return pd.DataFrame({"position": [], "species": [], "score": []})
-    with torch.inference_mode():
-        x = torch.from_numpy(np.ascontiguousarray(embeddings[:, 0], np.float32))
-        probs = torch.sigmoid(net.prior(x)).numpy()[:, targets]
+    probs = torch.sigmoid(_centre_logits(net.prior, embeddings, rows)).numpy()[:, targets]
     best = probs.argmax(axis=1)
     score = probs[np.arange(len(probs)), best]
     hit = np.flatnonzero(score >= threshold)
