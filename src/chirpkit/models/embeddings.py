@@ -347,7 +347,7 @@ def gather(embeddings: np.ndarray, rows: np.ndarray, views: np.ndarray | int = 0
 
 
 #: windows per block when a head scores stored embeddings (bounded memory, whatever the store)
-SCORE_BLOCK = 4096
+SCORE_BLOCK = 1024
 
 
 def _compute_on_worker(cache: EmbeddingCache, job: PartJob) -> tuple[PartJob, str]:

@@ -180,7 +180,9 @@ class EmbeddingDataset(Dataset[tuple[torch.Tensor, Any]]):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
         view = int(torch.randint(self.embeddings.shape[1], (1,))) if self.random_view else 0
-        x = torch.from_numpy(np.ascontiguousarray(self.embeddings[self.positions[i], view], np.float32))
+        x = torch.from_numpy(
+            np.array(self.embeddings[self.positions[i], view], np.float32)
+        )  # a copy: maps are read-only
         t = self.targets[i]
         return x, (torch.from_numpy(t) if np.ndim(t) else int(t))
 
