@@ -219,7 +219,10 @@ def _cut(task: dict[str, Any], gain: float = 1.0) -> tuple[np.ndarray, str, list
     short_at: list[float] = []
     decoder = ["soundfile"]
 
-    def read(offset: float, length: float) -> np.ndarray:
+    def read(offset: float, length: float, *, only: bool = False) -> np.ndarray:
+        """One decoded span at the store's rate, conditioned, as stored; ``only``: the file's one
+        read, so a level beyond int16's full scale sets the file's gain here, with no second pass."""
+        nonlocal gain
         d = decode(source, offset_s=offset, duration_s=length)
         decoder[0] = d.decoder
         repaired[0] += d.nonfinite
@@ -234,6 +237,8 @@ def _cut(task: dict[str, Any], gain: float = 1.0) -> tuple[np.ndarray, str, list
             y = cond.block(y)
         if per_window:  # normalised per window: the level is settled after that
             return y
+        if only and gain == 1.0 and task["dtype"] == "int16" and (peak := _peak(y)) > 1.0:
+            gain = 1.0 / peak * (1 - 1e-6)
         if gain != 1.0:
             y *= gain
         if task["dtype"] == "int16":
@@ -251,7 +256,7 @@ def _cut(task: dict[str, Any], gain: float = 1.0) -> tuple[np.ndarray, str, list
         # the catalog's duration only chooses the strategy: headers (mp3) can be wrong, so
         # the read is bounded by the windows and decode stops at the real end of the file
         lo_read = max(0.0, lo_s - _EDGE_S)
-        y = read(lo_read, max(0.0, hi_s - lo_read) + _EDGE_S)
+        y = read(lo_read, max(0.0, hi_s - lo_read) + _EDGE_S, only=True)
         shift = round(lo_read * sr)
         for first, n, at in segments:
             _place(part[at : at + n], y, first - shift)
