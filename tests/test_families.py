@@ -149,7 +149,7 @@ def test_prior_head_starts_as_birdnet_and_learns_a_new_class(fold_store: Store, 
     spec = model_spec(cfg, fold_store)
     net = build_network(spec)
     net.init_from_spec(spec)
-    emb = torch.from_numpy(embedding_cache(fold_store, progress=False))
+    emb = torch.from_numpy(np.array(embedding_cache(fold_store, progress=False)))
     weight, bias = birdnet_classifier()
     labels = [lab.split("_")[0] for lab in birdnet_labels()]
     rows = [labels.index(TWO_KNOWN[c]) for c in ("low", "mid")]

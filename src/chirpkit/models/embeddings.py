@@ -360,7 +360,8 @@ def _compute_on_worker(cache: EmbeddingCache, job: PartJob) -> tuple[PartJob, st
 def embedding_cache(
     store: Store, *, model: str = BIRDNET_EMBEDDING, views: int = 1, progress: bool = True
 ) -> np.ndarray:
-    """Embeddings of every store window: ``(windows, dim)`` for one view, else ``(windows, views, dim)``."""
+    """Embeddings of every store window: ``(windows, dim)`` for one view, else ``(windows, views, dim)``,
+    as a read-only memory map (see :meth:`EmbeddingCache.load`; ``np.array(...)`` for a copy in memory)."""
     emb = EmbeddingCache(store, model=model, views=views).load(progress=progress)
     return emb[:, 0] if views == 1 else emb
 
