@@ -532,7 +532,7 @@ def test_train_with_prior_folds_writes_the_choice_and_keeps_the_rows(
     net = load_model(tmp_path / "run")
     kept = [c for c, k in zip(table["class"], net.keep_prior.tolist(), strict=True) if k]  # class order
     assert kept == choice["keep_prior"]
-    emb = torch.from_numpy(embedding_cache(fold_store, progress=False))
+    emb = torch.from_numpy(np.array(embedding_cache(fold_store, progress=False)))
     with torch.no_grad():
         out, prior = net.eval()(emb), net.prior(emb)
     for i, k in enumerate(net.keep_prior.tolist()):
