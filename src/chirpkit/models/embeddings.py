@@ -158,25 +158,28 @@ class EmbeddingCache:
     def views(self) -> int:
         return len(self.offsets)
 
-    def _content_key(self, part: str, rows: np.ndarray) -> str:
-        """A hash of the part's samples and of where its windows (``rows``, in order) sit in it."""
+    def _content_key(self, part: str, offsets: np.ndarray | None) -> str:
+        """A hash of the part's samples and of where its windows sit in it (``offsets``, in part-row
+        order; None for a version-1 store, whose rows are the windows)."""
         h = hashlib.blake2b(digest_size=16)
         with (self.store.root / part).open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 h.update(chunk)
         h.update(str(self.store.margin_samples).encode())  # where the window sits in a stored row
-        if not self.store.rows_stored:  # windows are views: the same audio holds other windows at another hop
-            h.update(self.store.index["part_offset"].to_numpy(np.int64)[rows].tobytes())
+        if offsets is not None:  # windows are views: the same audio holds other windows at another hop
+            h.update(offsets.astype(np.int64).tobytes())
         return h.hexdigest()
 
     def jobs(self) -> list[PartJob]:
         """One job per store part and view, with the cache file it writes (done or not)."""
         idx = self.store.index
+        part_row = idx["part_row"].to_numpy()
+        at = None if self.store.rows_stored else idx["part_offset"].to_numpy(np.int64)
         out = []
         for part, rows in idx.groupby("part", sort=True).indices.items():
-            order = np.asarray(rows)[np.argsort(idx["part_row"].to_numpy()[rows], kind="stable")]
+            order = np.asarray(rows)[np.argsort(part_row[rows], kind="stable")]
             try:
-                key = self._content_key(str(part), order)
+                key = self._content_key(str(part), None if at is None else at[order])
             except OSError as exc:
                 raise RunError(
                     f"store part {self.store.root / str(part)} cannot be read ({exc.strerror or exc}); "
