@@ -381,6 +381,23 @@ def test_embeddings_load_as_one_memory_map_of_every_view(
     other = emb.EmbeddingCache(stores[0.5], model="recorder", views=3, shift_s=0.25)
     assert {j.path for j in other.jobs()}.isdisjoint(j.path for j in cache.jobs())
 
+    # a part's bytes are read for its key once; a rewritten part (new inode and time) is read again
+    hashed: list[str] = []
+    real_key = emb.EmbeddingCache._content_key
+
+    def counted(self: emb.EmbeddingCache, part: str, at: np.ndarray | None) -> str:
+        hashed.append(part)
+        return real_key(self, part, at)
+
+    monkeypatch.setattr(emb.EmbeddingCache, "_content_key", counted)
+    paths = [j.path for j in cache.jobs()]
+    assert hashed == [] and paths
+    part = store.root / store.index["part"].iloc[0]
+    data = part.read_bytes()
+    part.unlink()
+    part.write_bytes(data)
+    assert [j.path for j in cache.jobs()] == paths and len(hashed) == 1  # same bytes, same key
+
 
 def _prior_head_data(rng: np.random.Generator) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
     """A prior head over 3 classes on 8-d embeddings around one-hot centres: BirdNET's row (the

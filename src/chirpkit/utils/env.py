@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
 import platform
 import sys
@@ -9,7 +12,7 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
-__all__ = ["environment"]
+__all__ = ["environment", "trim_heap"]
 
 _TRACKED = (
     "chirpkit",
@@ -57,3 +60,21 @@ def environment(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     if extra:
         env.update(extra)
     return env
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
+    except OSError:
+        return None
+
+
+def trim_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    After many small objects are built and freed, glibc keeps the freed pages: a process's memory
+    then stays at its high-water mark although Python holds far less."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
