@@ -114,7 +114,7 @@ def scripted_review(det_dir: Path, pool_table: Path, budget: int | None, seed: i
 
 
 def screenshot(det_dir: Path, path: Path) -> None:
-    """The review page over the reviewed pool, in the system Chromium (the README's picture)."""
+    """The review page over the reviewed pool, in the system Chromium (the picture in docs/review-loop.md)."""
     from playwright.sync_api import sync_playwright
 
     from chirpkit.review.serve import running

@@ -262,13 +262,13 @@ def test_readme_commands_are_what_ci_runs() -> None:
     assert tests in ci.splitlines()
 
 
-def test_readme_config_block_shows_the_defaults() -> None:
+def test_configuration_page_shows_the_defaults() -> None:
     import yaml
 
     from chirpkit.config import Config
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = readme.split("```yaml\naudio:", 1)[1].split("```", 1)[0]
+    page = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    block = page.split("```yaml\naudio:", 1)[1].split("```", 1)[0]
     shown = yaml.safe_load("audio:" + block)
     defaults = Config().model_dump()
     assert {k: sorted(v) for k, v in shown.items()} == {k: sorted(v) for k, v in defaults.items()}

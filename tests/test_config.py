@@ -115,7 +115,7 @@ def test_every_recipe_is_a_valid_config_of_a_registered_model() -> None:
 
 def test_every_setting_is_described_without_figures() -> None:
     """`--help` and the docs show these descriptions: each setting has one, and none carries a
-    measured figure (figures go stale; they live in the README's measured results)."""
+    measured figure (figures go stale; they live in docs/measured.md)."""
     import re
 
     from pydantic import BaseModel

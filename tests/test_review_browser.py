@@ -3,7 +3,7 @@
 Opens the review page, plays a clip, gives verdicts with the keyboard (accept, reject, relabel,
 undo), reloads, and checks that the verdicts are still there (on the page and in reviews.db).
 Skips when Chromium or the Playwright package is missing (``.ci/run`` installs both). Set
-``CHIRPKIT_SCREENSHOT=path.png`` to keep the screenshot (the README's picture is made that way).
+``CHIRPKIT_SCREENSHOT=path.png`` to keep the screenshot (the picture in docs/review-loop.md is made that way).
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ class FeatureConfig(_Section):
     hop_length: int = Field(
         640,
         gt=0,
-        description="samples between frames (640 = 20 ms at 32 kHz; the README's measured results "
+        description="samples between frames (640 = 20 ms at 32 kHz; the measured results in docs/measured.md "
         "compare hops)",
     )
     win_length: int | None = Field(None, gt=0, description="analysis window in samples; default n_fft")
@@ -236,7 +236,7 @@ class TrainConfig(_Section):
     retain_cpu_memory: bool = Field(
         True,
         description="CPU training on Linux/glibc: keep freed blocks in the heap (mallopt) instead of "
-        "unmapping them: faster steps for more peak memory (figures in the README)",
+        "unmapping them: faster steps for more peak memory (figures in docs/measured.md)",
     )
     teacher: str | None = Field(
         None,

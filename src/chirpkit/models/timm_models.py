@@ -56,7 +56,7 @@ def _import_timm() -> Any:
         raise ConfigError(
             "timm backbones need timm: pip install 'chirpkit[timm]' (on a CPU-only torch, pin the "
             "torchvision that matches your torch, e.g. pip install 'torchvision==0.28.0' 'chirpkit[timm]' "
-            "for torch 2.13; see the README)"
+            "for torch 2.13; see docs/verbs/models.md, timm backbones)"
         ) from exc
     return timm
 
