@@ -1,6 +1,10 @@
 """The ``chirpkit`` command: one verb per public function.
 
-Imports of torch/Lightning happen inside the verbs, so ``chirpkit --help`` answers at once.
+Each verb is declared once, in :data:`VERBS` (name, command, help, whether it reads settings and
+shows progress), with its arguments in an ``_args_*`` function beside its ``cmd_*`` command;
+:func:`build_parser` builds argparse from that table, and ``tests/test_cli.py`` checks that every
+flag a verb accepts is read by its command. Imports of torch/Lightning happen inside the verbs, so
+``chirpkit --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
@@ -76,6 +81,15 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+def _args_ingest(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", nargs="?", help="folder with one sub-folder per class, or a CSV path,label[,group]")
+    p.add_argument(
+        "--out", required=True, help="catalog to write (.parquet; a .csv view is written beside it)"
+    )
+    add_options(p, IngestOptions)
+    _config_flags(p, {"audio.window_s": "--window-s"})
+
+
 def cmd_ingest(args: argparse.Namespace) -> None:
     from chirpkit.data.ingest import ingest
 
@@ -101,6 +115,45 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         print(f"{len(cat)} example(s) ({n_rev} from reviews), {n_classes} class(es) → {args.out}")
     else:
         print(f"{len(cat)} example(s), {n_classes} class(es), {n_groups} group(s) → {args.out}")
+
+
+def _args_review(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "folder", help="output folder of `chirpkit detect` (reviews are kept in FOLDER/reviews.db)"
+    )
+    p.add_argument("--run", help="model run that made the detections (default: from detect_summary.json)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only); any other needs --token",
+    )
+    p.add_argument(
+        "--token", help="secret every request must carry (required with a --host other than loopback)"
+    )
+    p.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
+    p.add_argument(
+        "--strategy",
+        default="stratified",
+        choices=["stratified", "uncertainty", "random", "score"],
+        help="what to review next: stratified (per class, across score bins: for thresholds, the default), "
+        "uncertainty (P(correct) nearest 0.5 first: hard examples for retraining), random (unbiased "
+        "precision), score (highest first)",
+    )
+    p.add_argument("--bins", type=int, default=10, help="score bins per class (stratified; default 10)")
+    p.add_argument("--per-bin", type=int, help="detections drawn per bin (stratified; default all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    p.add_argument("--reviewer", help="reviewer name stored with each verdict (the page can change it)")
+    p.add_argument(
+        "--context-s", type=float, default=1.5, help="seconds of context either side (default 1.5)"
+    )
+    p.add_argument(
+        "--max-freq-hz", type=float, help="top of the spectrograms (default: half the model's sample rate)"
+    )
+    p.add_argument("--audio-dir", help="where to find recordings whose paths in the table are relative")
+    p.add_argument("--export", metavar="CSV", help="write the reviews to CSV (and Raven tables) and exit")
+    p.add_argument("--raven", help="with --export: folder for Raven tables of right detections")
+    p.add_argument("--history", action="store_true", help="with --export: every verdict, not only the latest")
 
 
 def cmd_review(args: argparse.Namespace) -> None:
@@ -130,6 +183,26 @@ def cmd_review(args: argparse.Namespace) -> None:
     )
 
 
+def _args_calibrate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="output folder of `chirpkit detect` with reviews (reviews.db)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--precision", type=float, help="target precision (default 0.9)")
+    target.add_argument("--recall", type=float, help="target share of the correct detections kept")
+    p.add_argument(
+        "--min-reviews",
+        type=int,
+        default=20,
+        help="fewest reviews to fit a class (default 20; 2 right, 2 wrong)",
+    )
+    p.add_argument("--out", help="folder for thresholds.json/.csv and the PNGs (default FOLDER/calibration)")
+    p.add_argument(
+        "--apply",
+        action="store_true",
+        help="also write thresholds.json into the model run, so the next detect uses them",
+    )
+    p.add_argument("--run", help="model run (default: the one named in detect_summary.json)")
+
+
 def cmd_calibrate(args: argparse.Namespace) -> None:
     from chirpkit.review.calibrate import calibrate
 
@@ -146,6 +219,24 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     out = Path(args.out) if args.out else Path(args.folder) / "calibration"
     print(f"thresholds → {out / 'thresholds.json'} (+ thresholds.csv, reliability_<class>.png)")
+
+
+def _args_inspect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("catalog", help="catalog (from ingest; after split for the leakage audit)")
+    p.add_argument("--out", required=True, help="report folder (index.html, report.md, PNGs, CSVs)")
+    _config_flags(p, {"split.min_count": "--min-count"})
+    p.add_argument(
+        "--no-audio", action="store_true", help="skip the audio scan (frequencies, noise, duplicates)"
+    )
+    p.add_argument(
+        "--max-per-class", type=int, default=200, help="examples measured per class (frequency range)"
+    )
+    p.add_argument(
+        "--duplicate-threshold",
+        type=float,
+        default=0.98,
+        help="fingerprint similarity from which two examples count as near-identical",
+    )
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -165,11 +256,34 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     _print_json({k: v for k, v in summary.items() if not isinstance(v, dict | list)})
 
 
+def _args_augment_preview(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a prepared store (first training window) or an audio file")
+    p.add_argument("--out", default="augment_preview.png", help="PNG to write")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def cmd_augment_preview(args: argparse.Namespace) -> None:
     from chirpkit.augment.preview import augment_preview
 
     path = augment_preview(args.source, out=args.out, config=_config(args), seed=args.seed)
     print(f"preview: {path}")
+
+
+def _args_split(p: argparse.ArgumentParser) -> None:
+    p.add_argument("catalog", help="catalog from ingest")
+    p.add_argument("--out", help="where to write the split catalog (default: overwrite the input)")
+    _config_flags(
+        p,
+        {
+            "split.val_fraction": "--val",
+            "split.test_fraction": "--test",
+            "split.strategy": "--strategy",
+            "split.min_count": "--min-count",
+            "split.folds": "--folds",
+            "split.few_groups": "--few-groups",
+            "split.seed": "--seed",
+        },
+    )
 
 
 def cmd_split(args: argparse.Namespace) -> None:
@@ -183,6 +297,24 @@ def cmd_split(args: argparse.Namespace) -> None:
     if "fold" in df and cfg.split.folds:
         line += f" in {cfg.split.folds} folds"
     print(f"{line} → {out}")
+
+
+def _args_prepare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("catalog", help="catalog (after split)")
+    p.add_argument("--out", required=True, help="store folder (reused as a cache)")
+    _config_flags(
+        p,
+        {"audio.sample_rate": "--sample-rate", "audio.window_s": "--window-s", "audio.workers": "--workers"},
+    )
+    p.add_argument(
+        "--engine",
+        choices=["local", "dask"],
+        default="local",
+        help="dask: one task per file on a Dask cluster (the store must be on a shared disk)",
+    )
+    p.add_argument(
+        "--scheduler", metavar="ADDRESS", help="with --engine dask: tcp://HOST:8786 (default: local)"
+    )
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -200,6 +332,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print(f"{len(store)} window(s) of {cfg.audio.window_s} s at {cfg.audio.sample_rate} Hz → {args.out}")
 
 
+def _args_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="prepared store")
+    p.add_argument("--out", required=True, help="run folder")
+    _train_flags(p, resume=True, sanity=True)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from chirpkit.training.loop import train
 
@@ -215,12 +353,27 @@ def cmd_train(args: argparse.Namespace) -> None:
     _print_json(summary)
 
 
+def _args_cross_validate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="prepared store whose catalog was split with split.folds=K")
+    p.add_argument("--out", required=True, help="folder for the fold runs and cv.json")
+    _train_flags(p)
+
+
 def cmd_cv(args: argparse.Namespace) -> None:
     from chirpkit.training.tuning import cross_validate
 
     cfg = _config(args)
     res = cross_validate(args.store, config=cfg, out=args.out, progress=not args.no_progress, keep_runs=True)
     _print_json(res)
+
+
+def _args_embed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="prepared store")
+    p.add_argument(
+        "--engine", choices=["local", "dask"], default="local", help="where to run (default local)"
+    )
+    p.add_argument("--scheduler", help="Dask scheduler address tcp://HOST:8786 (default: a local cluster)")
+    p.add_argument("--workers", type=int, default=2, help="processes of a local Dask cluster (default 2)")
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -240,6 +393,20 @@ def cmd_embed(args: argparse.Namespace) -> None:
         f"{res['windows']} window(s) × {res['views']} view(s): {res['computed']} part file(s) embedded, "
         f"{res['cached']} already cached"
     )
+
+
+def _args_index(p: argparse.ArgumentParser) -> None:
+    p.add_argument("audio", nargs="+", help="files, folders, glob patterns, URLs or @list.txt")
+    p.add_argument("--out", required=True, help="index folder (made, or grown with new files)")
+    p.add_argument("--hop-s", type=float, help="seconds between windows (default half a window: 1.5)")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per model call (default 32)")
+    p.add_argument(
+        "--workers", type=int, default=2, help="decode threads, or processes of a local Dask cluster"
+    )
+    p.add_argument(
+        "--engine", choices=["local", "dask"], default="local", help="where to run (default local)"
+    )
+    p.add_argument("--scheduler", help="Dask scheduler address tcp://HOST:8786 (default: a local cluster)")
 
 
 def cmd_index(args: argparse.Namespace) -> None:
@@ -280,6 +447,44 @@ def _queries(args: argparse.Namespace) -> list[Any]:
     return queries
 
 
+def _args_search(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index", help="index folder (chirpkit index)")
+    p.add_argument("--query", action="append", metavar="CLIP", help="an example recording (repeatable)")
+    p.add_argument("--start-s", type=float, help="start of the call in the --query recording")
+    p.add_argument("--end-s", type=float, help="end of the call in the --query recording")
+    p.add_argument("--label", help="name of the --query results (default: the clip's file name)")
+    p.add_argument("--store", help="prepared store whose --class windows are queries")
+    p.add_argument(
+        "--class",
+        dest="query_class",
+        action="append",
+        metavar="LABEL",
+        help="a class of --store (repeatable)",
+    )
+    p.add_argument("--top", type=int, default=100, help="windows per query label (default 100)")
+    p.add_argument(
+        "--combine",
+        choices=["max", "mean"],
+        default="max",
+        help="several examples: best similarity to any (max, default) or to their mean",
+    )
+    p.add_argument(
+        "--exact",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="scan every window (yes), the approximate graph (no), or exact up to 200,000 windows (auto)",
+    )
+    p.add_argument(
+        "--all-windows",
+        action="store_true",
+        help="keep windows overlapping a better result by half a window (default: one per call)",
+    )
+    p.add_argument(
+        "--allow-lower-rate", action="store_true", help="search with a query sampled below the archive"
+    )
+    p.add_argument("--out", required=True, help="folder for detections.csv (open it with chirpkit review)")
+
+
 def cmd_search(args: argparse.Namespace) -> None:
     from chirpkit.similarity.query import search
 
@@ -302,6 +507,22 @@ def cmd_search(args: argparse.Namespace) -> None:
     )
 
 
+def _args_train_head(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index", help="index folder (chirpkit index)")
+    p.add_argument(
+        "labels", help="catalog (ingest --reviews of a search folder), or a reviewed search/detect folder"
+    )
+    p.add_argument("--out", required=True, help="run folder (model.pt: chirpkit detect RUN AUDIO)")
+    p.add_argument(
+        "--background-label", default="noise", help="label of negatives (rejected results; default noise)"
+    )
+    p.add_argument(
+        "--negatives", type=int, default=200, help="random archive windows used as negatives (default 200)"
+    )
+    p.add_argument("--epochs", type=int, default=300, help="full-batch AdamW steps (default 300)")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def cmd_train_head(args: argparse.Namespace) -> None:
     from chirpkit.similarity.head import train_head
 
@@ -315,6 +536,27 @@ def cmd_train_head(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     _print_json(res.to_dict())
+
+
+def _args_distill(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="prepared store (after split) with the labelled windows")
+    p.add_argument("--out", required=True, help="the student's run folder")
+    p.add_argument("--teacher", required=True, help="run folder or model file that knows every class")
+    p.add_argument(
+        "--unlabelled",
+        nargs="+",
+        metavar="AUDIO",
+        help="recordings without labels: files, folders, @list.txt",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=1, help="distil + fine-tune cycles (self-training, default 1)"
+    )
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        help="epochs on the labels after distilling (default half; 0: none, for self-training)",
+    )
+    _train_flags(p)
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
@@ -336,6 +578,19 @@ def cmd_distill(args: argparse.Namespace) -> None:
         f"student after {len(res['rounds'])} round(s): best val macro F1 {last['best_val_macro_f1']}; "
         f"{res['unlabelled_windows']} unlabelled window(s) → {res['run']}"
     )
+
+
+def _args_tune(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="prepared store whose catalog was split with split.folds=K")
+    p.add_argument(
+        "--out", required=True, help="study folder (study.db, best_config.yaml, trials.csv, tune.png)"
+    )
+    p.add_argument("--trials", type=int, default=20, help="trials in the study in all (default 20)")
+    p.add_argument("--timeout-s", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--epochs", type=int, help="epochs per fold and trial (default train.epochs)")
+    p.add_argument("--space", help="YAML search space: key: [choices] or {low, high, log}")
+    p.add_argument("--final", action="store_true", help="retrain the best config on all non-test data")
+    p.add_argument("--seed", type=int, default=0)
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -360,6 +615,15 @@ def cmd_tune(args: argparse.Namespace) -> None:
     _print_json(res)
 
 
+def _args_baseline(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="prepared store (after split)")
+    p.add_argument("--model", default="logreg", choices=["knn", "tree", "logreg", "mlp", "prototype"])
+    p.add_argument("--features", default="mfcc", choices=["mfcc", "logmel", "birdnet"])
+    p.add_argument("--folds", type=int, default=5, help="GroupKFold folds when the split has no fold column")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="folder for baseline_<model>_<features>.json")
+
+
 def cmd_baseline(args: argparse.Namespace) -> None:
     from chirpkit.training.baselines import baseline
 
@@ -375,6 +639,13 @@ def cmd_baseline(args: argparse.Namespace) -> None:
     _print_json(res)
 
 
+def _args_zero_shot(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="prepared store")
+    p.add_argument("--split", default="test")
+    p.add_argument("--label-map", help="CSV class,BirdNET name (Latin or common) or an eBird taxonomy CSV")
+    p.add_argument("--out", help="folder for zero_shot_<split>.json")
+
+
 def cmd_zero_shot(args: argparse.Namespace) -> None:
     from chirpkit.evaluation.zeroshot import zero_shot
 
@@ -382,6 +653,13 @@ def cmd_zero_shot(args: argparse.Namespace) -> None:
         args.store, split=args.split, label_map=args.label_map, out=args.out, progress=not args.no_progress
     )
     _print_json({k: v for k, v in res.items() if k != "classes_mapped"})
+
+
+def _args_profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default="small_cnn", help="registered model name or a run folder")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="also print the full result as JSON")
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -422,6 +700,27 @@ def cmd_models(args: argparse.Namespace) -> None:
         takes = "" if info.input == "spectrogram" else f" (input: {info.input})"
         print(f"{name:22} {info.description}{takes}")
     print(f"{'timm/<name>':22} any timm model (pip install 'chirpkit[timm]')")
+
+
+def _args_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder")
+    p.add_argument("--split", default="test", help="split to score (default test)")
+    p.add_argument("--store", help="store to read (default: the one the run was trained on)")
+    p.add_argument("--out", help="report folder (default RUN/eval-SPLIT)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--thresholds",
+        metavar="RULE",
+        help="also choose one threshold per class on the val split: precision=0.9, recall=0.8 or "
+        "f1 (saved as RUN/thresholds.json; detect applies it)",
+    )
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=1000,
+        help="bootstrap draws over groups (recordings) for the 95%% intervals (default 1000; 0: none)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -494,6 +793,77 @@ def _detect_index(args: argparse.Namespace, cfg: Config) -> None:
     print(f"{len(table)} detection(s) → {Path(args.out) / 'detections.csv'} (events: events.csv)")
 
 
+def _args_detect(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "run",
+        help="run folder, model.pt, an export (model.onnx, model.ts), or birdnet (BirdNET V2.4's own "
+        "scores, no training)",
+    )
+    p.add_argument("audio", nargs="*", help="files, folders, glob patterns or @list.txt")
+    p.add_argument(
+        "--index",
+        metavar="DB",
+        help="score the windows of an index (chirpkit index) instead of audio: a head on its embeddings "
+        "(train-head), no decoding",
+    )
+    p.add_argument("--out", required=True, help="output folder (detections.csv, events.csv, ...)")
+    _config_flags(
+        p,
+        {
+            "detect.hop_s": "--hop-s",
+            "detect.min_score": "--min-score",
+            "detect.thresholds": "--thresholds",
+            "detect.top_k": "--top-k",
+            "detect.batch_size": "--batch-size",
+            "detect.workers": "--workers",
+            "detect.shard_s": "--shard-s",
+        },
+    )
+    p.add_argument(
+        "--format",
+        action="append",
+        choices=["csv", "parquet", "raven", "audacity", "scores"],
+        help="extra outputs (repeatable): parquet table, Raven selection tables, Audacity labels, "
+        "scores (scores.parquet: every class for every window, for score-detections --scores)",
+    )
+    p.add_argument("--fresh", action="store_true", help="ignore results of an earlier run in --out")
+    p.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (dask: cuda = one GPU per worker)"
+    )
+    p.add_argument(
+        "--species", help="birdnet only: species list file (one a line: Latin_Common, Latin or common name)"
+    )
+    p.add_argument("--lat", type=float, help="birdnet only: latitude for BirdNET's location filter")
+    p.add_argument("--lon", type=float, help="birdnet only: longitude for BirdNET's location filter")
+    p.add_argument(
+        "--week",
+        type=int,
+        default=-1,
+        help="birdnet only: week of the year 1-48 (four a month) for the location filter; -1: all year",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["local", "dask"],
+        default="local",
+        help="local: this process (default); dask: a Dask cluster (pip install 'chirpkit[dask]')",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --engine dask: a running scheduler, tcp://HOST:8786 (default: start a local cluster "
+        "of --workers processes)",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only shard I of N (0-based) into the shared --out, e.g. a Slurm array: "
+        "--shard $SLURM_ARRAY_TASK_ID/N; the last shard to finish writes the tables",
+    )
+    p.add_argument(
+        "--retries", type=int, default=2, help="further attempts of a failing work unit (default 2)"
+    )
+
+
 def cmd_detect(args: argparse.Namespace) -> None:
     from chirpkit.detection.job import detect
     from chirpkit.errors import ConfigError
@@ -527,6 +897,15 @@ def cmd_detect(args: argparse.Namespace) -> None:
         print(f"{len(table)} detection(s) → {Path(args.out) / 'detections.csv'} (events: events.csv)")
 
 
+def _args_merge(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", help="the --out folder of detect (after --shard I/N runs)")
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="write tables from the units done so far, even if some are missing",
+    )
+
+
 def cmd_merge(args: argparse.Namespace) -> None:
     from chirpkit.detection.job import merge
 
@@ -534,11 +913,93 @@ def cmd_merge(args: argparse.Namespace) -> None:
     print(f"{len(table)} detection(s) → {Path(args.out) / 'detections.csv'} (events: events.csv)")
 
 
+def _args_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    p.add_argument("--out", help="output file (default RUN/model.onnx or RUN/model.ts)")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from chirpkit.models.export import export
 
     info = export(args.run, format=args.format, out=args.out)
     print(f"{info['format']} → {info['path']} (max |Δ probability| vs PyTorch {info['max_abs_diff']:.2g})")
+
+
+def _args_score_detections(p: argparse.ArgumentParser) -> None:
+    p.add_argument("detections", help="detections.csv or events.csv from detect")
+    p.add_argument("annotations", nargs="+", help="annotation table(s): points/box CSV, Raven, Audacity, ...")
+    p.add_argument(
+        "--rule",
+        default="overlap",
+        choices=["overlap", "onset", "onset-offset", "iou"],
+        help="match rule (default overlap: detection overlaps the widened annotation; onset: start "
+        "within the tolerance; onset-offset: DCASE's rule, start within the tolerance and end within "
+        "max(tolerance, half the annotation); iou: IoU >= --min-iou)",
+    )
+    p.add_argument(
+        "--tolerance-s",
+        type=float,
+        default=0.5,
+        help="time tolerance (the DCASE collar) for overlap/onset/onset-offset (default 0.5)",
+    )
+    p.add_argument(
+        "--min-iou",
+        type=float,
+        default=0.3,
+        help="IoU of the summary's event F1 (DCASE task 5) and of --rule iou (default 0.3)",
+    )
+    p.add_argument(
+        "--matching",
+        default="one-to-one",
+        choices=["one-to-one", "any"],
+        help="one-to-one (default; optimal, as sed_eval's event-based metrics) or any: an annotation is "
+        "found if any detection matches it, and a detection is right if it matches any annotation "
+        "(dense calling, merged events)",
+    )
+    add_options(p, SourceOptions, ANNOTATION_TABLE)
+    p.add_argument("--label-map", help="rename annotation labels: PIHA=bird,WOTH=wood_thrush")
+    p.add_argument("--out", help="CSV to write the table of --rule to")
+    p.add_argument(
+        "--report", help="folder for the field's measures: per_class.csv, summary.json, thresholds.csv, PNGs"
+    )
+    p.add_argument(
+        "--scores",
+        help="score matrix (scores.parquet from detect --format scores): window AP / ROC-AUC, PSDS, "
+        "thresholds",
+    )
+    p.add_argument(
+        "--background",
+        nargs="+",
+        help="recordings with no target sound, for false positives per hour (default: the scanned "
+        "recordings without annotations)",
+    )
+    p.add_argument(
+        "--collar-s", type=float, default=0.2, help="collar of the collar-based event F1 (DCASE: 0.2)"
+    )
+    p.add_argument(
+        "--min-overlap-s",
+        type=float,
+        default=0.5,
+        help="a window is positive for a class when an annotation overlaps it by this much (or by "
+        "its whole length when shorter; default 0.5)",
+    )
+    p.add_argument(
+        "--target-precision",
+        type=float,
+        default=0.9,
+        help="per-class thresholds reach this window precision (default 0.9)",
+    )
+    p.add_argument(
+        "--max-efpr", type=float, default=100.0, help="PSDS: largest false positives per hour (default 100)"
+    )
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=1000,
+        help="bootstrap draws over recordings for the 95%% intervals (default 1000; 0: none)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -588,6 +1049,15 @@ def cmd_score(args: argparse.Namespace) -> None:
         print(f"\nreport (per_class.csv, summary.json, PNGs): {args.report}")
 
 
+def _args_fit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", nargs="?", help="folder of class sub-folders, label CSV, or catalog .parquet")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--store", help="store folder (default RUN/store); share one between runs")
+    add_options(p, SourceOptions)
+    _config_flags(p, {"audio.window_s": "--window-s"})
+    _train_flags(p, resume=True)
+
+
 def cmd_fit(args: argparse.Namespace) -> None:
     from chirpkit.pipelines.fit import fit
 
@@ -606,6 +1076,12 @@ def cmd_fit(args: argparse.Namespace) -> None:
         f"accuracy {m['accuracy']:.4f}  ({m['n_examples']} examples)"
     )
     print(f"run folder: {result['run']}")
+
+
+def _args_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="chirpkit-demo", help="output folder (default ./chirpkit-demo)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data, split and training")
+    p.add_argument("--epochs", type=int, help="training epochs (default 12)")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -691,6 +1167,184 @@ def _train_flags(p: argparse.ArgumentParser, *, resume: bool = False, sanity: bo
         )
 
 
+@dataclass(frozen=True)
+class Verb:
+    """A command-line verb, declared once: :func:`build_parser` builds its parser from this."""
+
+    name: str
+    run: Callable[[argparse.Namespace], None]  #: the command, ``cmd_*``
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]  #: adds the verb's own arguments
+    config: bool = True  #: reads settings: ``--config``, ``--set`` (and its config-key flags)
+    progress: bool = True  #: shows progress: ``--no-progress``
+
+
+def _no_arguments(p: argparse.ArgumentParser) -> None:
+    """A verb without arguments of its own."""
+
+
+#: every verb, in the order ``chirpkit --help`` lists them
+VERBS: tuple[Verb, ...] = (
+    Verb(
+        "ingest",
+        cmd_ingest,
+        "build a catalog from class sub-folders, a label CSV or annotation tables",
+        _args_ingest,
+    ),
+    Verb(
+        "inspect",
+        cmd_inspect,
+        "dataset report: balance, formats, anomalies, frequencies, noise, leakage",
+        _args_inspect,
+    ),
+    Verb(
+        "split",
+        cmd_split,
+        "assign train/val/test, stratified by label and grouped (no group leakage)",
+        _args_split,
+        progress=False,
+    ),
+    Verb(
+        "prepare",
+        cmd_prepare,
+        "decode, resample and cut windows once into a memory-mapped store",
+        _args_prepare,
+    ),
+    Verb("train", cmd_train, "train a classifier on a prepared store", _args_train),
+    Verb(
+        "evaluate",
+        cmd_evaluate,
+        "macro F1, macro AP, ROC-AUC with intervals, per-class report, confusion matrix, PR curves of a run",
+        _args_evaluate,
+        config=False,
+    ),
+    Verb("detect", cmd_detect, "slide a model over long recordings and write detection tables", _args_detect),
+    Verb(
+        "merge",
+        cmd_merge,
+        "write the tables of a detect output folder from its finished parts",
+        _args_merge,
+        config=False,
+        progress=False,
+    ),
+    Verb(
+        "score-detections",
+        cmd_score,
+        "score detections against annotations: event F1 (IoU, collar), window AP / ROC-AUC, PSDS, "
+        "false positives per hour, thresholds, confidence intervals",
+        _args_score_detections,
+        config=False,
+        progress=False,
+    ),
+    Verb(
+        "review",
+        cmd_review,
+        "check detections on a local web page (spectrogram + sound, keyboard verdicts) → reviews.db",
+        _args_review,
+        config=False,
+        progress=False,
+    ),
+    Verb(
+        "calibrate",
+        cmd_calibrate,
+        "per-class thresholds from the reviews: P(correct | score) per class",
+        _args_calibrate,
+        config=False,
+        progress=False,
+    ),
+    Verb(
+        "export",
+        cmd_export,
+        "export a run's model (front-end included) to ONNX or TorchScript",
+        _args_export,
+        config=False,
+        progress=False,
+    ),
+    Verb("fit", cmd_fit, "ingest → split → prepare → train → evaluate in one command", _args_fit),
+    Verb(
+        "cross-validate",
+        cmd_cv,
+        "grouped k-fold CV over the split's folds (split.folds=K)",
+        _args_cross_validate,
+    ),
+    Verb(
+        "embed",
+        cmd_embed,
+        "compute a store's BirdNET embeddings once (here or on a Dask cluster) for heads and zero-shot",
+        _args_embed,
+    ),
+    Verb(
+        "index",
+        cmd_index,
+        "embed every window of a recording archive into an index for search by example (grows, resumes)",
+        _args_index,
+        config=False,
+    ),
+    Verb(
+        "search",
+        cmd_search,
+        "find the windows of an index most like example calls (a review queue)",
+        _args_search,
+        config=False,
+    ),
+    Verb(
+        "train-head",
+        cmd_train_head,
+        "train a classifier on an index's embeddings of reviewed windows (no audio decoded again)",
+        _args_train_head,
+        config=False,
+        progress=False,
+    ),
+    Verb(
+        "distill",
+        cmd_distill,
+        "a fast student learns a teacher's scores on labelled and unlabelled audio, then the labels",
+        _args_distill,
+    ),
+    Verb(
+        "tune",
+        cmd_tune,
+        "Optuna search with grouped k-fold CV, median pruning, resumable (SQLite)",
+        _args_tune,
+    ),
+    Verb(
+        "baseline",
+        cmd_baseline,
+        "scikit-learn baseline on pooled features, grouped CV + test",
+        _args_baseline,
+        config=False,
+    ),
+    Verb(
+        "zero-shot",
+        cmd_zero_shot,
+        "BirdNET V2.4 species scores restricted to the dataset's classes",
+        _args_zero_shot,
+        config=False,
+    ),
+    Verb(
+        "profile",
+        cmd_profile,
+        "parameters, FLOPs, memory and throughput of a model, with the estimate",
+        _args_profile,
+        progress=False,
+    ),
+    Verb("models", cmd_models, "list the registered models", _no_arguments, config=False, progress=False),
+    Verb(
+        "augment-preview",
+        cmd_augment_preview,
+        "PNG grid: a window and each augmentation applied alone",
+        _args_augment_preview,
+        progress=False,
+    ),
+    Verb(
+        "demo",
+        cmd_demo,
+        "synthesise bird-like calls, train, evaluate and detect (no data needed)",
+        _args_demo,
+    ),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chirpkit",
@@ -705,518 +1359,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="print the traceback of an error (may also follow the verb)"
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-
-    def verb(name: str, fn: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(fn=fn)
-        return p
-
-    p = verb("ingest", cmd_ingest, "build a catalog from class sub-folders, a label CSV or annotation tables")
-    p.add_argument("src", nargs="?", help="folder with one sub-folder per class, or a CSV path,label[,group]")
-    p.add_argument(
-        "--out", required=True, help="catalog to write (.parquet; a .csv view is written beside it)"
-    )
-    add_options(p, IngestOptions)
-    _config_flags(p, {"audio.window_s": "--window-s"})
-    _common(p)
-
-    p = verb(
-        "inspect", cmd_inspect, "dataset report: balance, formats, anomalies, frequencies, noise, leakage"
-    )
-    p.add_argument("catalog", help="catalog (from ingest; after split for the leakage audit)")
-    p.add_argument("--out", required=True, help="report folder (index.html, report.md, PNGs, CSVs)")
-    _config_flags(p, {"split.min_count": "--min-count"})
-    p.add_argument(
-        "--no-audio", action="store_true", help="skip the audio scan (frequencies, noise, duplicates)"
-    )
-    p.add_argument(
-        "--max-per-class", type=int, default=200, help="examples measured per class (frequency range)"
-    )
-    p.add_argument(
-        "--duplicate-threshold",
-        type=float,
-        default=0.98,
-        help="fingerprint similarity from which two examples count as near-identical",
-    )
-    _common(p)
-
-    p = verb(
-        "split",
-        cmd_split,
-        "assign train/val/test, stratified by label and grouped (no group leakage)",
-    )
-    p.add_argument("catalog", help="catalog from ingest")
-    p.add_argument("--out", help="where to write the split catalog (default: overwrite the input)")
-    _config_flags(
-        p,
-        {
-            "split.val_fraction": "--val",
-            "split.test_fraction": "--test",
-            "split.strategy": "--strategy",
-            "split.min_count": "--min-count",
-            "split.folds": "--folds",
-            "split.few_groups": "--few-groups",
-            "split.seed": "--seed",
-        },
-    )
-    _common(p, progress=False)
-
-    p = verb("prepare", cmd_prepare, "decode, resample and cut windows once into a memory-mapped store")
-    p.add_argument("catalog", help="catalog (after split)")
-    p.add_argument("--out", required=True, help="store folder (reused as a cache)")
-    _config_flags(
-        p,
-        {"audio.sample_rate": "--sample-rate", "audio.window_s": "--window-s", "audio.workers": "--workers"},
-    )
-    p.add_argument(
-        "--engine",
-        choices=["local", "dask"],
-        default="local",
-        help="dask: one task per file on a Dask cluster (the store must be on a shared disk)",
-    )
-    p.add_argument(
-        "--scheduler", metavar="ADDRESS", help="with --engine dask: tcp://HOST:8786 (default: local)"
-    )
-    _common(p)
-
-    p = verb("train", cmd_train, "train a classifier on a prepared store")
-    p.add_argument("store", help="prepared store")
-    p.add_argument("--out", required=True, help="run folder")
-    _train_flags(p, resume=True, sanity=True)
-    _common(p)
-
-    p = verb(
-        "evaluate",
-        cmd_evaluate,
-        "macro F1, macro AP, ROC-AUC with intervals, per-class report, confusion matrix, PR curves of a run",
-    )
-    p.add_argument("run", help="run folder")
-    p.add_argument("--split", default="test", help="split to score (default test)")
-    p.add_argument("--store", help="store to read (default: the one the run was trained on)")
-    p.add_argument("--out", help="report folder (default RUN/eval-SPLIT)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument(
-        "--thresholds",
-        metavar="RULE",
-        help="also choose one threshold per class on the val split: precision=0.9, recall=0.8 or "
-        "f1 (saved as RUN/thresholds.json; detect applies it)",
-    )
-    p.add_argument(
-        "--n-boot",
-        type=int,
-        default=1000,
-        help="bootstrap draws over groups (recordings) for the 95%% intervals (default 1000; 0: none)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    _common(p, config=False)
-
-    p = verb("detect", cmd_detect, "slide a model over long recordings and write detection tables")
-    p.add_argument(
-        "run",
-        help="run folder, model.pt, an export (model.onnx, model.ts), or birdnet (BirdNET V2.4's own "
-        "scores, no training)",
-    )
-    p.add_argument("audio", nargs="*", help="files, folders, glob patterns or @list.txt")
-    p.add_argument(
-        "--index",
-        metavar="DB",
-        help="score the windows of an index (chirpkit index) instead of audio: a head on its embeddings "
-        "(train-head), no decoding",
-    )
-    p.add_argument("--out", required=True, help="output folder (detections.csv, events.csv, ...)")
-    _config_flags(
-        p,
-        {
-            "detect.hop_s": "--hop-s",
-            "detect.min_score": "--min-score",
-            "detect.thresholds": "--thresholds",
-            "detect.top_k": "--top-k",
-            "detect.batch_size": "--batch-size",
-            "detect.workers": "--workers",
-            "detect.shard_s": "--shard-s",
-        },
-    )
-    p.add_argument(
-        "--format",
-        action="append",
-        choices=["csv", "parquet", "raven", "audacity", "scores"],
-        help="extra outputs (repeatable): parquet table, Raven selection tables, Audacity labels, "
-        "scores (scores.parquet: every class for every window, for score-detections --scores)",
-    )
-    p.add_argument("--fresh", action="store_true", help="ignore results of an earlier run in --out")
-    p.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (dask: cuda = one GPU per worker)"
-    )
-    p.add_argument(
-        "--species", help="birdnet only: species list file (one a line: Latin_Common, Latin or common name)"
-    )
-    p.add_argument("--lat", type=float, help="birdnet only: latitude for BirdNET's location filter")
-    p.add_argument("--lon", type=float, help="birdnet only: longitude for BirdNET's location filter")
-    p.add_argument(
-        "--week",
-        type=int,
-        default=-1,
-        help="birdnet only: week of the year 1-48 (four a month) for the location filter; -1: all year",
-    )
-    p.add_argument(
-        "--engine",
-        choices=["local", "dask"],
-        default="local",
-        help="local: this process (default); dask: a Dask cluster (pip install 'chirpkit[dask]')",
-    )
-    p.add_argument(
-        "--scheduler",
-        metavar="ADDRESS",
-        help="with --engine dask: a running scheduler, tcp://HOST:8786 (default: start a local cluster "
-        "of --workers processes)",
-    )
-    p.add_argument(
-        "--shard",
-        metavar="I/N",
-        help="run only shard I of N (0-based) into the shared --out, e.g. a Slurm array: "
-        "--shard $SLURM_ARRAY_TASK_ID/N; the last shard to finish writes the tables",
-    )
-    p.add_argument(
-        "--retries", type=int, default=2, help="further attempts of a failing work unit (default 2)"
-    )
-    _common(p)
-
-    p = verb("merge", cmd_merge, "write the tables of a detect output folder from its finished parts")
-    p.add_argument("out", help="the --out folder of detect (after --shard I/N runs)")
-    p.add_argument(
-        "--partial",
-        action="store_true",
-        help="write tables from the units done so far, even if some are missing",
-    )
-    _common(p, config=False, progress=False)
-
-    p = verb(
-        "score-detections",
-        cmd_score,
-        "score detections against annotations: event F1 (IoU, collar), window AP / ROC-AUC, PSDS, "
-        "false positives per hour, thresholds, confidence intervals",
-    )
-    p.add_argument("detections", help="detections.csv or events.csv from detect")
-    p.add_argument("annotations", nargs="+", help="annotation table(s): points/box CSV, Raven, Audacity, ...")
-    p.add_argument(
-        "--rule",
-        default="overlap",
-        choices=["overlap", "onset", "onset-offset", "iou"],
-        help="match rule (default overlap: detection overlaps the widened annotation; onset: start "
-        "within the tolerance; onset-offset: DCASE's rule, start within the tolerance and end within "
-        "max(tolerance, half the annotation); iou: IoU >= --min-iou)",
-    )
-    p.add_argument(
-        "--tolerance-s",
-        type=float,
-        default=0.5,
-        help="time tolerance (the DCASE collar) for overlap/onset/onset-offset (default 0.5)",
-    )
-    p.add_argument(
-        "--min-iou",
-        type=float,
-        default=0.3,
-        help="IoU of the summary's event F1 (DCASE task 5) and of --rule iou (default 0.3)",
-    )
-    p.add_argument(
-        "--matching",
-        default="one-to-one",
-        choices=["one-to-one", "any"],
-        help="one-to-one (default; optimal, as sed_eval's event-based metrics) or any: an annotation is "
-        "found if any detection matches it, and a detection is right if it matches any annotation "
-        "(dense calling, merged events)",
-    )
-    add_options(p, SourceOptions, ANNOTATION_TABLE)
-    p.add_argument("--label-map", help="rename annotation labels: PIHA=bird,WOTH=wood_thrush")
-    p.add_argument("--out", help="CSV to write the table of --rule to")
-    p.add_argument(
-        "--report", help="folder for the field's measures: per_class.csv, summary.json, thresholds.csv, PNGs"
-    )
-    p.add_argument(
-        "--scores",
-        help="score matrix (scores.parquet from detect --format scores): window AP / ROC-AUC, PSDS, "
-        "thresholds",
-    )
-    p.add_argument(
-        "--background",
-        nargs="+",
-        help="recordings with no target sound, for false positives per hour (default: the scanned "
-        "recordings without annotations)",
-    )
-    p.add_argument(
-        "--collar-s", type=float, default=0.2, help="collar of the collar-based event F1 (DCASE: 0.2)"
-    )
-    p.add_argument(
-        "--min-overlap-s",
-        type=float,
-        default=0.5,
-        help="a window is positive for a class when an annotation overlaps it by this much (or by "
-        "its whole length when shorter; default 0.5)",
-    )
-    p.add_argument(
-        "--target-precision",
-        type=float,
-        default=0.9,
-        help="per-class thresholds reach this window precision (default 0.9)",
-    )
-    p.add_argument(
-        "--max-efpr", type=float, default=100.0, help="PSDS: largest false positives per hour (default 100)"
-    )
-    p.add_argument(
-        "--n-boot",
-        type=int,
-        default=1000,
-        help="bootstrap draws over recordings for the 95%% intervals (default 1000; 0: none)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    _common(p, config=False, progress=False)
-
-    p = verb(
-        "review",
-        cmd_review,
-        "check detections on a local web page (spectrogram + sound, keyboard verdicts) → reviews.db",
-    )
-    p.add_argument(
-        "folder", help="output folder of `chirpkit detect` (reviews are kept in FOLDER/reviews.db)"
-    )
-    p.add_argument("--run", help="model run that made the detections (default: from detect_summary.json)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
-    p.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1: this machine only); any other needs --token",
-    )
-    p.add_argument(
-        "--token", help="secret every request must carry (required with a --host other than loopback)"
-    )
-    p.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
-    p.add_argument(
-        "--strategy",
-        default="stratified",
-        choices=["stratified", "uncertainty", "random", "score"],
-        help="what to review next: stratified (per class, across score bins: for thresholds, the default), "
-        "uncertainty (P(correct) nearest 0.5 first: hard examples for retraining), random (unbiased "
-        "precision), score (highest first)",
-    )
-    p.add_argument("--bins", type=int, default=10, help="score bins per class (stratified; default 10)")
-    p.add_argument("--per-bin", type=int, help="detections drawn per bin (stratified; default all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draws")
-    p.add_argument("--reviewer", help="reviewer name stored with each verdict (the page can change it)")
-    p.add_argument(
-        "--context-s", type=float, default=1.5, help="seconds of context either side (default 1.5)"
-    )
-    p.add_argument(
-        "--max-freq-hz", type=float, help="top of the spectrograms (default: half the model's sample rate)"
-    )
-    p.add_argument("--audio-dir", help="where to find recordings whose paths in the table are relative")
-    p.add_argument("--export", metavar="CSV", help="write the reviews to CSV (and Raven tables) and exit")
-    p.add_argument("--raven", help="with --export: folder for Raven tables of right detections")
-    p.add_argument("--history", action="store_true", help="with --export: every verdict, not only the latest")
-
-    p = verb(
-        "calibrate", cmd_calibrate, "per-class thresholds from the reviews: P(correct | score) per class"
-    )
-    p.add_argument("folder", help="output folder of `chirpkit detect` with reviews (reviews.db)")
-    target = p.add_mutually_exclusive_group()
-    target.add_argument("--precision", type=float, help="target precision (default 0.9)")
-    target.add_argument("--recall", type=float, help="target share of the correct detections kept")
-    p.add_argument(
-        "--min-reviews",
-        type=int,
-        default=20,
-        help="fewest reviews to fit a class (default 20; 2 right, 2 wrong)",
-    )
-    p.add_argument("--out", help="folder for thresholds.json/.csv and the PNGs (default FOLDER/calibration)")
-    p.add_argument(
-        "--apply",
-        action="store_true",
-        help="also write thresholds.json into the model run, so the next detect uses them",
-    )
-    p.add_argument("--run", help="model run (default: the one named in detect_summary.json)")
-
-    p = verb("export", cmd_export, "export a run's model (front-end included) to ONNX or TorchScript")
-    p.add_argument("run", help="run folder")
-    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
-    p.add_argument("--out", help="output file (default RUN/model.onnx or RUN/model.ts)")
-    _common(p, config=False, progress=False)
-
-    p = verb("fit", cmd_fit, "ingest → split → prepare → train → evaluate in one command")
-    p.add_argument("src", nargs="?", help="folder of class sub-folders, label CSV, or catalog .parquet")
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--store", help="store folder (default RUN/store); share one between runs")
-    add_options(p, SourceOptions)
-    _config_flags(p, {"audio.window_s": "--window-s"})
-    _train_flags(p, resume=True)
-    _common(p)
-
-    p = verb("cross-validate", cmd_cv, "grouped k-fold CV over the split's folds (split.folds=K)")
-    p.add_argument("store", help="prepared store whose catalog was split with split.folds=K")
-    p.add_argument("--out", required=True, help="folder for the fold runs and cv.json")
-    _train_flags(p)
-    _common(p)
-
-    p = verb(
-        "embed",
-        cmd_embed,
-        "compute a store's BirdNET embeddings once (here or on a Dask cluster) for heads and zero-shot",
-    )
-    p.add_argument("store", help="prepared store")
-    p.add_argument(
-        "--engine", choices=["local", "dask"], default="local", help="where to run (default local)"
-    )
-    p.add_argument("--scheduler", help="Dask scheduler address tcp://HOST:8786 (default: a local cluster)")
-    p.add_argument("--workers", type=int, default=2, help="processes of a local Dask cluster (default 2)")
-    _common(p)
-
-    p = verb(
-        "index",
-        cmd_index,
-        "embed every window of a recording archive into an index for search by example (grows, resumes)",
-    )
-    p.add_argument("audio", nargs="+", help="files, folders, glob patterns, URLs or @list.txt")
-    p.add_argument("--out", required=True, help="index folder (made, or grown with new files)")
-    p.add_argument("--hop-s", type=float, help="seconds between windows (default half a window: 1.5)")
-    p.add_argument("--batch-size", type=int, default=32, help="windows per model call (default 32)")
-    p.add_argument(
-        "--workers", type=int, default=2, help="decode threads, or processes of a local Dask cluster"
-    )
-    p.add_argument(
-        "--engine", choices=["local", "dask"], default="local", help="where to run (default local)"
-    )
-    p.add_argument("--scheduler", help="Dask scheduler address tcp://HOST:8786 (default: a local cluster)")
-    _common(p, config=False)
-
-    p = verb("search", cmd_search, "find the windows of an index most like example calls (a review queue)")
-    p.add_argument("index", help="index folder (chirpkit index)")
-    p.add_argument("--query", action="append", metavar="CLIP", help="an example recording (repeatable)")
-    p.add_argument("--start-s", type=float, help="start of the call in the --query recording")
-    p.add_argument("--end-s", type=float, help="end of the call in the --query recording")
-    p.add_argument("--label", help="name of the --query results (default: the clip's file name)")
-    p.add_argument("--store", help="prepared store whose --class windows are queries")
-    p.add_argument(
-        "--class",
-        dest="query_class",
-        action="append",
-        metavar="LABEL",
-        help="a class of --store (repeatable)",
-    )
-    p.add_argument("--top", type=int, default=100, help="windows per query label (default 100)")
-    p.add_argument(
-        "--combine",
-        choices=["max", "mean"],
-        default="max",
-        help="several examples: best similarity to any (max, default) or to their mean",
-    )
-    p.add_argument(
-        "--exact",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        help="scan every window (yes), the approximate graph (no), or exact up to 200,000 windows (auto)",
-    )
-    p.add_argument(
-        "--all-windows",
-        action="store_true",
-        help="keep windows overlapping a better result by half a window (default: one per call)",
-    )
-    p.add_argument(
-        "--allow-lower-rate", action="store_true", help="search with a query sampled below the archive"
-    )
-    p.add_argument("--out", required=True, help="folder for detections.csv (open it with chirpkit review)")
-    _common(p, config=False)
-
-    p = verb(
-        "train-head",
-        cmd_train_head,
-        "train a classifier on an index's embeddings of reviewed windows (no audio decoded again)",
-    )
-    p.add_argument("index", help="index folder (chirpkit index)")
-    p.add_argument(
-        "labels", help="catalog (ingest --reviews of a search folder), or a reviewed search/detect folder"
-    )
-    p.add_argument("--out", required=True, help="run folder (model.pt: chirpkit detect RUN AUDIO)")
-    p.add_argument(
-        "--background-label", default="noise", help="label of negatives (rejected results; default noise)"
-    )
-    p.add_argument(
-        "--negatives", type=int, default=200, help="random archive windows used as negatives (default 200)"
-    )
-    p.add_argument("--epochs", type=int, default=300, help="full-batch AdamW steps (default 300)")
-    p.add_argument("--seed", type=int, default=0)
-
-    p = verb(
-        "distill",
-        cmd_distill,
-        "a fast student learns a teacher's scores on labelled and unlabelled audio, then the labels",
-    )
-    p.add_argument("store", help="prepared store (after split) with the labelled windows")
-    p.add_argument("--out", required=True, help="the student's run folder")
-    p.add_argument("--teacher", required=True, help="run folder or model file that knows every class")
-    p.add_argument(
-        "--unlabelled",
-        nargs="+",
-        metavar="AUDIO",
-        help="recordings without labels: files, folders, @list.txt",
-    )
-    p.add_argument(
-        "--rounds", type=int, default=1, help="distil + fine-tune cycles (self-training, default 1)"
-    )
-    p.add_argument(
-        "--finetune-epochs",
-        type=int,
-        help="epochs on the labels after distilling (default half; 0: none, for self-training)",
-    )
-    _train_flags(p)
-    _common(p)
-
-    p = verb("tune", cmd_tune, "Optuna search with grouped k-fold CV, median pruning, resumable (SQLite)")
-    p.add_argument("store", help="prepared store whose catalog was split with split.folds=K")
-    p.add_argument(
-        "--out", required=True, help="study folder (study.db, best_config.yaml, trials.csv, tune.png)"
-    )
-    p.add_argument("--trials", type=int, default=20, help="trials in the study in all (default 20)")
-    p.add_argument("--timeout-s", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--epochs", type=int, help="epochs per fold and trial (default train.epochs)")
-    p.add_argument("--space", help="YAML search space: key: [choices] or {low, high, log}")
-    p.add_argument("--final", action="store_true", help="retrain the best config on all non-test data")
-    p.add_argument("--seed", type=int, default=0)
-    _common(p)
-
-    p = verb("baseline", cmd_baseline, "scikit-learn baseline on pooled features, grouped CV + test")
-    p.add_argument("store", help="prepared store (after split)")
-    p.add_argument("--model", default="logreg", choices=["knn", "tree", "logreg", "mlp", "prototype"])
-    p.add_argument("--features", default="mfcc", choices=["mfcc", "logmel", "birdnet"])
-    p.add_argument("--folds", type=int, default=5, help="GroupKFold folds when the split has no fold column")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="folder for baseline_<model>_<features>.json")
-    _common(p, config=False)
-
-    p = verb("zero-shot", cmd_zero_shot, "BirdNET V2.4 species scores restricted to the dataset's classes")
-    p.add_argument("store", help="prepared store")
-    p.add_argument("--split", default="test")
-    p.add_argument("--label-map", help="CSV class,BirdNET name (Latin or common) or an eBird taxonomy CSV")
-    p.add_argument("--out", help="folder for zero_shot_<split>.json")
-    _common(p, config=False)
-
-    p = verb("profile", cmd_profile, "parameters, FLOPs, memory and throughput of a model, with the estimate")
-    p.add_argument("model", nargs="?", default="small_cnn", help="registered model name or a run folder")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="also print the full result as JSON")
-    _common(p, progress=False)
-
-    p = verb("models", cmd_models, "list the registered models")
-
-    p = verb("augment-preview", cmd_augment_preview, "PNG grid: a window and each augmentation applied alone")
-    p.add_argument("source", help="a prepared store (first training window) or an audio file")
-    p.add_argument("--out", default="augment_preview.png", help="PNG to write")
-    p.add_argument("--seed", type=int, default=0)
-    _common(p, progress=False)
-
-    p = verb("demo", cmd_demo, "synthesise bird-like calls, train, evaluate and detect (no data needed)")
-    p.add_argument("--out", default="chirpkit-demo", help="output folder (default ./chirpkit-demo)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data, split and training")
-    p.add_argument("--epochs", type=int, help="training epochs (default 12)")
-    _common(p)
+    for v in VERBS:
+        p = sub.add_parser(v.name, help=v.help, description=v.help)
+        p.set_defaults(fn=v.run)
+        v.arguments(p)
+        _common(p, config=v.config, progress=v.progress)
     return parser
 
 
