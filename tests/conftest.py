@@ -27,6 +27,17 @@ def tone(freq_hz: float, seconds: float, sr: int, amp: float = 0.5) -> np.ndarra
     return (amp * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
 
 
+def replace_command(monkeypatch: pytest.MonkeyPatch, verb: str, run: object) -> None:
+    """Make the command line run ``run(args)`` for ``verb`` (its entry in ``chirpkit.cli.VERBS``)."""
+    import dataclasses
+
+    import chirpkit.cli as cli
+
+    verbs = tuple(dataclasses.replace(v, run=run) if v.name == verb else v for v in cli.VERBS)
+    assert verbs != cli.VERBS, f"no verb {verb!r}"
+    monkeypatch.setattr(cli, "VERBS", verbs)
+
+
 def write(path: Path, y: np.ndarray, sr: int, **kw: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), y, sr, **kw)

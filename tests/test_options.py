@@ -18,6 +18,7 @@ from chirpkit.data.catalog import read_catalog
 from chirpkit.data.ingest import ingest
 from chirpkit.data.options import ANNOTATION_TABLE, IngestOptions, SourceOptions
 from chirpkit.pipelines.fit import fit
+from tests.conftest import replace_command
 
 COMMON = {"config", "set", "no_progress"}
 
@@ -85,8 +86,8 @@ def test_config_flags_override_the_config(tmp_path: Path, monkeypatch: pytest.Mo
     import chirpkit.cli as cli
 
     seen = {}
-    monkeypatch.setattr(cli, "cmd_split", lambda args: seen.update(cfg=cli._config(args)))
-    monkeypatch.setattr(cli, "cmd_train", lambda args: seen.update(cfg=cli._config(args)))
+    replace_command(monkeypatch, "split", lambda args: seen.update(cfg=cli._config(args)))
+    replace_command(monkeypatch, "train", lambda args: seen.update(cfg=cli._config(args)))
     yaml = tmp_path / "c.yaml"
     yaml.write_text("split: {val_fraction: 0.3, seed: 4}\ntrain: {epochs: 7}\n")
     main(["split", "c.parquet", "--config", str(yaml), "--val", "0.2", "--strategy", "stratified-group"])

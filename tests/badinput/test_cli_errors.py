@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import chirpkit.cli as cli
 from chirpkit.cli import main
 from tests.badinput import good
+from tests.conftest import replace_command
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_unexpected_errors_say_to_rerun_with_debug(
     def boom(args: object) -> None:
         raise TypeError("unsupported operand")
 
-    monkeypatch.setattr(cli, "cmd_models", boom)
+    replace_command(monkeypatch, "models", boom)
     assert main(["models"]) == 1
     err = capsys.readouterr().err
     assert (
@@ -121,7 +121,7 @@ def test_interrupt_in_process_and_handlers_restored(
     def stop(args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "cmd_models", stop)
+    replace_command(monkeypatch, "models", stop)
     assert main(["models"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

@@ -18,7 +18,8 @@ import io
 import logging
 import os
 import re
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +363,188 @@ def _background_rows(
     return pd.DataFrame(rows), skipped
 
 
+@dataclass
+class _Ingested:
+    """What a source gave: its rows (one per example, with the probe's facts of each file in
+    ``infos``), the files skipped, the anomalies, the folder that group rules start from, and how
+    to name the source in messages."""
+
+    rows: pd.DataFrame
+    infos: list[AudioInfo]
+    skipped: list[dict[str, str]]
+    anomalies: pd.DataFrame
+    rule_root: Path
+    desc: str
+    root: Path
+    annotated: bool = False
+
+
+def _annotated_rows(
+    annotations: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    audio_dir: str | os.PathLike[str] | None,
+    probe: Callable[[Sequence[str]], dict[str, AudioInfo | str]],
+    group_by: str | None,
+    **windows: Any,
+) -> _Ingested:
+    """Rows from annotation tables over the recordings in ``audio_dir`` (``windows``: the window,
+    column and class settings of :func:`chirpkit.data.annotated.annotation_windows`)."""
+    from chirpkit.data.annotated import annotation_windows
+
+    if audio_dir is None:
+        raise DataError("annotation tables need audio_dir (--audio-dir): the folder of the recordings")
+    tables = [annotations] if isinstance(annotations, (str, os.PathLike)) else list(annotations)
+    root = existing_path(audio_dir, "audio folder")
+    rows, anomalies, probed = annotation_windows(tables, audio_dir=root, probe=probe, **windows)
+    if group_by is None and rows["table_group"].notna().all():
+        rows["group"] = rows["table_group"].astype(str)
+    return _Ingested(
+        rows=rows,
+        infos=[i for i in (probed[s] for s in rows["source"]) if isinstance(i, AudioInfo)],
+        skipped=[{"source": k, "reason": v} for k, v in probed.items() if isinstance(v, str)],
+        anomalies=anomalies,
+        rule_root=root,
+        desc=f"annotations {[str(t) for t in tables]}",
+        root=root,
+        annotated=True,
+    )
+
+
+def _source_rows(
+    src: str | os.PathLike[str] | None,
+    *,
+    audio_dir: str | os.PathLike[str] | None,
+    classes: Sequence[str] | None,
+    probe: Callable[[Sequence[str]], dict[str, AudioInfo | str]],
+) -> _Ingested:
+    """Rows from a folder of class sub-folders or a label CSV, the unreadable files skipped."""
+    from chirpkit.data.annotated import ANOMALY_COLUMNS
+
+    if src is None:
+        raise DataError("give a source: a folder of class sub-folders, a label CSV, or annotations=...")
+    root = existing_path(src, "ingest source")
+    anomalies = pd.DataFrame(columns=ANOMALY_COLUMNS)
+    if root.is_dir():
+        rows, skipped = _scan_folder(root)
+        if rows.empty:
+            raise DataError(
+                f"no files found in class sub-folders of {root}; expected {root}/<class>/<file>.wav "
+                "(one sub-folder per class), or pass a label CSV"
+            )
+        rule_root = root
+    elif root.suffix.lower() in (".csv", ".tsv", ".txt"):
+        rows, skipped = read_label_table(root, Path(audio_dir) if audio_dir is not None else None), []
+        anomalies = pd.DataFrame(rows.attrs.pop("anomalies", []), columns=ANOMALY_COLUMNS)
+        rule_root = Path(audio_dir) if audio_dir is not None else root.parent
+        if rows.empty:
+            raise DataError(
+                f"no row of label table {root} has usable times; first problems: "
+                f"{anomalies.head(3).to_dict('records')}"
+            )
+    else:
+        raise DataError(
+            f"cannot ingest {root}: give a folder with one sub-folder per class, or a label CSV "
+            "(path,label[,group]); for annotation tables use annotations=... (--annotations)"
+        )
+    if classes is not None:
+        _check_classes(rows, classes, root)
+    probed = probe(rows["source"].tolist())
+    keep: list[int] = []
+    infos = []
+    for i, src_path in enumerate(rows["source"]):
+        res = probed[src_path]
+        if isinstance(res, str):
+            line = f" (line {int(rows['row'].iloc[i])})" if "row" in rows.columns else ""
+            skipped.append({"source": src_path, "reason": res + line})
+        else:
+            keep.append(i)
+            infos.append(res)
+    if not keep:
+        raise DataError(
+            f"none of the {len(probed)} file(s) from {root} could be read as audio; "
+            f"first reasons: {[s['reason'] for s in skipped[:3]]}"
+        )
+    return _Ingested(
+        rows.iloc[keep].reset_index(drop=True), infos, skipped, anomalies, rule_root, str(root), root
+    )
+
+
+def _complete_rows(got: _Ingested, *, group_by: str | None) -> pd.DataFrame:
+    """The rows with each file's facts, a label table's spans checked, times filled in and groups
+    assigned (``got.anomalies`` gains the span problems)."""
+    from chirpkit.data.annotated import ANOMALY_COLUMNS
+
+    meta = pd.DataFrame([i.to_dict() for i in got.infos]).drop(columns=["path", "frames"])
+    rows = pd.concat([got.rows.reset_index(drop=True), meta], axis=1)
+    if not got.annotated and "row" in rows.columns:  # a label CSV: check spans, duplicates
+        rows, span_report = _check_spans(rows, str(got.root))
+        if span_report:
+            got.anomalies = pd.concat(
+                [got.anomalies, pd.DataFrame(span_report, columns=ANOMALY_COLUMNS)], ignore_index=True
+            )
+        if rows.empty:
+            raise DataError(
+                f"no usable row left in {got.root} after the span checks; first problems: "
+                f"{got.anomalies.head(3).to_dict('records')}"
+            )
+    if "start_s" not in rows.columns:
+        rows["start_s"] = 0.0
+    if "end_s" not in rows.columns:
+        rows["end_s"] = rows["duration_s"]
+    rows["start_s"] = rows["start_s"].fillna(0.0)
+    rows["end_s"] = rows["end_s"].fillna(rows["duration_s"])
+    if group_by is not None or "group" not in rows.columns:
+        rule = group_rule(group_by or "file", got.rule_root)
+        groups = {s: rule(Path(s)) for s in rows["source"].unique()}
+        rows["group"] = rows["source"].map(groups)
+    return rows
+
+
+def _check_two_classes(rows: pd.DataFrame, got: _Ingested) -> None:
+    """A classifier needs two classes: an error for folders and label tables, a warning for
+    annotation tables (a single-species detector can be inspected; training adds background)."""
+    if rows["label"].nunique() >= 2:
+        return
+    if got.annotated:
+        log.warning(
+            "only one class (%r) in %s: the catalog can be inspected, but training needs a second "
+            "class: add background windows (background=N, --background N; `fit` adds them itself)",
+            rows["label"].iloc[0],
+            got.desc,
+        )
+        return
+    hint = (
+        f"; {got.root} looks like a single class folder — point ingest at its parent"
+        if got.root.is_dir()
+        else ""
+    )
+    raise DataError(
+        f"only one class ({rows['label'].iloc[0]!r}) in {got.desc}: a classifier needs at least two "
+        f"(add a background/'noise' class or more classes){hint}"
+    )
+
+
+def _log_ingest(catalog: pd.DataFrame, skipped: pd.DataFrame, got: _Ingested) -> None:
+    anomalies = got.anomalies
+    log.info(
+        "ingested %d example(s) from %d file(s), %d class(es), %d group(s); skipped %d file(s)%s",
+        len(catalog),
+        catalog["source"].nunique(),
+        catalog["label"].nunique(),
+        catalog["group"].nunique(),
+        len(skipped),
+        f"; {len(anomalies)} annotation anomal{'y' if len(anomalies) == 1 else 'ies'}"
+        if len(anomalies)
+        else "",
+    )
+    if len(anomalies):
+        for kind, n in anomalies["kind"].value_counts().items():
+            log.warning("%s anomaly %s: %d", "annotation" if got.annotated else "label table", kind, n)
+    n_ffmpeg = int((catalog.drop_duplicates("source")["decoder"] == "pyav").sum())
+    if n_ffmpeg:
+        log.info("%d file(s) read through the FFmpeg (PyAV) fallback: libsndfile could not", n_ffmpeg)
+
+
 @takes_options(IngestOptions)
 def ingest(
     src: str | os.PathLike[str] | None = None,
@@ -423,175 +606,55 @@ def ingest(
             background_label=background_label,
             audio_dir=audio_dir,
         )
-    from chirpkit.data.annotated import ANOMALY_COLUMNS
-
-    skipped: list[dict[str, str]] = []
-    anomalies = pd.DataFrame(columns=ANOMALY_COLUMNS)
-    background = background or 0
 
     def probe(paths: Sequence[str]) -> dict[str, AudioInfo | str]:
         return _probe_all(paths, workers, progress)
 
     if annotations is not None:
-        from chirpkit.data.annotated import annotation_windows
-
-        if audio_dir is None:
-            raise DataError("annotation tables need audio_dir (--audio-dir): the folder of the recordings")
-        tables = [annotations] if isinstance(annotations, (str, os.PathLike)) else list(annotations)
-        root = existing_path(audio_dir, "audio folder")
-        rows, anomalies, probed = annotation_windows(
-            tables,
-            audio_dir=root,
+        got = _annotated_rows(
+            annotations,
+            audio_dir=audio_dir,
             probe=probe,
+            group_by=group_by,
             window_s=window_s,
             hop_s=hop_s,
             format=format,
             label_column=label_column,
             columns=columns,
             classes=classes,
-            background=background,
+            background=background or 0,
             background_label=background_label,
             seed=seed,
         )
-        skipped = [{"source": k, "reason": v} for k, v in probed.items() if isinstance(v, str)]
-        infos = [i for i in (probed[s] for s in rows["source"]) if isinstance(i, AudioInfo)]
-        rule_root = root
-        if group_by is None and rows["table_group"].notna().all():
-            rows["group"] = rows["table_group"].astype(str)
-        src_desc = f"annotations {[str(t) for t in tables]}"
     else:
-        if src is None:
-            raise DataError("give a source: a folder of class sub-folders, a label CSV, or annotations=...")
-        root = existing_path(src, "ingest source")
-        src_desc = str(root)
-        if root.is_dir():
-            rows, skipped = _scan_folder(root)
-            if rows.empty:
-                raise DataError(
-                    f"no files found in class sub-folders of {root}; expected {root}/<class>/<file>.wav "
-                    "(one sub-folder per class), or pass a label CSV"
-                )
-            rule_root = root
-        elif root.suffix.lower() in (".csv", ".tsv", ".txt"):
-            rows = read_label_table(root, Path(audio_dir) if audio_dir is not None else None)
-            anomalies = pd.DataFrame(rows.attrs.pop("anomalies", []), columns=ANOMALY_COLUMNS)
-            rule_root = Path(audio_dir) if audio_dir is not None else root.parent
-            if rows.empty:
-                raise DataError(
-                    f"no row of label table {root} has usable times; first problems: "
-                    f"{anomalies.head(3).to_dict('records')}"
-                )
-        else:
-            raise DataError(
-                f"cannot ingest {root}: give a folder with one sub-folder per class, or a label CSV "
-                "(path,label[,group]); for annotation tables use annotations=... (--annotations)"
-            )
-        if classes is not None:
-            _check_classes(rows, classes, root)
-        probed = probe(rows["source"].tolist())
-        keep: list[int] = []
-        infos = []
-        for i, src_path in enumerate(rows["source"]):
-            res = probed[src_path]
-            if isinstance(res, str):
-                line = f" (line {int(rows['row'].iloc[i])})" if "row" in rows.columns else ""
-                skipped.append({"source": src_path, "reason": res + line})
-            else:
-                keep.append(i)
-                infos.append(res)
-        rows = rows.iloc[keep].reset_index(drop=True)
-        if rows.empty:
-            raise DataError(
-                f"none of the {len(probed)} file(s) from {root} could be read as audio; "
-                f"first reasons: {[s['reason'] for s in skipped[:3]]}"
-            )
-
-    meta = pd.DataFrame([i.to_dict() for i in infos]).drop(columns=["path", "frames"])
-    rows = pd.concat([rows.reset_index(drop=True), meta], axis=1)
-    if annotations is None and "row" in rows.columns:  # a label CSV: check spans, duplicates
-        rows, span_report = _check_spans(rows, str(root))
-        if span_report:
-            anomalies = pd.concat(
-                [anomalies, pd.DataFrame(span_report, columns=ANOMALY_COLUMNS)], ignore_index=True
-            )
-        if rows.empty:
-            raise DataError(
-                f"no usable row left in {root} after the span checks; first problems: "
-                f"{anomalies.head(3).to_dict('records')}"
-            )
-    if "start_s" not in rows.columns:
-        rows["start_s"] = 0.0
-    if "end_s" not in rows.columns:
-        rows["end_s"] = rows["duration_s"]
-    rows["start_s"] = rows["start_s"].fillna(0.0)
-    rows["end_s"] = rows["end_s"].fillna(rows["duration_s"])
-
-    if group_by is not None or "group" not in rows.columns:
-        rule = group_rule(group_by or "file", rule_root)
-        groups = {s: rule(Path(s)) for s in rows["source"].unique()}
-        rows["group"] = rows["source"].map(groups)
+        got = _source_rows(src, audio_dir=audio_dir, classes=classes, probe=probe)
+    rows = _complete_rows(got, group_by=group_by)
     if background_audio:
         extra_rows, extra_skipped = _background_rows(background_audio, background_label, probe)
         rows = pd.concat([rows, extra_rows], ignore_index=True)
-        skipped += extra_skipped
-
-    n_classes = rows["label"].nunique()
-    if n_classes < 2:
-        if annotations is not None:  # a single-species detector: fine to inspect; training needs more
-            log.warning(
-                "only one class (%r) in %s: the catalog can be inspected, but training needs a second "
-                "class: add background windows (background=N, --background N; `fit` adds them itself)",
-                rows["label"].iloc[0],
-                src_desc,
-            )
-        else:
-            hint = (
-                f"; {root} looks like a single class folder — point ingest at its parent"
-                if root.is_dir()
-                else ""
-            )
-            raise DataError(
-                f"only one class ({rows['label'].iloc[0]!r}) in {src_desc}: a classifier needs at least two "
-                f"(add a background/'noise' class or more classes){hint}"
-            )
-    cols = [*CORE_COLUMNS, *META_COLUMNS]
+        got.skipped += extra_skipped
+    _check_two_classes(rows, got)
     extra = [
         c for c in ("ann_start_s", "ann_end_s", "low_freq_hz", "high_freq_hz", "annotation") if c in rows
     ]
-    catalog = validate_catalog(rows[cols + extra], where=f"ingest of {src_desc}")
-    skipped_df = pd.DataFrame(skipped, columns=["source", "reason"])
+    catalog = validate_catalog(rows[[*CORE_COLUMNS, *META_COLUMNS, *extra]], where=f"ingest of {got.desc}")
+    skipped_df = pd.DataFrame(got.skipped, columns=["source", "reason"])
     catalog.attrs["skipped"] = skipped_df.to_dict("records")
-    catalog.attrs["anomalies"] = anomalies.to_dict("records")
-    log.info(
-        "ingested %d example(s) from %d file(s), %d class(es), %d group(s); skipped %d file(s)%s",
-        len(catalog),
-        catalog["source"].nunique(),
-        n_classes,
-        catalog["group"].nunique(),
-        len(skipped_df),
-        f"; {len(anomalies)} annotation anomal{'y' if len(anomalies) == 1 else 'ies'}"
-        if len(anomalies)
-        else "",
-    )
-    if len(anomalies):
-        for kind, n in anomalies["kind"].value_counts().items():
-            log.warning(
-                "%s anomaly %s: %d", "annotation" if annotations is not None else "label table", kind, n
-            )
-    n_ffmpeg = int((catalog.drop_duplicates("source")["decoder"] == "pyav").sum())
-    if n_ffmpeg:
-        log.info("%d file(s) read through the FFmpeg (PyAV) fallback: libsndfile could not", n_ffmpeg)
+    catalog.attrs["anomalies"] = got.anomalies.to_dict("records")
+    _log_ingest(catalog, skipped_df, got)
     if out is not None:
-        path = write_catalog(catalog, out, reports={".skipped.csv": skipped_df, ".anomalies.csv": anomalies})
+        path = write_catalog(
+            catalog, out, reports={".skipped.csv": skipped_df, ".anomalies.csv": got.anomalies}
+        )
         for what, table, suffix in (
             ("skip", skipped_df, ".skipped.csv"),
-            ("anomaly", anomalies, ".anomalies.csv"),
+            ("anomaly", got.anomalies, ".anomalies.csv"),
         ):
             if len(table):
                 log.info("%s report: %s", what, path.with_suffix(suffix))
         log.info("catalog: %s", path)
-    for s in skipped[:20]:
-        log.warning("skipped %s: %s", s["source"], s["reason"])
-    if len(skipped) > 20:
-        log.warning("... and %d more skipped file(s)", len(skipped) - 20)
+    for item in got.skipped[:20]:
+        log.warning("skipped %s: %s", item["source"], item["reason"])
+    if len(got.skipped) > 20:
+        log.warning("... and %d more skipped file(s)", len(got.skipped) - 20)
     return catalog
