@@ -82,6 +82,19 @@ def test_stage_folders_import_one_way() -> None:
     assert sorted(f"{a} <-> {b}" for a, b in edges if (b, a) in edges and a < b) == []
 
 
+def test_no_public_function_passes_80_lines_of_code() -> None:
+    """Verbs compute in small private phases, then write (``scripts/function_lengths.py``)."""
+    spec = importlib.util.spec_from_file_location(
+        "function_lengths", ROOT / "scripts" / "function_lengths.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = mod.lengths(ROOT / "src" / "chirpkit")
+    assert any(r.where == "data.store:prepare" for r in rows)  # it walked the package
+    assert [f"{r.where}: {r.code}" for r in rows if r.public and r.code > 80] == []
+
+
 def test_nothing_outside_the_registry_branches_on_a_model_name() -> None:
     names = ("birdnet_linear", "birdnet_mlp", "EMBEDDING_MODELS")
     offenders = []

@@ -642,6 +642,15 @@ def ingest(
     catalog.attrs["skipped"] = skipped_df.to_dict("records")
     catalog.attrs["anomalies"] = got.anomalies.to_dict("records")
     _log_ingest(catalog, skipped_df, got)
+    _write_ingest(catalog, out, skipped_df, got)
+    return catalog
+
+
+def _write_ingest(
+    catalog: pd.DataFrame, out: str | os.PathLike[str] | None, skipped_df: pd.DataFrame, got: _Ingested
+) -> None:
+    """Write the catalog with its skip and anomaly reports (all or nothing) when ``out`` is given;
+    then name the files skipped."""
     if out is not None:
         path = write_catalog(
             catalog, out, reports={".skipped.csv": skipped_df, ".anomalies.csv": got.anomalies}
@@ -657,4 +666,3 @@ def ingest(
         log.warning("skipped %s: %s", item["source"], item["reason"])
     if len(got.skipped) > 20:
         log.warning("... and %d more skipped file(s)", len(got.skipped) - 20)
-    return catalog

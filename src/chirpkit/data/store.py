@@ -38,6 +38,7 @@ import shutil
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -496,36 +497,21 @@ def prepare(
     if df.empty:
         raise DataError("cannot prepare an empty catalog")
     root = output_dir(out, "store folder")
-    sr = cfg.sample_rate
-    win, margin = round(cfg.window_s * sr), round(cfg.margin_s * sr)
-    fingerprint = catalog_fingerprint(df)
-    shaping = cfg.shaping()
     tasks, plan = _plan(df, cfg, root, steps_to_dicts(steps_from_config(cfg)))
-    plan_key = stable_hash(sorted(t["key"] for t in tasks), length=24)
-
+    stamp = {
+        "catalog_fingerprint": catalog_fingerprint(df),
+        "audio": cfg.shaping(),
+        "plan": stable_hash(sorted(t["key"] for t in tasks), length=24),
+    }
     meta_path = root / "store.json"
     old = _read_meta(meta_path) if meta_path.is_file() else None
     if meta_path.is_file() and old is None:
         log.warning("store %s: store.json is damaged; the index is rebuilt (finished parts are reused)", root)
     done = {t["key"] for t in tasks if part_ok(t)} if (root / "parts").is_dir() else set()
     stale = _version_one_parts(root, old)
-    if (
-        old is not None
-        and old.get("version") == STORE_VERSION
-        and old.get("catalog_fingerprint") == fingerprint
-        and old.get("audio") == shaping
-        and old.get("plan") == plan_key
-        and (root / "index.parquet").is_file()
-    ):
-        try:
-            store = Store(root)
-            current = set(store.index["part"].unique())
-        except RunError:
-            current = None
-        by_part = {t["part"]: t["key"] for t in tasks}
-        if current is not None and all(by_part.get(p) in done for p in current):
-            log.info("store %s is up to date (%d windows): nothing to do", root, len(store))
-            return store
+    current = _up_to_date(root, old, stamp, tasks, done)
+    if current is not None:
+        return current
 
     todo = [t for t in tasks if t["key"] not in done]
     if done:
@@ -533,9 +519,46 @@ def prepare(
             "store %s: %d of %d file(s) already prepared, %d to go", root, len(done), len(tasks), len(todo)
         )
     _check_room(root, todo)
-    results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    n_workers = min(cfg.workers or min(os.cpu_count() or 1, 8), len(todo))
+    results = _build_parts(todo, cfg, engine=engine, scheduler=scheduler, progress=progress)
+    outcome = _outcome(df, cfg, root, tasks, plan, results, done, stamp)
+    outcome.meta["seconds_this_run"] = round(time.perf_counter() - t0, 3)
+    _write_store(root, outcome, stale)
+    _log_prepared(root, outcome, len(done))
+    return Store(root)
+
+
+def _up_to_date(
+    root: Path, old: dict[str, Any] | None, stamp: dict[str, Any], tasks: list[dict[str, Any]], done: set[str]
+) -> Store | None:
+    """The store at ``root`` when it already holds this catalog with these settings, every part
+    of its index finished; None when anything is to be done."""
+    if (
+        old is None
+        or old.get("version") != STORE_VERSION
+        or any(old.get(k) != v for k, v in stamp.items())
+        or not (root / "index.parquet").is_file()
+    ):
+        return None
+    try:
+        store = Store(root)
+        current = set(store.index["part"].unique())
+    except RunError:
+        return None
+    by_part = {t["part"]: t["key"] for t in tasks}
+    if not all(by_part.get(p) in done for p in current):
+        return None
+    log.info("store %s is up to date (%d windows): nothing to do", root, len(store))
+    return store
+
+
+def _build_parts(
+    todo: list[dict[str, Any]], cfg: AudioConfig, *, engine: str, scheduler: Any, progress: bool
+) -> list[dict[str, Any]]:
+    """Decode and write the parts of ``todo`` (threads here, or tasks on Dask); one result each.
+
+    On an interrupt or a write failure what is queued is dropped and what is written kept."""
+    results: list[dict[str, Any]] = []
     bar = tqdm(total=len(todo), desc="prepare", unit="file", disable=not progress or not todo)
     running: Generator[dict[str, Any], None, None]
     if engine != "local" and todo:
@@ -553,24 +576,51 @@ def prepare(
     else:
         # threads, not processes: libsndfile, FFmpeg and soxr release the GIL (measured 2.1x on 2
         # cores, better than spawned processes), and nothing re-imports the caller's __main__
+        n_workers = min(cfg.workers or min(os.cpu_count() or 1, 8), len(todo))
         running = thread_map(build_part, todo, n_workers)
     try:
         for res in running:
             results.append(res)
             bar.update()
     finally:
-        running.close()  # an interrupt or a write failure: drop what is queued, keep what is written
+        running.close()
         bar.close()
         release_scratch()
+    return results
 
+
+@dataclass
+class _Prepared:
+    """What a prepare run computed, before anything is written: the window index, the files
+    skipped, the anomaly notes (earlier runs' for reused parts first) and store.json's fields."""
+
+    index: pd.DataFrame
+    skipped: pd.DataFrame
+    notes: pd.DataFrame
+    new_notes: pd.DataFrame
+    meta: dict[str, Any]
+    decoded: int
+
+
+def _outcome(
+    df: pd.DataFrame,
+    cfg: AudioConfig,
+    root: Path,
+    tasks: list[dict[str, Any]],
+    plan: pd.DataFrame,
+    results: list[dict[str, Any]],
+    done: set[str],
+    stamp: dict[str, Any],
+) -> _Prepared:
+    """The index, skips and notes of a run whose parts are ``results`` (plus ``done``, reused);
+    ``stamp`` (catalog fingerprint, audio settings, plan) goes into store.json."""
     failed = {r["key"]: r["reason"] for r in results if not r["ok"]}
-    decoders = Counter(r.get("decoder", "?") for r in results if r["ok"])
     by_key = {t["key"]: t for t in tasks}
     skipped = pd.DataFrame(
         [{"source": by_key[k]["source"], "reason": reason} for k, reason in failed.items()],
         columns=["source", "reason"],
     )
-    notes = pd.DataFrame(
+    new_notes = pd.DataFrame(
         [
             {
                 "source": by_key[r["key"]]["source"],
@@ -584,7 +634,7 @@ def prepare(
         ],
         columns=list(_NOTE_COLUMNS),
     )
-    notes = pd.concat([_old_notes(root, {by_key[k]["part"] for k in done}), notes], ignore_index=True)
+    notes = pd.concat([_old_notes(root, {by_key[k]["part"] for k in done}), new_notes], ignore_index=True)
     plan = plan[~plan["key"].isin(failed)].sort_values(["row", "start_s"], kind="stable")
     if plan.empty:
         raise DataError(
@@ -595,56 +645,61 @@ def prepare(
     index = plan.drop(columns="key").join(df[keep_cols], on="row")
     index.insert(0, "window", np.arange(len(index)))
     index = index.reset_index(drop=True)
-    view = index.assign(labels=[LABEL_SEP.join(v) for v in index["labels"]])
+    sr = cfg.sample_rate
     meta = {
         "version": STORE_VERSION,
         "chirpkit_version": __version__,
-        "audio": shaping,
-        "catalog_fingerprint": fingerprint,
-        "plan": plan_key,
+        **stamp,
         "classes": sorted(index["label"].unique().tolist()),
         "n_windows": len(index),
         "n_files": int(index["source"].nunique()),
-        "window_samples": win,
-        "margin_samples": margin,
+        "window_samples": round(cfg.window_s * sr),
+        "margin_samples": round(cfg.margin_s * sr),
         "skipped_files": len(skipped),
         "anomalies": len(notes),
-        "decoders_this_run": dict(decoders),
-        "seconds_this_run": round(time.perf_counter() - t0, 3),
+        "decoders_this_run": dict(Counter(r.get("decoder", "?") for r in results if r["ok"])),
     }
-    # everything at once: an index never names parts that a failed write left out
-    sides = {"skipped.csv": skipped, "anomalies.csv": notes}
+    return _Prepared(index, skipped, notes, new_notes, meta, len(results) - len(failed))
+
+
+def _write_store(root: Path, run: _Prepared, stale: list[str]) -> None:
+    """Write the index, its CSV view, skipped.csv, anomalies.csv and store.json, all at once (an
+    index never names parts that a failed write left out); then drop a version-1 store's parts."""
+    view = run.index.assign(labels=[LABEL_SEP.join(v) for v in run.index["labels"]])
+    sides = {"skipped.csv": run.skipped, "anomalies.csv": run.notes}
     present = [name for name, table in sides.items() if len(table)]
     with atomic_paths(
-        [root / "index.parquet", root / "index.csv", *(root / n for n in present), meta_path]
+        [root / "index.parquet", root / "index.csv", *(root / n for n in present), root / "store.json"]
     ) as tmps:
-        index.to_parquet(tmps[0], index=False)
+        run.index.to_parquet(tmps[0], index=False)
         view.to_csv(tmps[1], index=False)
         for tmp, name in zip(tmps[2:-1], present, strict=True):
             sides[name].to_csv(tmp, index=False)
-        tmps[-1].write_text(json.dumps(meta, indent=2) + "\n")
+        tmps[-1].write_text(json.dumps(run.meta, indent=2) + "\n")
     for name, table in sides.items():
         if not len(table):
             (root / name).unlink(missing_ok=True)
-    for rel in set(stale) - set(index["part"]):
+    for rel in set(stale) - set(run.index["part"]):
         (root / rel).unlink(missing_ok=True)
-    for src_name, reason in skipped.head(20).itertuples(index=False):
+
+
+def _log_prepared(root: Path, run: _Prepared, reused: int) -> None:
+    """Say what the run skipped, repaired and made."""
+    for src_name, reason in run.skipped.head(20).itertuples(index=False):
         log.warning("skipped %s: %s", src_name, reason)
-    if len(skipped):
+    if len(run.skipped):
         log.warning(
-            "skipped %d file(s) that could not be decoded (see %s)", len(skipped), root / "skipped.csv"
+            "skipped %d file(s) that could not be decoded (see %s)", len(run.skipped), root / "skipped.csv"
         )
-    new_notes = notes.tail(len(notes) - len(notes[notes["part"].isin({by_key[k]["part"] for k in done})]))
-    for kind, n in new_notes["kind"].value_counts().items():
+    for kind, n in run.new_notes["kind"].value_counts().items():
         what = _NOTE_WORDS.get(str(kind), str(kind).replace("_", " "))
         log.warning("%d file(s): %s (see %s)", n, what, root / "anomalies.csv")
     log.info(
         "store %s: %d windows from %d file(s) (%d decoded now, %d reused, %d skipped)",
         root,
-        len(index),
-        index["source"].nunique(),
-        len(results) - len(failed),
-        len(done),
-        len(skipped),
+        len(run.index),
+        run.index["source"].nunique(),
+        run.decoded,
+        reused,
+        len(run.skipped),
     )
-    return Store(root)

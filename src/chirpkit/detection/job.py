@@ -145,30 +145,10 @@ def detect(
         The window detections (with ``shard`` while other shards are unfinished: this shard's).
     """
     cfg = config or DetectConfig()
-    if engine not in ENGINES:
-        raise ConfigError(f"engine={engine!r} must be one of {list(ENGINES)}")
-    if retries < 0:
-        raise ConfigError(f"retries={retries} must be >= 0")
-    shard_of = parse_shard(shard) if shard is not None else None
-    if shard_of is not None and engine != "local":
-        raise ConfigError(
-            "--shard I/N runs one shard in this process; it does not combine with --engine dask"
-        )
-    if shard_of is not None and not resume:
-        raise ConfigError("--fresh cannot be used with --shard (one shard would erase the others' work)")
+    shard_of = _check_job(engine, retries, shard, resume)
     out_dir = Path(out)
     _check_out(out_dir)
-    sources, problems = resolve_sources(inputs)
-    if not sources:
-        listed = "; ".join(f"{p['file']}: {p['reason']}" for p in problems[:3])
-        raise DataError(
-            f"no audio files found in {[str(i) for i in inputs]}"
-            + (
-                f" ({listed})"
-                if listed
-                else " (folders are searched for audio file endings: .wav, .flac, ...)"
-            )
-        )
+    sources, problems = _find_sources(inputs)
     filtered = species is not None or lat is not None or lon is not None or week != -1
     chosen = resolve_species(species, lat=lat, lon=lon, week=week) if filtered else None
     if chosen:
@@ -176,11 +156,9 @@ def detect(
     predictor = _load(run, device if engine == "local" else "cpu", chosen)
     spec = predictor.spec
     hop_s = cfg.hop_s if cfg.hop_s is not None else spec.window_s / 2
-    thresholds = load_thresholds(run) if cfg.thresholds == "auto" else None
-    if thresholds:
-        log.info("per-class thresholds from the run (classes without one use min_score=%s)", cfg.min_score)
     # noise reduction estimates its profile per decoded block: only whole files give one pass's result
     denoise = any(isinstance(s, Denoise) for s in steps_from_dicts(spec.conditioning))
+    shard_s = None if denoise else cfg.shard_s
     units, unreachable = plan_units(
         sources,
         model_identity=predictor.identity,
@@ -188,55 +166,21 @@ def detect(
         window_s=spec.window_s,
         hop_s=hop_s,
         block_s=cfg.block_s,
-        shard_s=None if denoise else cfg.shard_s,
+        shard_s=shard_s,
     )
-    problems += unreachable
-    settings: dict[str, Any] = {
-        "model": str(run),
-        "model_kind": predictor.kind,
-        "model_identity": predictor.identity,
-        "sample_rate": spec.sample_rate,
-        "window_s": spec.window_s,
-        "hop_s": hop_s,
-        "shard_s": None if denoise else cfg.shard_s,
-        "min_score": cfg.min_score,
-        "top_k": cfg.top_k,
-        "thresholds": thresholds,
-        "background": sorted(set(cfg.background_labels) | set(spec.background_labels)),
-        "formats": list(cfg.formats),
-        "classes": list(spec.class_names),
-        "merge_gap_s": cfg.merge_gap_s,
-        "shards": shard_of[1] if shard_of else None,
-    }
+    settings = _settings(run, predictor, cfg, hop_s, shard_s, shard_of)
     with output_guard(out_dir):
         (out_dir / ".parts").mkdir(parents=True, exist_ok=True)
-    write_plan(out_dir, units, problems, settings, strict=shard_of is not None)
+    write_plan(out_dir, units, problems + unreachable, settings, strict=shard_of is not None)
 
     mine = units
     if shard_of is not None:
         owner = assign_shards([u.weight for u in units], shard_of[1])
         mine = [u for u, s in zip(units, owner, strict=True) if s == shard_of[0]]
-    if not resume:
-        for u in mine:
-            failed_path(out_dir, u).unlink(missing_ok=True)
-    done = Results(out_dir).parts if resume else set()
-    # with the score matrix asked for, a part from a run without it (a few labels a window) is redone
-    dense = "scores" in cfg.formats
-    reused = {
-        u.key
-        for u in mine
-        if u.key in done and (not dense or part_top(part_path(out_dir, u)) >= spec.num_classes)
-    }
+    reused = _reusable(
+        out_dir, mine, resume=resume, dense="scores" in cfg.formats, n_classes=spec.num_classes
+    )
     todo = [u for u in mine if u.key not in reused]
-    if reused:
-        log.info(
-            "detect: %d of %d work unit(s) already done in %s, %d to go",
-            len(reused),
-            len(mine),
-            out_dir,
-            len(todo),
-        )
-
     job = _Job(
         out_dir, todo, incremental_manifest=shard_of is None, reused=[u for u in mine if u.key in reused]
     )
@@ -254,6 +198,109 @@ def detect(
             table = merge(out_dir, reused=reused, run_info=run_info)
             _log_done(out_dir, table, run_info)
             return table
+    return _shard_done(out_dir, units, mine, results, settings, shard_of)
+
+
+def _check_job(
+    engine: str, retries: int, shard: str | tuple[int, int] | None, resume: bool
+) -> tuple[int, int] | None:
+    """Check how the job is to run; the shard ``(I, N)`` this process runs, or None."""
+    if engine not in ENGINES:
+        raise ConfigError(f"engine={engine!r} must be one of {list(ENGINES)}")
+    if retries < 0:
+        raise ConfigError(f"retries={retries} must be >= 0")
+    shard_of = parse_shard(shard) if shard is not None else None
+    if shard_of is not None and engine != "local":
+        raise ConfigError(
+            "--shard I/N runs one shard in this process; it does not combine with --engine dask"
+        )
+    if shard_of is not None and not resume:
+        raise ConfigError("--fresh cannot be used with --shard (one shard would erase the others' work)")
+    return shard_of
+
+
+def _find_sources(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[str], list[dict[str, str]]]:
+    """The recordings named by ``inputs`` and the inputs that could not be read; an error when
+    nothing was found."""
+    sources, problems = resolve_sources(inputs)
+    if not sources:
+        listed = "; ".join(f"{p['file']}: {p['reason']}" for p in problems[:3])
+        raise DataError(
+            f"no audio files found in {[str(i) for i in inputs]}"
+            + (
+                f" ({listed})"
+                if listed
+                else " (folders are searched for audio file endings: .wav, .flac, ...)"
+            )
+        )
+    return sources, problems
+
+
+def _settings(
+    run: str | os.PathLike[str],
+    predictor: Predictor,
+    cfg: DetectConfig,
+    hop_s: float,
+    shard_s: float | None,
+    shard_of: tuple[int, int] | None,
+) -> dict[str, Any]:
+    """The job's settings as plan.json records them (every shard of a job must agree on them)."""
+    spec = predictor.spec
+    thresholds = load_thresholds(run) if cfg.thresholds == "auto" else None
+    if thresholds:
+        log.info("per-class thresholds from the run (classes without one use min_score=%s)", cfg.min_score)
+    return {
+        "model": str(run),
+        "model_kind": predictor.kind,
+        "model_identity": predictor.identity,
+        "sample_rate": spec.sample_rate,
+        "window_s": spec.window_s,
+        "hop_s": hop_s,
+        "shard_s": shard_s,
+        "min_score": cfg.min_score,
+        "top_k": cfg.top_k,
+        "thresholds": thresholds,
+        "background": sorted(set(cfg.background_labels) | set(spec.background_labels)),
+        "formats": list(cfg.formats),
+        "classes": list(spec.class_names),
+        "merge_gap_s": cfg.merge_gap_s,
+        "shards": shard_of[1] if shard_of else None,
+    }
+
+
+def _reusable(out_dir: Path, mine: list[WorkUnit], *, resume: bool, dense: bool, n_classes: int) -> set[str]:
+    """The keys of the units in ``mine`` that an earlier run finished; with ``resume`` off, none
+    (and their failure records are cleared). With the score matrix asked for (``dense``), a part
+    from a run without it (a few labels a window) is redone."""
+    if not resume:
+        for u in mine:
+            failed_path(out_dir, u).unlink(missing_ok=True)
+        return set()
+    done = Results(out_dir).parts
+    reused = {
+        u.key for u in mine if u.key in done and (not dense or part_top(part_path(out_dir, u)) >= n_classes)
+    }
+    if reused:
+        log.info(
+            "detect: %d of %d work unit(s) already done in %s, %d to go",
+            len(reused),
+            len(mine),
+            out_dir,
+            len(mine) - len(reused),
+        )
+    return reused
+
+
+def _shard_done(
+    out_dir: Path,
+    units: list[WorkUnit],
+    mine: list[WorkUnit],
+    results: Results,
+    settings: dict[str, Any],
+    shard_of: tuple[int, int] | None,
+) -> pd.DataFrame:
+    """After a shard whose job other shards have still to finish: say so, and return this shard's
+    window detections."""
     left = sum(not results.finished(u) for u in units)
     log.info(
         "detect: shard %s done; %d work unit(s) of other shards still to go (the last shard to finish "

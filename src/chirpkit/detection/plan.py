@@ -21,7 +21,7 @@ import math
 import os
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -310,58 +310,30 @@ def merge(
             f"{len(missing)} of {len(units)} work unit(s) in {out_dir} have no result yet "
             f"(e.g. {missing[0].file} from {missing[0].start_s} s): {hint}; or merge --partial"
         )
-    tables: list[pd.DataFrame] = []
     dense = _DenseScores(out_dir, settings) if "scores" in settings["formats"] else None
-    manifest: list[dict[str, Any]] = []
-    errors = [dict(p) for p in problems]
-    audio_s = compute_s = 0.0
-    repaired: dict[str, dict[str, int]] = {}
-    dropped: dict[str, int] = {}
-    damaged: dict[str, float] = {}
+    got = _Gathered(errors=[dict(p) for p in problems])
     for u in units:
-        row = {"file": u.file, "start_s": u.start_s, "end_s": u.end_s, "part": ""}
-        if u.key in results.parts:
-            cands, stats = read_part(part_path(out_dir, u))
-            tables.append(select(cands, settings).assign(file=u.file)[DETECTION_COLUMNS])
-            if dense is not None:
-                dense.add(u, cands)
-            audio_s += stats.get("audio_s", 0.0)
-            compute_s += stats.get("seconds", 0.0)
-            for kind in ("nonfinite", "over_full_scale"):
-                if stats.get(kind):
-                    repaired.setdefault(u.file, {"nonfinite": 0, "over_full_scale": 0})[kind] += int(
-                        stats[kind]
-                    )
-            if stats.get("damaged_at_s") is not None:
-                damaged.setdefault(u.file, stats["damaged_at_s"])
-            if stats.get("dropped"):
-                dropped[u.file] = dropped.get(u.file, 0) + int(stats["dropped"])
-            manifest.append({**row, "status": "reused" if u.key in reused else "done", "part": u.key})
-        elif u.key in results.failed:
-            fail = read_json(failed_path(out_dir, u))
-            where = f" (from {u.start_s:g} s)" if u.first > 0 or u.stop is not None else ""
-            errors.append({"file": u.file, "reason": f"{fail['reason']}{where}"})
-            manifest.append({**row, "status": "failed"})
-        else:
-            manifest.append({**row, "status": "missing"})
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=DETECTION_COLUMNS)
+        got.add(out_dir, u, results, settings, reused, dense)
+    table = (
+        pd.concat(got.tables, ignore_index=True) if got.tables else pd.DataFrame(columns=DETECTION_COLUMNS)
+    )
     events = merge_events(table, gap_s=settings["merge_gap_s"])
     with output_guard(out_dir):
         if dense is not None:
             dense.close()
-        _write_tables(out_dir, table, events, errors, manifest, settings)
+        _write_tables(out_dir, table, events, got.errors, got.manifest, settings)
         summary: dict[str, Any] = {
             "files": len({u.file for u in units}) + len(problems),
             "units": len(units),
-            "failed": len(errors),
+            "failed": len(got.errors),
             "missing": len(missing),
             "detections": len(table),
             "events": len(events),
-            "audio_seconds": round(audio_s, 2),
-            "compute_seconds": round(compute_s, 2),
-            "samples_repaired": repaired,
-            "windows_dropped_nonfinite": dropped,
-            "decoded_past_damage_from_s": damaged,
+            "audio_seconds": round(got.audio_s, 2),
+            "compute_seconds": round(got.compute_s, 2),
+            "samples_repaired": got.repaired,
+            "windows_dropped_nonfinite": got.dropped,
+            "decoded_past_damage_from_s": got.damaged,
             "hop_s": settings["hop_s"],
             "shard_s": settings["shard_s"],
             "min_score": settings["min_score"],
@@ -372,18 +344,74 @@ def merge(
             **(run_info or {}),
         }
         write_json(out_dir / "detect_summary.json", summary)
-    for f, n in repaired.items():
-        log.warning(
-            "%s: %d NaN/infinite sample(s) set to 0, %d beyond full scale (kept), before detection",
-            f,
-            n["nonfinite"],
-            n["over_full_scale"],
-        )
-    for f, at in damaged.items():
-        log.warning("%s: libsndfile stopped at a damaged frame near %g s; FFmpeg decoded the rest", f, at)
-    for f, windows in dropped.items():
-        log.warning("%s: %d window(s) whose scores were not finite left out", f, windows)
+    got.log_repairs()
     return table
+
+
+@dataclass
+class _Gathered:
+    """What :func:`merge` reads from the units' parts: window tables, manifest lines, errors,
+    and what decoding repaired, dropped or found damaged (per file)."""
+
+    errors: list[dict[str, Any]]
+    tables: list[pd.DataFrame] = field(default_factory=list)
+    manifest: list[dict[str, Any]] = field(default_factory=list)
+    audio_s: float = 0.0
+    compute_s: float = 0.0
+    repaired: dict[str, dict[str, int]] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    damaged: dict[str, float] = field(default_factory=dict)
+
+    def add(
+        self,
+        out_dir: Path,
+        u: WorkUnit,
+        results: Results,
+        settings: dict[str, Any],
+        reused: Collection[str],
+        dense: _DenseScores | None,
+    ) -> None:
+        """Take in one unit: its part when done, its failure when failed, else a missing line."""
+        row = {"file": u.file, "start_s": u.start_s, "end_s": u.end_s, "part": ""}
+        if u.key in results.parts:
+            self.manifest.append({**row, "status": "reused" if u.key in reused else "done", "part": u.key})
+        elif u.key in results.failed:
+            fail = read_json(failed_path(out_dir, u))
+            where = f" (from {u.start_s:g} s)" if u.first > 0 or u.stop is not None else ""
+            self.errors.append({"file": u.file, "reason": f"{fail['reason']}{where}"})
+            self.manifest.append({**row, "status": "failed"})
+            return
+        else:
+            self.manifest.append({**row, "status": "missing"})
+            return
+        cands, stats = read_part(part_path(out_dir, u))
+        self.tables.append(select(cands, settings).assign(file=u.file)[DETECTION_COLUMNS])
+        if dense is not None:
+            dense.add(u, cands)
+        self.audio_s += stats.get("audio_s", 0.0)
+        self.compute_s += stats.get("seconds", 0.0)
+        for kind in ("nonfinite", "over_full_scale"):
+            if stats.get(kind):
+                counts = self.repaired.setdefault(u.file, {"nonfinite": 0, "over_full_scale": 0})
+                counts[kind] += int(stats[kind])
+        if stats.get("damaged_at_s") is not None:
+            self.damaged.setdefault(u.file, stats["damaged_at_s"])
+        if stats.get("dropped"):
+            self.dropped[u.file] = self.dropped.get(u.file, 0) + int(stats["dropped"])
+
+    def log_repairs(self) -> None:
+        """Say, per file, what decoding repaired, found damaged or left out."""
+        for f, n in self.repaired.items():
+            log.warning(
+                "%s: %d NaN/infinite sample(s) set to 0, %d beyond full scale (kept), before detection",
+                f,
+                n["nonfinite"],
+                n["over_full_scale"],
+            )
+        for f, at in self.damaged.items():
+            log.warning("%s: libsndfile stopped at a damaged frame near %g s; FFmpeg decoded the rest", f, at)
+        for f, windows in self.dropped.items():
+            log.warning("%s: %d window(s) whose scores were not finite left out", f, windows)
 
 
 class _DenseScores:

@@ -426,17 +426,17 @@ def detection_report(
         The report: ``per_class`` (one row per class and ``all``), ``summary`` (every figure and
         its interval), ``thresholds``.
     """
-    check_match_settings("iou", 0.0, min_iou, "one-to-one")
-    check_match_settings(rule, tolerance_s, min_iou, matching)
-    for name, value in (("collar_s", collar_s), ("min_overlap_s", min_overlap_s)):
-        if not (math.isfinite(value) and value >= 0):
-            raise ConfigError(f"{name}={value} must be a finite number of seconds >= 0")
-    if not 0 < target_precision <= 1:
-        raise ConfigError(f"target_precision={target_precision} must be in (0, 1]")
-    if n_boot < 0:
-        raise ConfigError(f"n_boot={n_boot} must be >= 0")
-    if not max_efpr > 0:
-        raise ConfigError(f"max_efpr={max_efpr} must be > 0")
+    _check_report_settings(
+        min_iou=min_iou,
+        rule=rule,
+        tolerance_s=tolerance_s,
+        matching=matching,
+        collar_s=collar_s,
+        min_overlap_s=min_overlap_s,
+        target_precision=target_precision,
+        n_boot=n_boot,
+        max_efpr=max_efpr,
+    )
     matrix = read_score_matrix(scores) if scores is not None else None
     if recordings is None and matrix is not None:
         recordings = sorted(set(matrix["file"].astype(str)))
@@ -460,11 +460,69 @@ def detection_report(
 
     counts = match_counts(det, ann, rule="iou", tolerance_s=0.0, min_iou=min_iou)
     per_class = event_table(counts, classes)
+    summary = _event_summary(per_class, det, ann, classes, stems, min_iou, collar_s)
+    bg = {_stem(b) for b in background} if background is not None else set(stems) - set(ann["_stem"])
+    summary["false_positives"] = _false_positives(
+        per_class, det, matrix, files, bg, given=background is not None
+    )
+    rule_counts = match_counts(
+        det, ann, rule=rule, tolerance_s=tolerance_s, min_iou=min_iou, matching=matching
+    )
+    report = DetectionReport(per_class=per_class, summary=summary, rule_table=event_table(rule_counts))
+    if matrix is not None:
+        _window_measures(report, matrix, ann, model_classes, min_overlap_s, target_precision)
+        _psds_measures(report, matrix, ann, model_classes, max_efpr)
+    if n_boot:
+        summary["ci"] = _intervals(report, counts, matrix, ann, stems, n_boot, seed)
+        summary["ci_settings"] = {"level": 0.95, "n_boot": n_boot, "seed": seed, "over": "recordings"}
+    if out is not None:
+        report.write(out)
+    return report
+
+
+def _check_report_settings(
+    *,
+    min_iou: float,
+    rule: str,
+    tolerance_s: float,
+    matching: str,
+    collar_s: float,
+    min_overlap_s: float,
+    target_precision: float,
+    n_boot: int,
+    max_efpr: float,
+) -> None:
+    """Refuse settings no measure can use, before anything is read."""
+    check_match_settings("iou", 0.0, min_iou, "one-to-one")
+    check_match_settings(rule, tolerance_s, min_iou, matching)
+    for name, value in (("collar_s", collar_s), ("min_overlap_s", min_overlap_s)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{name}={value} must be a finite number of seconds >= 0")
+    if not 0 < target_precision <= 1:
+        raise ConfigError(f"target_precision={target_precision} must be in (0, 1]")
+    if n_boot < 0:
+        raise ConfigError(f"n_boot={n_boot} must be >= 0")
+    if not max_efpr > 0:
+        raise ConfigError(f"max_efpr={max_efpr} must be > 0")
+
+
+def _event_summary(
+    per_class: pd.DataFrame,
+    det: pd.DataFrame,
+    ann: pd.DataFrame,
+    classes: list[str],
+    stems: list[str],
+    min_iou: float,
+    collar_s: float,
+) -> dict[str, Any]:
+    """The summary's counts, event F1 at IoU and collar-based F1 (its per-class figures go into
+    ``per_class`` as ``f1_collar``)."""
     collar = _collar_f1(det, ann, classes, collar_s) | {"collar_s": collar_s}
     if collar.get("per_class"):
         per_class["f1_collar"] = per_class["class"].map(collar["per_class"] | {"all": collar["micro_f1"]})
     events_all = per_class.iloc[-1]  # the "all" row
-    summary: dict[str, Any] = {
+    annotated = per_class["annotations"] > 0
+    return {
         "recordings": len(stems),
         "annotations": len(ann),
         "detections": len(det),
@@ -475,17 +533,25 @@ def detection_report(
             "recall": _nan_none(float(events_all["recall"])),
             "f1": float(events_all["f1"]),
             # over the classes with annotations (a class never annotated has no recall to average)
-            "macro_f1": float(
-                per_class.loc[(per_class["class"] != "all") & (per_class["annotations"] > 0), "f1"].mean()
-            )
-            if (per_class["annotations"] > 0).any()
+            "macro_f1": float(per_class.loc[(per_class["class"] != "all") & annotated, "f1"].mean())
+            if annotated.any()
             else 0.0,
         },
         "collar": {k: v for k, v in collar.items() if k != "per_class"},
     }
 
-    # false positives per hour on background-only recordings
-    bg = {_stem(b) for b in background} if background is not None else set(stems) - set(ann["_stem"])
+
+def _false_positives(
+    per_class: pd.DataFrame,
+    det: pd.DataFrame,
+    matrix: pd.DataFrame | None,
+    files: dict[str, str],
+    bg: set[str],
+    *,
+    given: bool,
+) -> dict[str, Any]:
+    """False positives per hour on the background recordings ``bg`` (stems): the summary's
+    figures, and ``fp_per_hour`` per class in ``per_class``."""
     durations = _durations(matrix, {s: files[s] for s in bg if s in files})
     hours = sum(durations.get(s, 0.0) for s in bg) / 3600
     fp_det = det[det["_stem"].isin(bg)]
@@ -493,43 +559,41 @@ def detection_report(
     per_class["fp_per_hour"] = per_class["class"].map(
         lambda c: (int(fp_by_class.get(c, 0)) if c != "all" else len(fp_det)) / hours if hours else math.nan
     )
-    summary["false_positives"] = {
-        "rule": "detections on recordings without annotations"
-        if background is None
-        else "detections on the given background recordings",
+    return {
+        "rule": "detections on the given background recordings"
+        if given
+        else "detections on recordings without annotations",
         "recordings": len(bg),
         "hours": round(hours, 4),
         "detections": len(fp_det),
         "per_hour": len(fp_det) / hours if hours else None,
     }
 
-    rule_counts = match_counts(
-        det, ann, rule=rule, tolerance_s=tolerance_s, min_iou=min_iou, matching=matching
-    )
-    report = DetectionReport(per_class=per_class, summary=summary, rule_table=event_table(rule_counts))
-    if matrix is not None:
-        _window_measures(report, matrix, ann, model_classes, min_overlap_s, target_precision)
-        # PSDS averages over classes with ground truth (sed_scores_eval refuses the others)
-        annotated = [c for c in model_classes if (ann["label"] == c).any()]
-        if annotated:
-            frames = _frames(matrix, annotated)
-            gt = _ground_truth(ann[ann["label"].isin(annotated)], list(frames))
-            durs = {s: float(f["offset"].max()) for s, f in frames.items()}
-            summary["psds"], report.psd_roc = _psds(frames, gt, durs, max_efpr)
-            summary["psds_settings"] = {
-                "unit_of_time": "hour",
-                "max_efpr": max_efpr,
-                "alpha_st": 1.0,
-                "classes_without_annotations": sorted(set(model_classes) - set(annotated)),
-                "cross_triggers": len(annotated) >= 2,  # psds2's alpha_ct needs two classes
-                **PSDS_SCENARIOS,
-            }
-    if n_boot:
-        summary["ci"] = _intervals(report, counts, matrix, ann, stems, n_boot, seed)
-        summary["ci_settings"] = {"level": 0.95, "n_boot": n_boot, "seed": seed, "over": "recordings"}
-    if out is not None:
-        report.write(out)
-    return report
+
+def _psds_measures(
+    report: DetectionReport,
+    matrix: pd.DataFrame,
+    ann: pd.DataFrame,
+    model_classes: list[str],
+    max_efpr: float,
+) -> None:
+    """PSDS over the classes with ground truth (sed_scores_eval refuses the others), into
+    ``report.summary`` and ``report.psd_roc``."""
+    annotated = [c for c in model_classes if (ann["label"] == c).any()]
+    if not annotated:
+        return
+    frames = _frames(matrix, annotated)
+    gt = _ground_truth(ann[ann["label"].isin(annotated)], list(frames))
+    durs = {s: float(f["offset"].max()) for s, f in frames.items()}
+    report.summary["psds"], report.psd_roc = _psds(frames, gt, durs, max_efpr)
+    report.summary["psds_settings"] = {
+        "unit_of_time": "hour",
+        "max_efpr": max_efpr,
+        "alpha_st": 1.0,
+        "classes_without_annotations": sorted(set(model_classes) - set(annotated)),
+        "cross_triggers": len(annotated) >= 2,  # psds2's alpha_ct needs two classes
+        **PSDS_SCENARIOS,
+    }
 
 
 def _nan_none(v: float) -> float | None:

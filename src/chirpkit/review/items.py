@@ -174,43 +174,9 @@ def load_detect_folder(
     """
     root = existing_path(folder, "detections folder").resolve()
     table_path = root / "detections.csv"
-    if not table_path.is_file():
-        raise DataError(f"{root} has no detections.csv: point at a folder written by `chirpkit detect --out`")
-    try:
-        table = pd.read_csv(
-            table_path, keep_default_na=False, na_values=[""], dtype={"file": str, "label": str}
-        )
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {table_path}: {exc}") from exc
-    missing = [c for c in _REQUIRED if c not in table.columns]
-    if missing:
-        raise DataError(f"{table_path} lacks column(s) {missing}; detect writes {list(_REQUIRED)}")
-    for col in ("start_s", "end_s", "score"):
-        bad = pd.to_numeric(table[col], errors="coerce").isna()
-        if bad.any():
-            line = int(bad.to_numpy().nonzero()[0][0]) + 2
-            raise DataError(
-                f"{table_path} line {line}: column '{col}' holds {table[col].iloc[line - 2]!r}, not a number"
-            )
-        table[col] = pd.to_numeric(table[col]).astype(float)
-    table["label"] = table["label"].astype(str)
-    table["file"] = table["file"].astype(str)
-
+    table = _read_detections(table_path)
     summary = read_json(root / "detect_summary.json") if (root / "detect_summary.json").is_file() else {}
-    manifest_path = root / "manifest.csv"
-    if manifest_path.is_file():
-        manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
-        done = set(manifest.loc[manifest["status"].isin(["done", "reused"]), "file"])
-        outside = ~table["file"].isin(done)
-        if outside.any():
-            log.warning(
-                "review: %d detection(s) in %s name file(s) this detect run did not scan (e.g. %s); left out",
-                int(outside.sum()),
-                table_path,
-                table.loc[outside, "file"].iloc[0],
-            )
-            table = table[~outside]
-
+    table = _scanned_only(table, root / "manifest.csv", table_path)
     run_path = Path(run) if run is not None else (Path(summary["model"]) if summary.get("model") else None)
     if run_path is not None and not run_path.exists():
         log.warning(
@@ -255,3 +221,50 @@ def load_detect_folder(
         min_score=float(summary.get("min_score", 0.0) or 0.0),
         sample_rate=rate,
     )
+
+
+def _read_detections(table_path: Path) -> pd.DataFrame:
+    """``detections.csv`` with its columns checked and typed (the line of a bad number named)."""
+    if not table_path.is_file():
+        raise DataError(
+            f"{table_path.parent} has no detections.csv: point at a folder written by `chirpkit detect --out`"
+        )
+    try:
+        table = pd.read_csv(
+            table_path, keep_default_na=False, na_values=[""], dtype={"file": str, "label": str}
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {table_path}: {exc}") from exc
+    missing = [c for c in _REQUIRED if c not in table.columns]
+    if missing:
+        raise DataError(f"{table_path} lacks column(s) {missing}; detect writes {list(_REQUIRED)}")
+    for col in ("start_s", "end_s", "score"):
+        bad = pd.to_numeric(table[col], errors="coerce").isna()
+        if bad.any():
+            line = int(bad.to_numpy().nonzero()[0][0]) + 2
+            raise DataError(
+                f"{table_path} line {line}: column '{col}' holds {table[col].iloc[line - 2]!r}, not a number"
+            )
+        table[col] = pd.to_numeric(table[col]).astype(float)
+    table["label"] = table["label"].astype(str)
+    table["file"] = table["file"].astype(str)
+    return table
+
+
+def _scanned_only(table: pd.DataFrame, manifest_path: Path, table_path: Path) -> pd.DataFrame:
+    """The rows of files the detect run scanned (its manifest says done or reused); all rows when
+    there is no manifest."""
+    if not manifest_path.is_file():
+        return table
+    manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
+    done = set(manifest.loc[manifest["status"].isin(["done", "reused"]), "file"])
+    outside = ~table["file"].isin(done)
+    if outside.any():
+        log.warning(
+            "review: %d detection(s) in %s name file(s) this detect run did not scan (e.g. %s); left out",
+            int(outside.sum()),
+            table_path,
+            table.loc[outside, "file"].iloc[0],
+        )
+        table = table[~outside]
+    return table

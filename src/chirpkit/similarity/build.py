@@ -152,20 +152,7 @@ def index(
     except ImportError as exc:
         raise ConfigError("the index's search graph needs usearch: pip install 'chirpkit[search]'") from exc
     t0 = time.perf_counter()
-    sources, problems = resolve_sources(inputs)
-    if not sources:
-        raise DataError(f"no audio files found in {[str(i) for i in inputs]}")
-    sources = [s if is_url(s) else str(Path(s).resolve()) for s in sources]
-    units, unreachable = plan_units(
-        sources,
-        model_identity=model,
-        sample_rate=settings["sample_rate"],
-        window_s=settings["window_s"],
-        hop_s=settings["hop_s"],
-        block_s=60.0,
-        shard_s=None,
-    )
-    failed = [{"file": p["file"], "reason": p["reason"]} for p in [*problems, *unreachable]]
+    units, failed = _index_units(inputs, model, settings)
     cfg = DetectConfig(batch_size=batch_size, workers=workers)
     with EmbeddingIndex.create(out, settings) as db:
         for f in failed:  # unreachable before any decoding: listed with the rest
@@ -176,26 +163,7 @@ def index(
         if skipped:
             log.info("index: %d of %d file(s) already indexed, %d to embed", skipped, len(units), len(todo))
         bar = tqdm(total=len(todo), desc=f"index ({engine})", unit="file", disable=not progress)
-        audio_s = 0.0
-        embedded = 0
-
-        def record(unit: WorkUnit, result: dict[str, Any]) -> None:
-            nonlocal audio_s, embedded
-            if "cands" in result and not len(result["cands"][0]):
-                result = {"failure": "no window with finite embeddings"}
-            if "cands" in result:
-                starts, emb = result["cands"]
-                db.add_file(
-                    unit.file, unit.key, starts, emb, result["stats"]["audio_s"], _native_rate(unit.file)
-                )
-                audio_s += result["stats"]["audio_s"]
-                embedded += 1
-            else:
-                db.add_failure(unit.file, unit.key, result["failure"], 1)
-                failed.append({"file": unit.file, "reason": result["failure"]})
-                log.warning("index: skipped %s: %s", unit.file, result["failure"])
-            bar.update()
-
+        recorder = _Recorder(db, bar, failed)
         with interruptible():
             try:
                 if engine == "dask":
@@ -212,28 +180,27 @@ def index(
                     )
                     by_key = {u.key: u for u in todo}
                     for res in results:
-                        record(by_key[res.pop("key")], res)
+                        recorder(by_key[res.pop("key")], res)
                 elif todo:
-                    _embed_units(todo, window_embedder(model), settings["hop_s"], cfg, record)
+                    _embed_units(todo, window_embedder(model), settings["hop_s"], cfg, recorder)
             finally:
                 bar.close()
         graph_added = db.update_graph(progress=progress)
-        failures = db.failures()
-        write_csv(Path(out) / "failures.csv", failures, index=False)
+        write_csv(Path(out) / "failures.csv", db.failures(), index=False)
         result = IndexResult(
             root=Path(out),
             files=len(db.files()),
             windows=len(db),
-            embedded=embedded,
+            embedded=recorder.embedded,
             skipped=skipped,
             failed=failed,
             graph_added=graph_added,
-            audio_s=round(audio_s, 3),
+            audio_s=round(recorder.audio_s, 3),
             wall_s=round(time.perf_counter() - t0, 3),
         )
     log.info(
         "index: %d file(s) embedded, %d skipped as indexed, %d failed; %s holds %d window(s) of %d file(s)",
-        embedded,
+        result.embedded,
         skipped,
         len(failed),
         out,
@@ -241,6 +208,52 @@ def index(
         result.files,
     )
     return result
+
+
+def _index_units(
+    inputs: Sequence[str | os.PathLike[str]], model: str, settings: dict[str, Any]
+) -> tuple[list[WorkUnit], list[dict[str, str]]]:
+    """One work unit per recording of ``inputs`` (local paths made absolute, so the index finds
+    them from anywhere), and the inputs that cannot be read (``file``, ``reason``)."""
+    sources, problems = resolve_sources(inputs)
+    if not sources:
+        raise DataError(f"no audio files found in {[str(i) for i in inputs]}")
+    sources = [s if is_url(s) else str(Path(s).resolve()) for s in sources]
+    units, unreachable = plan_units(
+        sources,
+        model_identity=model,
+        sample_rate=settings["sample_rate"],
+        window_s=settings["window_s"],
+        hop_s=settings["hop_s"],
+        block_s=60.0,
+        shard_s=None,
+    )
+    return units, [{"file": p["file"], "reason": p["reason"]} for p in [*problems, *unreachable]]
+
+
+class _Recorder:
+    """Writes each embedded recording (or its failure) into the index as it arrives, and counts."""
+
+    def __init__(self, db: EmbeddingIndex, bar: Any, failed: list[dict[str, str]]) -> None:
+        self.db, self.bar, self.failed = db, bar, failed
+        self.audio_s = 0.0
+        self.embedded = 0
+
+    def __call__(self, unit: WorkUnit, result: dict[str, Any]) -> None:
+        if "cands" in result and not len(result["cands"][0]):
+            result = {"failure": "no window with finite embeddings"}
+        if "cands" in result:
+            starts, emb = result["cands"]
+            self.db.add_file(
+                unit.file, unit.key, starts, emb, result["stats"]["audio_s"], _native_rate(unit.file)
+            )
+            self.audio_s += result["stats"]["audio_s"]
+            self.embedded += 1
+        else:
+            self.db.add_failure(unit.file, unit.key, result["failure"], 1)
+            self.failed.append({"file": unit.file, "reason": result["failure"]})
+            log.warning("index: skipped %s: %s", unit.file, result["failure"])
+        self.bar.update()
 
 
 def _native_rate(source: str) -> int | None:
