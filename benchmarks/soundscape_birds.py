@@ -39,8 +39,10 @@ For each seeded draw:
   bird-free files at score 0.5 and at 0.1 (``fp_per_hour_0.1``, from the score matrix as ``detect
   --min-score 0.1`` would select them).
 
-Skips (exit 0) when ``../shared/data`` lacks one of its folders. Results: ``OUT/results.csv`` and a
-table of means ± std over draws on stdout.
+Skips (exit 0) when ``../shared/data`` lacks one of its folders. Results: ``OUT/results.csv``, a
+table of means ± std over draws on stdout, and each model's gains over zero-shot draw by draw
+(``OUT/paired_gains.csv``: the mean and std of the paired differences, and how many draws are
+better, level or worse).
 """
 
 from __future__ import annotations
@@ -387,7 +389,54 @@ def main() -> int:
     )
     for model, r in agg.iterrows():
         print(f"{model:34} " + "  ".join(f"{m} {r[(m, 'mean')]:.3f} ± {r[(m, 'std')]:.3f}" for m in MEASURES))
+    gains = paired_gains(table)
+    if len(gains):
+        gains.to_csv(args.out / "paired_gains.csv", index=False, float_format="%.4f")
+        print(
+            "\nagainst zero-shot, draw by draw (model - zero-shot; false positives: zero-shot - model, "
+            "so more is better everywhere): mean ± std of the paired gains, draws better / level / worse"
+        )
+        for model, g in gains.groupby("model", sort=False):
+            print(
+                f"{model:34} "
+                + "  ".join(
+                    f"{r.measure} {r.mean:+.3f} ± {r.std:.3f} ({r.better}/{r.level}/{r.worse})"
+                    for r in g.itertuples(index=False)
+                )
+            )
     return 0
+
+
+def paired_gains(table: pd.DataFrame) -> pd.DataFrame:
+    """Each model's gain over zero-shot in the same draw, per measure: mean and std over draws of
+    the paired differences (the draws share test files, so their spread is the gain's own, not the
+    spread of the files' difficulty between draws), and how many draws are better, level, worse.
+    False positives per hour count as gains when they fall."""
+    if "zero-shot" not in set(table["model"]):
+        return pd.DataFrame()
+    base = table[table["model"] == "zero-shot"].set_index("seed")
+    rows = []
+    for model, g in table[table["model"] != "zero-shot"].groupby("model", sort=False):
+        g = g.set_index("seed")
+        for m in MEASURES:
+            if m not in g or m not in base:
+                continue
+            sign = -1.0 if m.startswith("fp_per_hour") else 1.0
+            d = (sign * (g[m] - base[m].reindex(g.index))).dropna()
+            if d.empty:
+                continue
+            rows.append(
+                {
+                    "model": model,
+                    "measure": m,
+                    "mean": float(d.mean()),
+                    "std": float(d.std(ddof=1)) if len(d) > 1 else float("nan"),
+                    "better": int((d > 1e-9).sum()),
+                    "level": int((d.abs() <= 1e-9).sum()),
+                    "worse": int((d < -1e-9).sum()),
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 if __name__ == "__main__":
