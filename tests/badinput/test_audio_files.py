@@ -131,6 +131,25 @@ def test_float_audio_beyond_full_scale_is_kept_or_scaled_never_clipped(tmp_path:
     assert np.abs(stored).max() / rms == pytest.approx(np.sqrt(2), abs=0.02)
 
 
+def test_a_clipped_integer_file_that_overshoots_after_resampling_is_named_as_such(tmp_path: Path) -> None:
+    """An int16 file cannot pass full scale as decoded; clipped at the source, it does once
+    resampled (band-limited interpolation overshoots). The store scales it and the note says why."""
+    import soundfile as sf
+
+    t = np.arange(44100) / 44100
+    y = np.clip(3.0 * np.sin(2 * np.pi * 1000 * t), -1.0, 1.0)  # clipped at the source
+    src = tmp_path / "clipped.wav"
+    sf.write(src, y, 44100, subtype="PCM_16")
+    row = {"source": str(src), "start_s": 0.0, "end_s": 1.0, "label": "a", "labels": ["a"], "group": "g"}
+    cat = pd.DataFrame([row, {**row, "label": "b", "labels": ["b"]}]).assign(split="train")
+    store = prepare(
+        cat, out=tmp_path / "store", config=AudioConfig(sample_rate=32000, window_s=1.0), progress=False
+    )
+    notes = pd.read_csv(store.root / "anomalies.csv")
+    detail = notes.loc[notes["kind"] == "scaled_to_full_scale", "detail"].iloc[0]
+    assert "after resampling" in detail and np.abs(store.read(0)).max() <= 1.0
+
+
 def test_int16_store_with_per_window_normalisation_scales_loud_margins(tmp_path: Path) -> None:
     """Peak normalisation sets the core of a window to -1 dBFS; a louder margin must not be clipped
     (nor make the file fail): the part's normalised windows are scaled by their common peak."""

@@ -277,11 +277,19 @@ def _cut(task: dict[str, Any], gain: float = 1.0) -> tuple[np.ndarray, str, list
     if repaired[1] and gain == 1.0:
         notes.append(("over_full_scale", f"{repaired[1]} sample(s) beyond full scale, stored as they are"))
     if gain != 1.0:
+        # a file decoded within full scale goes past it through resampling or conditioning: the
+        # band-limited interpolation of audio at full scale (often clipped at the source) overshoots
+        why = (
+            ""
+            if repaired[1]
+            else " after resampling or conditioning (the decoded samples are within full scale: "
+            "audio at full scale, often clipped at the source, overshoots when it is interpolated)"
+        )
         notes.append(
             (
                 "scaled_to_full_scale",
-                f"samples reach {1 / gain:.3g}× full scale: the file's windows are stored scaled by "
-                f"{gain:.4g} to fit int16 (not clipped; audio.dtype float16/float32 keeps the level)",
+                f"samples reach {1 / gain:.3g}× full scale{why}: the file's windows are stored scaled "
+                f"by {gain:.4g} to fit int16 (not clipped; audio.dtype float16/float32 keeps the level)",
             )
         )
     if short_at:

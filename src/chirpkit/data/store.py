@@ -73,7 +73,8 @@ log = logging.getLogger("chirpkit")
 _NOTE_WORDS = {
     "nonfinite_samples": "NaN or infinite samples set to 0",
     "over_full_scale": "samples beyond full scale, stored as they are",
-    "scaled_to_full_scale": "samples beyond full scale, windows stored scaled to fit",
+    "scaled_to_full_scale": "samples beyond full scale (as decoded, or after resampling), windows stored "
+    "scaled to fit",
     "shorter_than_catalog": "audio shorter than the catalog says",
 }
 
