@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +52,17 @@ def _layer(module: str) -> int:
     return len(LAYERS)  # the verbs: everything else
 
 
-def _graph() -> dict[str, dict[str, str]]:
-    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
+def _script(name: str) -> types.ModuleType:
+    """A module of ``scripts/`` (not a package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def _graph() -> dict[str, dict[str, str]]:
+    mod = _script("import_graph")
     g: dict[str, dict[str, str]] = mod.graph(ROOT / "src" / "chirpkit")
     assert mod.cycles(g) == [], "import cycles (function-level imports count too)"
     return g
@@ -84,12 +91,7 @@ def test_stage_folders_import_one_way() -> None:
 
 def test_no_public_function_passes_80_lines_of_code() -> None:
     """Verbs compute in small private phases, then write (``scripts/function_lengths.py``)."""
-    spec = importlib.util.spec_from_file_location(
-        "function_lengths", ROOT / "scripts" / "function_lengths.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _script("function_lengths")
     rows = mod.lengths(ROOT / "src" / "chirpkit")
     assert any(r.where == "data.store:prepare" for r in rows)  # it walked the package
     assert [f"{r.where}: {r.code}" for r in rows if r.public and r.code > 80] == []

@@ -373,17 +373,14 @@ class _Gathered:
     ) -> None:
         """Take in one unit: its part when done, its failure when failed, else a missing line."""
         row = {"file": u.file, "start_s": u.start_s, "end_s": u.end_s, "part": ""}
-        if u.key in results.parts:
-            self.manifest.append({**row, "status": "reused" if u.key in reused else "done", "part": u.key})
-        elif u.key in results.failed:
-            fail = read_json(failed_path(out_dir, u))
-            where = f" (from {u.start_s:g} s)" if u.first > 0 or u.stop is not None else ""
-            self.errors.append({"file": u.file, "reason": f"{fail['reason']}{where}"})
-            self.manifest.append({**row, "status": "failed"})
+        if u.key not in results.parts:
+            if u.key in results.failed:
+                fail = read_json(failed_path(out_dir, u))
+                where = f" (from {u.start_s:g} s)" if u.first > 0 or u.stop is not None else ""
+                self.errors.append({"file": u.file, "reason": f"{fail['reason']}{where}"})
+            self.manifest.append({**row, "status": "failed" if u.key in results.failed else "missing"})
             return
-        else:
-            self.manifest.append({**row, "status": "missing"})
-            return
+        self.manifest.append({**row, "status": "reused" if u.key in reused else "done", "part": u.key})
         cands, stats = read_part(part_path(out_dir, u))
         self.tables.append(select(cands, settings).assign(file=u.file)[DETECTION_COLUMNS])
         if dense is not None:

@@ -278,8 +278,23 @@ def choose_prior(
     target = target if target.any() else np.ones(len(class_names), dtype=bool)
     bar = tqdm(total=len(grid) * len(folds), desc="prior folds", disable=not progress, leave=False)
     try:
-        search = _Search(start, embeddings, at, targets, y, prior_logits, fold, folds, cfg, loss_fn)
-        candidates, (l2, epochs, final, keep, gain_se) = search.run(grid, known, groups, target, bar)
+        candidates, (l2, epochs, final, keep, gain_se) = _search_grid(
+            grid,
+            start,
+            embeddings,
+            at,
+            targets,
+            y,
+            prior_logits,
+            fold,
+            folds,
+            cfg,
+            loss_fn,
+            known,
+            groups,
+            target,
+            bar,
+        )
     finally:
         bar.close()
     per_class = _per_class(class_names, known, y, prior_logits, final, keep, groups, multilabel)
@@ -308,69 +323,62 @@ def choose_prior(
     return choice
 
 
-@dataclass
-class _Search:
-    """The grid search of :func:`choose_prior`: everything each (pull, epochs) candidate shares."""
-
-    start: PriorHead
-    embeddings: np.ndarray
-    at: np.ndarray
-    targets: np.ndarray
-    y: torch.Tensor
-    prior_logits: torch.Tensor
-    fold: np.ndarray
-    folds: list[int]
-    cfg: TrainConfig
-    loss_fn: ClassificationLoss
-
-    def run(
-        self,
-        grid: list[tuple[float, int]],
-        known: np.ndarray,
-        groups: np.ndarray,
-        target: np.ndarray,
-        bar: Any,
-    ) -> tuple[list[dict[str, Any]], tuple[float, int, torch.Tensor, np.ndarray, np.ndarray]]:
-        """Every candidate's out-of-fold figures, and the best one's ``(l2, epochs, out-of-fold
-        logits with the kept prior rows, keep, per-class gain and its standard error)``."""
-        multilabel = self.loss_fn.multilabel
-        candidates: list[dict[str, Any]] = []
-        best = None
-        for l2, epochs in grid:
-            oof, oof_prior = _out_of_fold(
-                self.start,
-                self.embeddings,
-                self.at,
-                self.targets,
-                self.prior_logits,
-                self.fold,
-                self.folds,
-                self.cfg,
-                self.loss_fn,
-                l2=l2,
-                epochs=epochs,
-                bar=bar,
-            )
-            final, keep, gain_se = _with_prior_rows(
-                oof, oof_prior, self.y, known, multilabel, groups, self.cfg.prior_margin
-            )
-            score = float(_class_log_loss(final, self.y, multilabel)[target].mean())
-            candidates.append(
-                {
-                    "l2": l2,
-                    "epochs": epochs,
-                    "oof_macro_log_loss": score,
-                    "oof_macro_log_loss_trained_rows": float(
-                        _class_log_loss(oof, self.y, multilabel)[target].mean()
-                    ),
-                    "classes_keeping_prior": int(keep.sum()),
-                }
-            )
-            # the grid runs from the strongest pull and the fewest epochs: only a lower loss replaces
-            if best is None or score < best[0] - 1e-9:
-                best = (score, l2, epochs, final, keep, gain_se)
-        assert best is not None
-        return candidates, best[1:]
+def _search_grid(
+    grid: list[tuple[float, int]],
+    start: PriorHead,
+    embeddings: np.ndarray,
+    at: np.ndarray,
+    targets: np.ndarray,
+    y: torch.Tensor,
+    prior_logits: torch.Tensor,
+    fold: np.ndarray,
+    folds: list[int],
+    cfg: TrainConfig,
+    loss_fn: ClassificationLoss,
+    known: np.ndarray,
+    groups: np.ndarray,
+    target: np.ndarray,
+    bar: Any,
+) -> tuple[list[dict[str, Any]], tuple[float, int, torch.Tensor, np.ndarray, np.ndarray]]:
+    """The grid search of :func:`choose_prior`: every (pull, epochs) candidate's out-of-fold figures,
+    and the best one's ``(l2, epochs, out-of-fold logits with the kept prior rows, keep, per-class
+    gain and its standard error)``; ``y`` is ``targets`` as a tensor."""
+    multilabel = loss_fn.multilabel
+    candidates: list[dict[str, Any]] = []
+    best = None
+    for l2, epochs in grid:
+        oof, oof_prior = _out_of_fold(
+            start,
+            embeddings,
+            at,
+            targets,
+            prior_logits,
+            fold,
+            folds,
+            cfg,
+            loss_fn,
+            l2=l2,
+            epochs=epochs,
+            bar=bar,
+        )
+        final, keep, gain_se = _with_prior_rows(
+            oof, oof_prior, y, known, multilabel, groups, cfg.prior_margin
+        )
+        score = float(_class_log_loss(final, y, multilabel)[target].mean())
+        candidates.append(
+            {
+                "l2": l2,
+                "epochs": epochs,
+                "oof_macro_log_loss": score,
+                "oof_macro_log_loss_trained_rows": float(_class_log_loss(oof, y, multilabel)[target].mean()),
+                "classes_keeping_prior": int(keep.sum()),
+            }
+        )
+        # the grid runs from the strongest pull and the fewest epochs: only a lower loss replaces
+        if best is None or score < best[0] - 1e-9:
+            best = (score, l2, epochs, final, keep, gain_se)
+    assert best is not None
+    return candidates, best[1:]
 
 
 def _prior_head(net: nn.Module) -> PriorHead:
